@@ -1,0 +1,13 @@
+//! Hot kernels: matrix multiply, im2col/col2im, and the plain reference versions they are
+//! tested against.
+
+pub mod gemm;
+pub mod im2col;
+pub mod reference;
+
+/// A raw pointer that may cross threads. Each parallel task writes a disjoint region of the
+/// buffer behind it; the code that creates one states why the regions are disjoint.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub *mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}

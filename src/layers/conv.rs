@@ -1,0 +1,281 @@
+//! 2-D convolution by im2col + GEMM.
+//!
+//! Weight `O×C×kh×kw` (PyTorch's layout), optional bias `O`. Each image is lowered to a column
+//! matrix `(C·kh·kw)×(OH·OW)` that forward keeps for backward, so backward's weight gradient needs
+//! no second im2col. Images are processed in parallel; the weight gradient is summed over fixed
+//! groups of images and then over groups in order, so results do not depend on the thread count.
+
+use super::{BATCH_CHUNK, Layer, Mode, Param};
+use crate::kernels::gemm::sgemm;
+use crate::kernels::im2col::{col2im, im2col};
+use crate::kernels::reference::Window;
+use crate::rng::Rng;
+use crate::tensor::{Tensor, data, data_mut, reuse};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    pub out_channels: usize,
+    pub kernel: (usize, usize),
+    pub stride: usize,
+    pub pad: usize,
+    pub bias: bool,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Conv2dConfig { out_channels: 1, kernel: (3, 3), stride: 1, pad: 0, bias: true }
+    }
+}
+
+pub struct Conv2d {
+    cfg: Conv2dConfig,
+    win: Window,
+    input: (usize, usize, usize),
+    out: [usize; 3],
+    weight: Param,
+    bias: Option<Param>,
+    needs_dx: bool,
+    /// N×(C·kh·kw)×(OH·OW): the lowered input, reused as the column gradient in backward.
+    cols: Vec<f32>,
+    y: Tensor,
+    dx: Tensor,
+    /// One weight-gradient partial sum per group of BATCH_CHUNK images.
+    dw_parts: Vec<f32>,
+}
+
+impl Conv2d {
+    /// Shapes: input item `C×H×W` → output item `O×OH×OW`.
+    pub fn new(input: &[usize], cfg: Conv2dConfig, rng: &mut Rng) -> Result<Self, String> {
+        let &[c, h, w] = input else {
+            return Err(format!("needs a C×H×W input, got {}", crate::spec::fmt_shape(input)));
+        };
+        let (kh, kw) = cfg.kernel;
+        if kh == 0 || kw == 0 || cfg.stride == 0 || cfg.out_channels == 0 {
+            return Err("kernel, stride and channel count must be at least 1".into());
+        }
+        let win = Window { kh, kw, stride: cfg.stride, pad: cfg.pad };
+        let (Some(oh), Some(ow)) = (win.out_len(h, kh), win.out_len(w, kw)) else {
+            return Err(format!(
+                "a {kh}×{kw} kernel with padding {} does not fit a {h}×{w} input",
+                cfg.pad
+            ));
+        };
+        let o = cfg.out_channels;
+        let fan_in = c * kh * kw;
+        let weight = Param::kaiming("weight", &[o, c, kh, kw], fan_in, rng);
+        let bias = cfg.bias.then(|| Param::trainable("bias", Tensor::zeros(vec![o])));
+        Ok(Conv2d {
+            cfg,
+            win,
+            input: (c, h, w),
+            out: [o, oh, ow],
+            weight,
+            bias,
+            needs_dx: true,
+            cols: Vec::new(),
+            y: Tensor::zeros(vec![0]),
+            dx: Tensor::zeros(vec![0]),
+            dw_parts: Vec::new(),
+        })
+    }
+
+    fn k(&self) -> usize {
+        self.input.0 * self.win.kh * self.win.kw
+    }
+
+    fn p(&self) -> usize {
+        self.out[1] * self.out[2]
+    }
+}
+
+impl Layer for Conv2d {
+    fn out_shape(&self) -> &[usize] {
+        &self.out
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> &Tensor {
+        let n = x.shape()[0];
+        let (k, p, o) = (self.k(), self.p(), self.out[0]);
+        let (c, h, w) = self.input;
+        debug_assert_eq!(x.shape()[1..], [c, h, w]);
+        reuse(&mut self.y, &[n, o, self.out[1], self.out[2]]);
+        self.cols.resize(n * k * p, 0.0);
+        let (win, (oh, ow)) = (self.win, (self.out[1], self.out[2]));
+        let weight = data(&self.weight.value);
+        let bias = self.bias.as_ref().map(|b| data(&b.value));
+        data_mut(&mut self.y)
+            .par_chunks_mut(o * p)
+            .zip(self.cols.par_chunks_mut(k * p))
+            .zip(data(x).par_chunks(c * h * w))
+            .for_each(|((y, cols), x)| {
+                im2col(x, (c, h, w), win, oh, ow, cols);
+                sgemm(o, p, k, weight, false, cols, false, y, false);
+                if let Some(b) = bias {
+                    for (row, &bv) in y.chunks_mut(p).zip(b) {
+                        row.iter_mut().for_each(|v| *v += bv);
+                    }
+                }
+            });
+        &self.y
+    }
+
+    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+        let n = dy.shape()[0];
+        let (k, p, o) = (self.k(), self.p(), self.out[0]);
+        let (c, h, w) = self.input;
+        let dy = data(dy);
+
+        if let Some(b) = &mut self.bias {
+            let db = data_mut(&mut b.grad);
+            for img in dy.chunks(o * p) {
+                for (g, row) in db.iter_mut().zip(img.chunks(p)) {
+                    *g += row.iter().sum::<f32>();
+                }
+            }
+        }
+
+        // dW = Σ_n dy_n (O×P) · cols_nᵀ (P×K), summed per group of images, then over groups.
+        let groups = n.div_ceil(BATCH_CHUNK);
+        self.dw_parts.resize(groups * o * k, 0.0);
+        self.dw_parts
+            .par_chunks_mut(o * k)
+            .zip(dy.par_chunks(BATCH_CHUNK * o * p))
+            .zip(self.cols.par_chunks(BATCH_CHUNK * k * p))
+            .for_each(|((part, dy), cols)| {
+                for (i, (dy, cols)) in dy.chunks(o * p).zip(cols.chunks(k * p)).enumerate() {
+                    sgemm(o, k, p, dy, false, cols, true, part, i > 0);
+                }
+            });
+        let dw = data_mut(&mut self.weight.grad);
+        for part in self.dw_parts.chunks(o * k) {
+            dw.iter_mut().zip(part).for_each(|(g, v)| *g += v);
+        }
+
+        reuse(&mut self.dx, &[n, c, h, w]);
+        if !self.needs_dx {
+            return &self.dx;
+        }
+        // dx_n = col2im(Wᵀ (K×O) · dy_n (O×P)); the column buffer is free again, reuse it.
+        let (win, (oh, ow)) = (self.win, (self.out[1], self.out[2]));
+        let weight = data(&self.weight.value);
+        data_mut(&mut self.dx)
+            .par_chunks_mut(c * h * w)
+            .zip(self.cols.par_chunks_mut(k * p))
+            .zip(dy.par_chunks(o * p))
+            .for_each(|((dx, dcols), dy)| {
+                sgemm(k, p, o, weight, true, dy, false, dcols, false);
+                dx.fill(0.0);
+                col2im(dcols, (c, h, w), win, oh, ow, dx);
+            });
+        &self.dx
+    }
+
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        f(&mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f(b);
+        }
+    }
+
+    fn macs(&self) -> u64 {
+        (self.out[0] * self.p() * self.k()) as u64
+    }
+
+    fn set_needs_input_grad(&mut self, needed: bool) {
+        self.needs_dx = needed;
+    }
+}
+
+impl Conv2d {
+    pub fn config(&self) -> Conv2dConfig {
+        self.cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::gradcheck::{check_layer, seeded};
+
+    fn conv(input: &[usize], o: usize, k: (usize, usize), stride: usize, pad: usize, bias: bool) -> Conv2d {
+        let cfg = Conv2dConfig { out_channels: o, kernel: k, stride, pad, bias };
+        let mut c = Conv2d::new(input, cfg, &mut Rng::new(1)).unwrap();
+        // Non-zero biases so their effect is visible to the check.
+        c.visit_params(&mut |p| {
+            if p.name == "bias" {
+                p.value.iter_mut().enumerate().for_each(|(i, v)| *v = 0.1 * i as f32 - 0.2);
+            }
+        });
+        c
+    }
+
+    #[test]
+    fn conv_grad_batch1_odd_nonsquare() {
+        check_layer(&mut conv(&[2, 5, 7], 3, (3, 3), 1, 0, true), &[1, 2, 5, 7], Mode::Eval);
+    }
+
+    #[test]
+    fn conv_grad_batch3_stride2_padding() {
+        check_layer(&mut conv(&[3, 7, 6], 4, (3, 3), 2, 1, true), &[3, 3, 7, 6], Mode::Eval);
+    }
+
+    #[test]
+    fn conv_grad_nonsquare_kernel_no_bias_many_groups() {
+        // Batch 9 spans three BATCH_CHUNK groups of the weight-gradient reduction.
+        check_layer(&mut conv(&[2, 6, 5], 2, (2, 3), 1, 2, false), &[9, 2, 6, 5], Mode::Eval);
+    }
+
+    /// Hand-worked: a 3×3 input 1..9, a 2×2 kernel [[1,0],[0,-1]], bias 0.5, stride 1, no pad.
+    /// y[i][j] = x[i][j] - x[i+1][j+1] + 0.5 = -4 + 0.5 everywhere.
+    /// With padding 1 and stride 2 the output is 2×2: corners see only one of the two taps:
+    /// y[0][0] = -x[0][0] + .5 = -0.5, y[0][1] = -x[0][2]... see the table below.
+    #[test]
+    fn conv_hand_worked() {
+        let x = Tensor::from_shape_vec(vec![1, 1, 3, 3], (1..=9).map(|v| v as f32).collect()).unwrap();
+        let mut c = conv(&[1, 3, 3], 1, (2, 2), 1, 0, true);
+        c.visit_params(&mut |p| match p.name {
+            "weight" => p.value.assign(&Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1., 0., 0., -1.]).unwrap()),
+            _ => p.value.fill(0.5),
+        });
+        assert_eq!(data(c.forward(&x, Mode::Eval)), &[-3.5; 4]);
+
+        let mut c = conv(&[1, 3, 3], 1, (2, 2), 2, 1, true);
+        c.visit_params(&mut |p| match p.name {
+            "weight" => p.value.assign(&Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1., 0., 0., -1.]).unwrap()),
+            _ => p.value.fill(0.5),
+        });
+        // Padded input is 5×5 with x in the centre; windows start at (0,0), (0,2), (2,0), (2,2):
+        // tap (0,0) reads padded(r,c), tap (1,1) reads padded(r+1,c+1) = x[r][c].
+        // (0,0): 0 - x00 = -1; (0,2): 0 - x01... padded(1,3) = x[0][2] = 3 → -3;
+        // (2,0): 0 - x[2][0] = -7; (2,2): x[1][1] - x[2][2] = 5 - 9 = -4.
+        assert_eq!(data(c.forward(&x, Mode::Eval)), &[-0.5, -2.5, -6.5, -3.5]);
+    }
+
+    #[test]
+    fn conv_rejects_a_kernel_larger_than_the_input() {
+        let cfg = Conv2dConfig { out_channels: 1, kernel: (5, 5), ..Default::default() };
+        let err = Conv2d::new(&[1, 3, 3], cfg, &mut Rng::new(1)).err().unwrap();
+        assert!(err.contains("5×5") && err.contains("3×3"), "{err}");
+    }
+
+    #[test]
+    fn conv_results_do_not_depend_on_thread_count() {
+        let x = seeded(&[7, 3, 9, 8], 5);
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut c = conv(&[3, 9, 8], 5, (3, 3), 1, 1, true);
+                let y = c.forward(&x, Mode::Eval).clone();
+                let dx = c.backward(&y).clone();
+                let mut grads = Vec::new();
+                c.visit_params(&mut |p| grads.push(p.grad.clone()));
+                (y, dx, grads)
+            })
+        };
+        let (a, b) = (run(1), run(3));
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1, b.1);
+        assert_eq!(a.2, b.2);
+    }
+}

@@ -1,0 +1,131 @@
+//! Fully-connected layer: `y = x·Wᵀ + b`, weight `O×F` (PyTorch's layout), bias `O`.
+
+use super::{Layer, Mode, Param};
+use crate::kernels::gemm::par_sgemm;
+use crate::rng::Rng;
+use crate::tensor::{Tensor, data, data_mut, reuse};
+
+pub struct Dense {
+    inputs: usize,
+    out: [usize; 1],
+    weight: Param,
+    bias: Option<Param>,
+    needs_dx: bool,
+    /// The last input, kept for the weight gradient.
+    x: Tensor,
+    y: Tensor,
+    dx: Tensor,
+}
+
+impl Dense {
+    /// Shapes: `F` → `O`.
+    pub fn new(input: &[usize], outputs: usize, bias: bool, rng: &mut Rng) -> Result<Self, String> {
+        let &[f] = input else {
+            return Err(format!(
+                "needs a flat input, got {}; put `flatten` (or `global_avgpool`) before it",
+                crate::spec::fmt_shape(input)
+            ));
+        };
+        if outputs == 0 {
+            return Err("needs at least 1 output".into());
+        }
+        Ok(Dense {
+            inputs: f,
+            out: [outputs],
+            weight: Param::kaiming("weight", &[outputs, f], f, rng),
+            bias: bias.then(|| Param::trainable("bias", Tensor::zeros(vec![outputs]))),
+            needs_dx: true,
+            x: Tensor::zeros(vec![0]),
+            y: Tensor::zeros(vec![0]),
+            dx: Tensor::zeros(vec![0]),
+        })
+    }
+}
+
+impl Layer for Dense {
+    fn out_shape(&self) -> &[usize] {
+        &self.out
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> &Tensor {
+        let n = x.shape()[0];
+        let (f, o) = (self.inputs, self.out[0]);
+        reuse(&mut self.x, x.shape());
+        data_mut(&mut self.x).copy_from_slice(data(x));
+        reuse(&mut self.y, &[n, o]);
+        let y = data_mut(&mut self.y);
+        par_sgemm(n, o, f, data(x), false, data(&self.weight.value), true, y, false);
+        if let Some(b) = &self.bias {
+            for row in y.chunks_mut(o) {
+                row.iter_mut().zip(data(&b.value)).for_each(|(v, b)| *v += b);
+            }
+        }
+        &self.y
+    }
+
+    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+        let n = dy.shape()[0];
+        let (f, o) = (self.inputs, self.out[0]);
+        let dy = data(dy);
+        // dW (O×F) += dyᵀ (O×N) · x (N×F)
+        par_sgemm(o, f, n, dy, true, data(&self.x), false, data_mut(&mut self.weight.grad), true);
+        if let Some(b) = &mut self.bias {
+            let db = data_mut(&mut b.grad);
+            for row in dy.chunks(o) {
+                db.iter_mut().zip(row).for_each(|(g, v)| *g += v);
+            }
+        }
+        reuse(&mut self.dx, self.x.shape());
+        if self.needs_dx {
+            // dx (N×F) = dy (N×O) · W (O×F)
+            par_sgemm(n, f, o, dy, false, data(&self.weight.value), false, data_mut(&mut self.dx), false);
+        }
+        &self.dx
+    }
+
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        f(&mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f(b);
+        }
+    }
+
+    fn macs(&self) -> u64 {
+        (self.inputs * self.out[0]) as u64
+    }
+
+    fn set_needs_input_grad(&mut self, needed: bool) {
+        self.needs_dx = needed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::gradcheck::check_layer;
+
+    #[test]
+    fn dense_grad_batch1_and_batch3() {
+        let mut d = Dense::new(&[7], 5, true, &mut Rng::new(1)).unwrap();
+        d.bias.as_mut().unwrap().value.fill(0.3);
+        check_layer(&mut d, &[1, 7], Mode::Eval);
+        check_layer(&mut Dense::new(&[9], 3, false, &mut Rng::new(2)).unwrap(), &[3, 9], Mode::Eval);
+    }
+
+    /// Hand-worked: W = [[1, 2], [0, -1], [3, 0]], b = [0.5, 0, -1], x = [2, 3]
+    /// gives y = [2+6+0.5, -3, 6-1] = [8.5, -3, 5].
+    #[test]
+    fn dense_hand_worked() {
+        let mut d = Dense::new(&[2], 3, true, &mut Rng::new(1)).unwrap();
+        d.weight.value = Tensor::from_shape_vec(vec![3, 2], vec![1., 2., 0., -1., 3., 0.]).unwrap();
+        d.bias.as_mut().unwrap().value = Tensor::from_shape_vec(vec![3], vec![0.5, 0., -1.]).unwrap();
+        let x = Tensor::from_shape_vec(vec![1, 2], vec![2., 3.]).unwrap();
+        assert_eq!(data(d.forward(&x, Mode::Eval)), &[8.5, -3., 5.]);
+    }
+
+    #[test]
+    fn dense_after_a_conv_shape_asks_for_flatten() {
+        let err = Dense::new(&[3, 4, 4], 10, true, &mut Rng::new(1)).err().unwrap();
+        assert!(err.contains("flatten"), "{err}");
+    }
+}

@@ -1,0 +1,101 @@
+//! Inverted dropout: in training each element is zeroed with probability `p` and the survivors
+//! are scaled by `1/(1−p)`, so evaluation is the identity.
+//!
+//! The mask of element `i` is a hash of the step's seed and `i` (see [`crate::rng`]): the same
+//! step always drops the same elements, which makes resumed runs and gradient checks exact.
+
+use super::{Layer, Mode};
+use crate::rng::mix;
+use crate::tensor::{Tensor, data, data_mut, reuse};
+
+pub struct Dropout {
+    p: f32,
+    shape: Vec<usize>,
+    /// Per element: 0 or 1/(1−p) from the last training forward; empty after an eval forward.
+    mask: Vec<f32>,
+    y: Tensor,
+    dx: Tensor,
+}
+
+impl Dropout {
+    /// Shapes: unchanged.
+    pub fn new(input: &[usize], p: f32) -> Result<Self, String> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(format!("probability must be in [0, 1), got {p}"));
+        }
+        Ok(Dropout { p, shape: input.to_vec(), mask: Vec::new(), y: Tensor::zeros(vec![0]), dx: Tensor::zeros(vec![0]) })
+    }
+}
+
+impl Layer for Dropout {
+    fn out_shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> &Tensor {
+        reuse(&mut self.y, x.shape());
+        let y = data_mut(&mut self.y);
+        match mode {
+            Mode::Train { seed } if self.p > 0.0 => {
+                let keep = 1.0 / (1.0 - self.p);
+                // Compare 24-bit uniforms in integer form: drop when u < p.
+                let threshold = (self.p as f64 * (1u64 << 24) as f64) as u64;
+                self.mask.clear();
+                self.mask.extend((0..x.len() as u64).map(|i| {
+                    let u = mix(seed ^ mix(i)) >> 40;
+                    if u < threshold { 0.0 } else { keep }
+                }));
+                for ((y, &v), &m) in y.iter_mut().zip(data(x)).zip(&self.mask) {
+                    *y = v * m;
+                }
+            }
+            _ => {
+                self.mask.clear();
+                y.copy_from_slice(data(x));
+            }
+        }
+        &self.y
+    }
+
+    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+        reuse(&mut self.dx, dy.shape());
+        let dx = data_mut(&mut self.dx);
+        if self.mask.is_empty() {
+            dx.copy_from_slice(data(dy));
+        } else {
+            for ((d, &g), &m) in dx.iter_mut().zip(data(dy)).zip(&self.mask) {
+                *d = g * m;
+            }
+        }
+        &self.dx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::gradcheck::{check_layer, seeded};
+
+    #[test]
+    fn dropout_grad_in_training_and_eval() {
+        check_layer(&mut Dropout::new(&[3, 5], 0.4).unwrap(), &[3, 3, 5], Mode::Train { seed: 5 });
+        check_layer(&mut Dropout::new(&[7], 0.5).unwrap(), &[1, 7], Mode::Eval);
+    }
+
+    #[test]
+    fn dropout_drops_about_p_and_keeps_the_mean() {
+        let x = Tensor::ones(vec![100, 1000]);
+        let mut d = Dropout::new(&[1000], 0.25).unwrap();
+        let y = d.forward(&x, Mode::Train { seed: 1 });
+        let zeros = data(y).iter().filter(|&&v| v == 0.0).count() as f64 / 1e5;
+        let mean = data(y).iter().map(|&v| v as f64).sum::<f64>() / 1e5;
+        assert!((zeros - 0.25).abs() < 0.01, "dropped {zeros}");
+        assert!((mean - 1.0).abs() < 0.02, "mean {mean}");
+        // Same seed, same mask; another seed, another mask.
+        let a = d.forward(&x, Mode::Train { seed: 1 }).clone();
+        assert_eq!(a, d.forward(&x, Mode::Train { seed: 1 }));
+        assert_ne!(a, d.forward(&x, Mode::Train { seed: 2 }));
+        let x = seeded(&[2, 1000], 3);
+        assert_eq!(d.forward(&x, Mode::Eval), &x);
+    }
+}

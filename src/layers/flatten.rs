@@ -1,0 +1,58 @@
+//! Flatten: `N×C×H×W` → `N×(C·H·W)`, in row-major order (as PyTorch's `flatten(1)`).
+
+use super::{Layer, Mode};
+use crate::tensor::{Tensor, data, data_mut, reuse};
+
+pub struct Flatten {
+    input: Vec<usize>,
+    out: [usize; 1],
+    y: Tensor,
+    dx: Tensor,
+}
+
+impl Flatten {
+    /// Shapes: any item shape → `F` = the product of its sizes.
+    pub fn new(input: &[usize]) -> Self {
+        Flatten {
+            input: input.to_vec(),
+            out: [input.iter().product()],
+            y: Tensor::zeros(vec![0]),
+            dx: Tensor::zeros(vec![0]),
+        }
+    }
+}
+
+impl Layer for Flatten {
+    fn out_shape(&self) -> &[usize] {
+        &self.out
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> &Tensor {
+        reuse(&mut self.y, &[x.shape()[0], self.out[0]]);
+        data_mut(&mut self.y).copy_from_slice(data(x));
+        &self.y
+    }
+
+    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+        let mut shape = vec![dy.shape()[0]];
+        shape.extend_from_slice(&self.input);
+        reuse(&mut self.dx, &shape);
+        data_mut(&mut self.dx).copy_from_slice(data(dy));
+        &self.dx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::gradcheck::check_layer;
+
+    #[test]
+    fn flatten_grad_and_order() {
+        check_layer(&mut Flatten::new(&[2, 3, 5]), &[3, 2, 3, 5], Mode::Eval);
+        let x = Tensor::from_shape_vec(vec![1, 2, 1, 2], vec![1., 2., 3., 4.]).unwrap();
+        let mut f = Flatten::new(&[2, 1, 2]);
+        assert_eq!(f.forward(&x, Mode::Eval).shape(), &[1, 4]);
+        assert_eq!(data(&f.y), &[1., 2., 3., 4.]);
+    }
+}

@@ -1,0 +1,156 @@
+//! 2-D max pooling (no padding). Forward records the argmax of every window, so backward
+//! routes each output gradient to exactly the input that won.
+
+use super::{Layer, Mode};
+use crate::tensor::{Tensor, data, data_mut, reuse};
+use rayon::prelude::*;
+
+/// Window geometry shared by the pooling layers: `(C, H, W, OH, OW)` for a `k×k` window moved
+/// by `stride`, or an error when it does not fit.
+pub(crate) fn pool_geometry(
+    input: &[usize],
+    k: usize,
+    stride: usize,
+) -> Result<(usize, usize, usize, usize, usize), String> {
+    let &[c, h, w] = input else {
+        return Err(format!("needs a C×H×W input, got {}", crate::spec::fmt_shape(input)));
+    };
+    if k == 0 || stride == 0 {
+        return Err("kernel and stride must be at least 1".into());
+    }
+    if h < k || w < k {
+        return Err(format!("a {k}×{k} window does not fit a {h}×{w} input"));
+    }
+    Ok((c, h, w, (h - k) / stride + 1, (w - k) / stride + 1))
+}
+
+pub struct MaxPool2d {
+    k: usize,
+    stride: usize,
+    input: [usize; 3],
+    out: [usize; 3],
+    /// For each output element, the flat index (within its image) of the winning input.
+    argmax: Vec<u32>,
+    y: Tensor,
+    dx: Tensor,
+}
+
+impl MaxPool2d {
+    /// Shapes: `C×H×W` → `C×OH×OW`, `OH = (H − k) / stride + 1`.
+    pub fn new(input: &[usize], k: usize, stride: usize) -> Result<Self, String> {
+        let (c, h, w, oh, ow) = pool_geometry(input, k, stride)?;
+        Ok(MaxPool2d {
+            k,
+            stride,
+            input: [c, h, w],
+            out: [c, oh, ow],
+            argmax: Vec::new(),
+            y: Tensor::zeros(vec![0]),
+            dx: Tensor::zeros(vec![0]),
+        })
+    }
+}
+
+impl Layer for MaxPool2d {
+    fn out_shape(&self) -> &[usize] {
+        &self.out
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> &Tensor {
+        let n = x.shape()[0];
+        let [c, h, w] = self.input;
+        let [_, oh, ow] = self.out;
+        let (k, s) = (self.k, self.stride);
+        reuse(&mut self.y, &[n, c, oh, ow]);
+        self.argmax.resize(n * c * oh * ow, 0);
+        data_mut(&mut self.y)
+            .par_chunks_mut(oh * ow)
+            .zip(self.argmax.par_chunks_mut(oh * ow))
+            .enumerate()
+            .for_each(|(plane, (y, arg))| {
+                let base = plane * h * w; // index of this plane within the batch
+                let x = &data(x)[base..base + h * w];
+                let img_off = (plane % c * h * w) as u32;
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let (mut best, mut at) = (f32::NEG_INFINITY, 0);
+                        for di in 0..k {
+                            let row = (i * s + di) * w + j * s;
+                            for (dj, &v) in x[row..row + k].iter().enumerate() {
+                                // `>` keeps the first maximum, as PyTorch does; NaN never wins,
+                                // so a NaN window yields -inf and is caught by the loss check.
+                                if v > best {
+                                    best = v;
+                                    at = row + dj;
+                                }
+                            }
+                        }
+                        y[i * ow + j] = best;
+                        arg[i * ow + j] = img_off + at as u32;
+                    }
+                }
+            });
+        &self.y
+    }
+
+    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+        let n = dy.shape()[0];
+        let [c, h, w] = self.input;
+        let per_img = c * self.out[1] * self.out[2];
+        reuse(&mut self.dx, &[n, c, h, w]);
+        data_mut(&mut self.dx)
+            .par_chunks_mut(c * h * w)
+            .zip(data(dy).par_chunks(per_img))
+            .zip(self.argmax.par_chunks(per_img))
+            .for_each(|((dx, dy), arg)| {
+                dx.fill(0.0);
+                for (&g, &a) in dy.iter().zip(arg) {
+                    dx[a as usize] += g;
+                }
+            });
+        &self.dx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::gradcheck::check_layer_on;
+    use crate::rng::Rng;
+
+    /// Distinct values at least 0.05 apart, so no ±ε probe changes which input wins a window.
+    fn no_ties(shape: &[usize]) -> Tensor {
+        let len: usize = shape.iter().product();
+        let mut v: Vec<f32> = (0..len).map(|i| i as f32 * 0.05 - len as f32 * 0.025).collect();
+        Rng::new(9).shuffle(&mut v);
+        Tensor::from_shape_vec(shape, v).unwrap()
+    }
+
+    #[test]
+    fn maxpool_grad_batch1_odd_nonsquare() {
+        check_layer_on(&mut MaxPool2d::new(&[2, 5, 7], 2, 2).unwrap(), &no_ties(&[1, 2, 5, 7]), Mode::Eval);
+    }
+
+    #[test]
+    fn maxpool_grad_batch3_overlapping_stride1() {
+        check_layer_on(&mut MaxPool2d::new(&[3, 6, 5], 3, 1).unwrap(), &no_ties(&[3, 3, 6, 5]), Mode::Eval);
+    }
+
+    /// Hand-worked: the 4×4 input 0..15 pooled 2×2 keeps the bottom-right of each window.
+    #[test]
+    fn maxpool_hand_worked() {
+        let x = Tensor::from_shape_vec(vec![1, 1, 4, 4], (0..16).map(|v| v as f32).collect()).unwrap();
+        let mut p = MaxPool2d::new(&[1, 4, 4], 2, 2).unwrap();
+        assert_eq!(data(p.forward(&x, Mode::Eval)), &[5., 7., 13., 15.]);
+        let dy = Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1., 2., 3., 4.]).unwrap();
+        let mut want = [0.0f32; 16];
+        (want[5], want[7], want[13], want[15]) = (1., 2., 3., 4.);
+        assert_eq!(data(p.backward(&dy)), &want);
+    }
+
+    #[test]
+    fn maxpool_on_a_too_small_input_is_refused() {
+        let err = MaxPool2d::new(&[8, 1, 1], 2, 2).err().unwrap();
+        assert!(err.contains("2×2") && err.contains("1×1"), "{err}");
+    }
+}

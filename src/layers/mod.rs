@@ -1,0 +1,111 @@
+//! Layers: one file each, all behind the [`Layer`] trait.
+//!
+//! Contract (shared by every layer):
+//! - `forward` writes the output into a buffer the layer owns and keeps whatever `backward`
+//!   needs; buffers are reused from batch to batch and reallocated only when the batch size
+//!   changes.
+//! - `backward` takes the gradient of the loss with respect to the layer's output, *adds* the
+//!   parameter gradients into each [`Param::grad`] and returns the gradient with respect to the
+//!   input. It never changes a weight: only the optimizer does.
+//! - Parameters are reached only through [`Layer::visit_params`], the one path that the
+//!   optimizer, gradient zeroing and the model file all use.
+
+pub mod avgpool;
+pub mod batchnorm;
+pub mod conv;
+pub mod dense;
+pub mod dropout;
+pub mod flatten;
+pub mod global_avgpool;
+pub mod maxpool;
+pub mod relu;
+
+pub use avgpool::AvgPool2d;
+pub use batchnorm::BatchNorm;
+pub use conv::Conv2d;
+pub use dense::Dense;
+pub use dropout::Dropout;
+pub use flatten::Flatten;
+pub use global_avgpool::GlobalAvgPool;
+pub use maxpool::MaxPool2d;
+pub use relu::Relu;
+
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// Whether a forward pass is for training (batch statistics, dropout on) or evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Training; `seed` drives this step's random choices (dropout masks), derived per layer
+    /// by the graph so that a resumed run replays them exactly.
+    Train { seed: u64 },
+    Eval,
+}
+
+/// What a parameter is for: trained by the optimizer, or a statistic kept beside the weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    Trainable,
+    /// Saved in the model file but not trained (batch-norm running statistics).
+    Buffer,
+}
+
+/// A named tensor of a layer with its gradient (empty for buffers).
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// The name within the layer (`weight`); the graph prefixes the layer name (`conv1.weight`).
+    pub name: &'static str,
+    pub kind: ParamKind,
+    pub value: Tensor,
+    pub grad: Tensor,
+}
+
+impl Param {
+    pub fn trainable(name: &'static str, value: Tensor) -> Self {
+        let grad = Tensor::zeros(value.shape());
+        Param { name, kind: ParamKind::Trainable, value, grad }
+    }
+
+    pub fn buffer(name: &'static str, value: Tensor) -> Self {
+        Param { name, kind: ParamKind::Buffer, value, grad: Tensor::zeros(ndarray::IxDyn(&[0])) }
+    }
+
+    /// He/Kaiming normal initialisation for a layer with `fan_in` inputs per output:
+    /// N(0, 2/fan_in), suited to ReLU networks (He et al., "Delving Deep into Rectifiers", 2015).
+    pub fn kaiming(name: &'static str, shape: &[usize], fan_in: usize, rng: &mut Rng) -> Self {
+        let std = (2.0 / fan_in as f32).sqrt();
+        let value = Tensor::from_shape_fn(shape, |_| rng.normal() * std);
+        Param::trainable(name, value)
+    }
+}
+
+/// A layer of the network. See the module docs for the contract.
+pub trait Layer: Send {
+    /// The shape of one output item (`C×H×W` or `F`), without the batch axis.
+    fn out_shape(&self) -> &[usize];
+
+    /// Shapes: x `N×(input item)` → `N×(out_shape)`.
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> &Tensor;
+
+    /// Shapes: dy `N×(out_shape)` → dx `N×(input item)`. Must follow a `forward` on the same batch.
+    fn backward(&mut self, dy: &Tensor) -> &Tensor;
+
+    /// Calls `f` on each parameter and buffer, in a fixed order.
+    fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}
+
+    /// Multiply-accumulates of one forward pass for one image.
+    fn macs(&self) -> u64 {
+        0
+    }
+
+    /// Tells the layer whether anyone needs its input gradient (not the first layer), so that
+    /// it may skip that work.
+    fn set_needs_input_grad(&mut self, _needed: bool) {}
+}
+
+/// The per-image chunking used by layers that reduce over the batch in parallel. Fixed, so that
+/// the grouping (and hence the floating-point sum order) never depends on the thread count.
+pub(crate) const BATCH_CHUNK: usize = 4;
+
+#[cfg(test)]
+pub(crate) mod gradcheck;

@@ -1,0 +1,89 @@
+//! Learning-rate schedules, evaluated per optimizer step.
+//!
+//! `lr(t)` for step `t` of `T` total steps, base rate `lr0`, after an optional linear warm-up
+//! over the first `W` steps (from `lr0/W`... up to `lr0`):
+//! - constant: `lr0`;
+//! - step: `lr0 · γ^⌊t / S⌋` (S steps, usually a whole number of epochs);
+//! - cosine: `lr0 · ½(1 + cos(π·t'/T'))`, with `t'`, `T'` counted after warm-up, down to 0;
+//! - one-cycle (Smith & Topin 2017, as PyTorch's `OneCycleLR` with cosine annealing): up from
+//!   `lr0/25` to `lr0` over the first 30% of steps, then down to `lr0/10⁴`. It has its own
+//!   warm-up, so `W` is ignored for it.
+
+use serde::{Deserialize, Serialize};
+use std::f64::consts::PI;
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ScheduleKind {
+    Constant,
+    Step { every: u64, gamma: f32 },
+    Cosine,
+    OneCycle,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub kind: ScheduleKind,
+    pub base_lr: f32,
+    pub warmup_steps: u64,
+    pub total_steps: u64,
+}
+
+impl Schedule {
+    /// The learning rate for step `t` (0-based).
+    pub fn lr(&self, t: u64) -> f32 {
+        let lr0 = self.base_lr as f64;
+        let w = self.warmup_steps;
+        if self.kind != ScheduleKind::OneCycle && t < w {
+            return (lr0 * (t + 1) as f64 / w as f64) as f32;
+        }
+        let rate = match self.kind {
+            ScheduleKind::Constant => lr0,
+            ScheduleKind::Step { every, gamma } => lr0 * (gamma as f64).powi((t / every.max(1)) as i32),
+            ScheduleKind::Cosine => {
+                let span = self.total_steps.saturating_sub(w).max(1) as f64;
+                let pos = (t - w) as f64 / span;
+                lr0 * 0.5 * (1.0 + (PI * pos.min(1.0)).cos())
+            }
+            ScheduleKind::OneCycle => {
+                // PyTorch OneCycleLR defaults: pct_start 0.3, div_factor 25, final_div_factor 1e4.
+                let total = self.total_steps.max(2) as f64;
+                let up = (0.3 * total).max(1.0);
+                let (lo, hi, end) = (lr0 / 25.0, lr0, lr0 / 25.0 / 1e4);
+                let t = t as f64;
+                let cos = |from: f64, to: f64, pos: f64| to + (from - to) * 0.5 * (1.0 + (PI * pos.min(1.0)).cos());
+                if t < up { cos(lo, hi, t / up) } else { cos(hi, end, (t - up) / (total - up).max(1.0)) }
+            }
+        };
+        rate as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sched(kind: ScheduleKind, warmup: u64) -> Schedule {
+        Schedule { kind, base_lr: 0.1, warmup_steps: warmup, total_steps: 100 }
+    }
+
+    #[test]
+    fn schedules_hand_worked() {
+        let c = sched(ScheduleKind::Constant, 0);
+        assert_eq!(c.lr(0), 0.1);
+        assert_eq!(c.lr(99), 0.1);
+        let s = sched(ScheduleKind::Step { every: 30, gamma: 0.5 }, 0);
+        assert_eq!((s.lr(29), s.lr(30), s.lr(60)), (0.1, 0.05, 0.025));
+        let cos = sched(ScheduleKind::Cosine, 0);
+        assert_eq!(cos.lr(0), 0.1);
+        assert!((cos.lr(50) - 0.05).abs() < 1e-7);
+        assert!(cos.lr(100) < 1e-9);
+        let oc = sched(ScheduleKind::OneCycle, 0);
+        assert!((oc.lr(0) - 0.004).abs() < 1e-7);
+        assert!((oc.lr(30) - 0.1).abs() < 1e-7);
+        assert!(oc.lr(99) < 0.001);
+        // Warm-up: linear from lr0/W to lr0 over W steps, then the schedule from its start.
+        let wc = sched(ScheduleKind::Cosine, 10);
+        assert!((wc.lr(0) - 0.01).abs() < 1e-7 && (wc.lr(9) - 0.1).abs() < 1e-7);
+        assert!((wc.lr(10) - 0.1).abs() < 1e-7 && (wc.lr(55) - 0.05).abs() < 1e-7);
+    }
+}

@@ -1,0 +1,450 @@
+//! The architecture text format and the built-in presets.
+//!
+//! One layer a line, in order, after an `input C H W` line. `#` starts a comment. Options are
+//! `key=value` after the positional arguments. Example (the `mnist-ref` preset):
+//!
+//! ```text
+//! input 1 28 28
+//! conv 32 3            # conv OUT KERNEL [stride=1] [pad=0] [bias=yes|no]; KERNEL may be 3x5
+//! relu
+//! conv 64 3
+//! relu
+//! maxpool 2            # maxpool K [stride=K]; likewise avgpool
+//! dropout 0.25
+//! flatten
+//! dense 128            # dense OUT [bias=yes|no]; OUT may be `classes`
+//! relu
+//! dropout 0.5
+//! dense classes
+//! ```
+//!
+//! Other layers: `batchnorm`, `global_avgpool`, `avgpool K [stride=S]`. Layers are named by kind
+//! and position among that kind (`conv1`, `conv2`, `bn1`, `dense1`), and parameters by layer
+//! (`conv1.weight`, `bn1.running_mean`).
+
+use crate::layers::conv::Conv2dConfig;
+use std::fmt;
+
+/// What a dense layer's width is: a number, or the dataset's class count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Width {
+    Fixed(usize),
+    Classes,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerSpec {
+    Conv(Conv2dConfig),
+    MaxPool { k: usize, stride: usize },
+    AvgPool { k: usize, stride: usize },
+    GlobalAvgPool,
+    Dense { out: Width, bias: bool },
+    Relu,
+    Dropout(f32),
+    BatchNorm,
+    Flatten,
+}
+
+impl LayerSpec {
+    /// The prefix of the layer's name (`conv` → `conv1`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LayerSpec::Conv(_) => "conv",
+            LayerSpec::MaxPool { .. } => "maxpool",
+            LayerSpec::AvgPool { .. } => "avgpool",
+            LayerSpec::GlobalAvgPool => "gap",
+            LayerSpec::Dense { .. } => "dense",
+            LayerSpec::Relu => "relu",
+            LayerSpec::Dropout(_) => "dropout",
+            LayerSpec::BatchNorm => "bn",
+            LayerSpec::Flatten => "flatten",
+        }
+    }
+}
+
+impl fmt::Display for LayerSpec {
+    /// The layer as a line of the text format (defaults left out).
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            LayerSpec::Conv(c) => {
+                write!(f, "conv {} ", c.out_channels)?;
+                if c.kernel.0 == c.kernel.1 {
+                    write!(f, "{}", c.kernel.0)?;
+                } else {
+                    write!(f, "{}x{}", c.kernel.0, c.kernel.1)?;
+                }
+                if c.stride != 1 {
+                    write!(f, " stride={}", c.stride)?;
+                }
+                if c.pad != 0 {
+                    write!(f, " pad={}", c.pad)?;
+                }
+                if !c.bias {
+                    write!(f, " bias=no")?;
+                }
+                Ok(())
+            }
+            LayerSpec::MaxPool { k, stride } | LayerSpec::AvgPool { k, stride } => {
+                let name = if matches!(self, LayerSpec::MaxPool { .. }) { "maxpool" } else { "avgpool" };
+                write!(f, "{name} {k}")?;
+                if stride != k {
+                    write!(f, " stride={stride}")?;
+                }
+                Ok(())
+            }
+            LayerSpec::GlobalAvgPool => write!(f, "global_avgpool"),
+            LayerSpec::Dense { out, bias } => {
+                match out {
+                    Width::Fixed(n) => write!(f, "dense {n}")?,
+                    Width::Classes => write!(f, "dense classes")?,
+                }
+                if !bias {
+                    write!(f, " bias=no")?;
+                }
+                Ok(())
+            }
+            LayerSpec::Relu => write!(f, "relu"),
+            LayerSpec::Dropout(p) => write!(f, "dropout {p}"),
+            LayerSpec::BatchNorm => write!(f, "batchnorm"),
+            LayerSpec::Flatten => write!(f, "flatten"),
+        }
+    }
+}
+
+/// A parsed architecture: the input shape of one image and the layers with their source lines.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArchSpec {
+    /// `C×H×W` of one input image.
+    pub input: [usize; 3],
+    /// Each layer with the line it came from (1-based), for error messages.
+    pub layers: Vec<(usize, LayerSpec)>,
+}
+
+impl fmt::Display for ArchSpec {
+    /// The canonical text of the architecture; parsing it gives back the same spec.
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let [c, h, w] = self.input;
+        writeln!(f, "input {c} {h} {w}")?;
+        for (_, l) in &self.layers {
+            writeln!(f, "{l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `2×3×4` style.
+pub fn fmt_shape(shape: &[usize]) -> String {
+    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
+}
+
+pub const PRESETS: &[(&str, &str, &str)] = &[
+    ("mnist-ref", "the network of PyTorch's MNIST example (pytorch/examples mnist/main.py)", MNIST_REF),
+    ("lenet5", "LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, for 28×28 input", LENET5),
+    ("cifar-ref", "VGG-style: three blocks of two 3×3 conv + batch norm + ReLU, for 32×32 RGB", CIFAR_REF),
+    ("mnist-fast", "batch-normalised VGG-style net for digits: 99.5%+ on MNIST in minutes", MNIST_FAST),
+];
+
+const MNIST_REF: &str = "\
+# The network of PyTorch's MNIST example (pytorch/examples, mnist/main.py): 1,199,882 parameters.
+input 1 28 28
+conv 32 3
+relu
+conv 64 3
+relu
+maxpool 2
+dropout 0.25
+flatten
+dense 128
+relu
+dropout 0.5
+dense classes
+";
+
+const LENET5: &str = "\
+# LeNet-5 (LeCun, Bottou, Bengio, Haffner 1998) as usually written today: ReLU for the sigmoids,
+# max pooling for the trainable subsampling, a dense layer for the last conv (C5) on 28×28 input.
+input 1 28 28
+conv 6 5 pad=2
+relu
+maxpool 2
+conv 16 5
+relu
+maxpool 2
+flatten
+dense 120
+relu
+dense 84
+relu
+dense classes
+";
+
+const CIFAR_REF: &str = "\
+# VGG-style network for CIFAR-10: 551,018 parameters. Convs before batch norm have no bias
+# (batch norm's shift makes it redundant).
+input 3 32 32
+conv 32 3 pad=1 bias=no
+batchnorm
+relu
+conv 32 3 pad=1 bias=no
+batchnorm
+relu
+maxpool 2
+conv 64 3 pad=1 bias=no
+batchnorm
+relu
+conv 64 3 pad=1 bias=no
+batchnorm
+relu
+maxpool 2
+conv 128 3 pad=1 bias=no
+batchnorm
+relu
+conv 128 3 pad=1 bias=no
+batchnorm
+relu
+maxpool 2
+flatten
+dense 128
+relu
+dense classes
+";
+
+const MNIST_FAST: &str = "\
+# Batch-normalised VGG-style network for 28×28 digits.
+input 1 28 28
+conv 32 3 pad=1 bias=no
+batchnorm
+relu
+conv 32 3 pad=1 bias=no
+batchnorm
+relu
+maxpool 2
+conv 64 3 pad=1 bias=no
+batchnorm
+relu
+conv 64 3 pad=1 bias=no
+batchnorm
+relu
+maxpool 2
+flatten
+dense 256 bias=no
+batchnorm
+relu
+dropout 0.3
+dense classes
+";
+
+/// An error in an architecture file, with its line.
+#[derive(Debug, PartialEq)]
+pub struct SpecError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// The text of a preset, if `name` is one.
+pub fn preset(name: &str) -> Option<&'static str> {
+    PRESETS.iter().find(|p| p.0 == name).map(|p| p.2)
+}
+
+fn number<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
+    s.parse().map_err(|_| format!("{what} must be a number, got `{s}`"))
+}
+
+fn positive(s: &str, what: &str) -> Result<usize, String> {
+    match number::<usize>(s, what)? {
+        0 => Err(format!("{what} must be at least 1, got 0")),
+        n => Ok(n),
+    }
+}
+
+/// Parses the text format; every error names its line.
+pub fn parse(text: &str) -> Result<ArchSpec, SpecError> {
+    let mut input = None;
+    let mut layers = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let err = |message: String| SpecError { line, message };
+        let content = raw.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let mut words = content.split_whitespace();
+        let op = words.next().unwrap_or_default();
+        let (mut args, mut opts) = (Vec::new(), Vec::new());
+        for w in words {
+            match w.split_once('=') {
+                Some((k, v)) => opts.push((k, v)),
+                None => args.push(w),
+            }
+        }
+        if op == "input" {
+            if input.is_some() {
+                return Err(err("`input` given twice".into()));
+            }
+            if !layers.is_empty() {
+                return Err(err("`input` must come before the first layer".into()));
+            }
+            let [c, h, w] = args[..] else {
+                return Err(err(format!("`input C H W` takes three sizes, got {}", args.len())));
+            };
+            let dims = [positive(c, "C"), positive(h, "H"), positive(w, "W")];
+            let dims: Result<Vec<usize>, String> = dims.into_iter().collect();
+            let dims = dims.map_err(err)?;
+            if !opts.is_empty() {
+                return Err(err("`input` takes no options".into()));
+            }
+            input = Some([dims[0], dims[1], dims[2]]);
+            continue;
+        }
+        let layer = parse_layer(op, &args, &opts).map_err(err)?;
+        if input.is_none() {
+            return Err(err("the file must start with `input C H W` (e.g. `input 1 28 28`)".into()));
+        }
+        layers.push((line, layer));
+    }
+    let Some(input) = input else {
+        return Err(SpecError { line: 1, message: "no `input C H W` line".into() });
+    };
+    if layers.is_empty() {
+        return Err(SpecError { line: text.lines().count().max(1), message: "no layers".into() });
+    }
+    Ok(ArchSpec { input, layers })
+}
+
+fn parse_layer(op: &str, args: &[&str], opts: &[(&str, &str)]) -> Result<LayerSpec, String> {
+    let want_args = |lo: usize, hi: usize, usage: &str| {
+        if args.len() < lo || args.len() > hi {
+            Err(format!("usage: {usage}"))
+        } else {
+            Ok(())
+        }
+    };
+    let mut allowed: &[&str] = &[];
+    let flag = |name: &str, default: bool| -> Result<bool, String> {
+        match opts.iter().find(|o| o.0 == name).map(|o| o.1) {
+            None => Ok(default),
+            Some("yes" | "true") => Ok(true),
+            Some("no" | "false") => Ok(false),
+            Some(v) => Err(format!("{name} must be yes or no, got `{v}`")),
+        }
+    };
+    let opt_num = |name: &str, default: usize| -> Result<usize, String> {
+        match opts.iter().find(|o| o.0 == name) {
+            None => Ok(default),
+            Some(o) if name == "pad" => number(o.1, name),
+            Some(o) => positive(o.1, name),
+        }
+    };
+    let spec = match op {
+        "conv" => {
+            want_args(2, 2, "conv OUT KERNEL [stride=S] [pad=P] [bias=yes|no]")?;
+            allowed = &["stride", "pad", "bias"];
+            let kernel = match args[1].split_once(['x', 'X']) {
+                Some((a, b)) => (positive(a, "kernel height")?, positive(b, "kernel width")?),
+                None => {
+                    let k = positive(args[1], "KERNEL")?;
+                    (k, k)
+                }
+            };
+            LayerSpec::Conv(Conv2dConfig {
+                out_channels: positive(args[0], "OUT")?,
+                kernel,
+                stride: opt_num("stride", 1)?,
+                pad: opt_num("pad", 0)?,
+                bias: flag("bias", true)?,
+            })
+        }
+        "maxpool" | "avgpool" => {
+            want_args(1, 1, &format!("{op} K [stride=S]"))?;
+            allowed = &["stride"];
+            let k = positive(args[0], "K")?;
+            let stride = opt_num("stride", k)?;
+            if op == "maxpool" { LayerSpec::MaxPool { k, stride } } else { LayerSpec::AvgPool { k, stride } }
+        }
+        "dense" => {
+            want_args(1, 1, "dense OUT|classes [bias=yes|no]")?;
+            allowed = &["bias"];
+            let out = if args[0] == "classes" { Width::Classes } else { Width::Fixed(positive(args[0], "OUT")?) };
+            LayerSpec::Dense { out, bias: flag("bias", true)? }
+        }
+        "dropout" => {
+            want_args(1, 1, "dropout P")?;
+            let p: f32 = number(args[0], "P")?;
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("dropout probability must be in [0, 1), got {p}"));
+            }
+            LayerSpec::Dropout(p)
+        }
+        "relu" | "batchnorm" | "flatten" | "global_avgpool" => {
+            want_args(0, 0, &format!("{op} (no arguments)"))?;
+            match op {
+                "relu" => LayerSpec::Relu,
+                "batchnorm" => LayerSpec::BatchNorm,
+                "flatten" => LayerSpec::Flatten,
+                _ => LayerSpec::GlobalAvgPool,
+            }
+        }
+        _ => {
+            return Err(format!(
+                "unknown layer `{op}`; known: input, conv, maxpool, avgpool, global_avgpool, dense, relu, \
+                 dropout, batchnorm, flatten"
+            ));
+        }
+    };
+    if let Some((k, _)) = opts.iter().find(|o| !allowed.contains(&o.0)) {
+        return Err(format!("`{op}` has no option `{k}`"));
+    }
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_print_back_to_the_same_spec() {
+        for (name, _, text) in PRESETS {
+            let spec = parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(parse(&spec.to_string()).unwrap().layers.iter().map(|l| &l.1).collect::<Vec<_>>(),
+                spec.layers.iter().map(|l| &l.1).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn options_and_kernels_are_read() {
+        let s = parse("input 3 9 7\nconv 4 3x5 stride=2 pad=1 bias=no # comment\navgpool 2 stride=1\ndense classes\n").unwrap();
+        assert_eq!(s.input, [3, 9, 7]);
+        assert_eq!(
+            s.layers[0],
+            (2, LayerSpec::Conv(Conv2dConfig { out_channels: 4, kernel: (3, 5), stride: 2, pad: 1, bias: false }))
+        );
+        assert_eq!(s.layers[1].1, LayerSpec::AvgPool { k: 2, stride: 1 });
+        assert_eq!(s.layers[2].1, LayerSpec::Dense { out: Width::Classes, bias: true });
+    }
+
+    #[test]
+    fn mistakes_name_their_line() {
+        let cases = [
+            ("input 1 28 28\nconv 32\n", 2, "usage: conv"),
+            ("input 1 28 28\n\nrelu\nconvv 3 3\n", 4, "unknown layer `convv`"),
+            ("input 1 28 28\nconv 8 3 strid=2\n", 2, "no option `strid`"),
+            ("input 1 28 28\ndropout 1.5\n", 2, "[0, 1)"),
+            ("relu\n", 1, "must start with `input"),
+            ("input 1 x 28\n", 1, "H must be a number"),
+            ("input 1 28 28\nmaxpool 0\n", 2, "at least 1"),
+            ("input 1 28 28\nconv 8 3 bias=maybe\n", 2, "yes or no"),
+            ("# nothing\n", 1, "no `input"),
+        ];
+        for (text, line, msg) in cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(e.message.contains(msg), "{text:?}: {e}");
+        }
+    }
+}
