@@ -19,6 +19,8 @@
 //! [`model_file`] stores what `graph` and `data` need to rebuild the same network and
 //! preprocessing; [`commands`] wire these together and own all printing.
 
+pub mod data;
+pub mod error;
 pub mod kernels;
 pub mod layers;
 pub mod loss;

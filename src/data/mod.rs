@@ -1,0 +1,3 @@
+//! Datasets: everything between files on disk and a batch tensor.
+
+pub mod image;
