@@ -1,0 +1,125 @@
+//! The CIFAR-10 binary format (<https://www.cs.toronto.edu/~kriz/cifar.html>).
+//!
+//! Each file is a run of 3073-byte records: 1 label byte, then the 32×32 image as three planes,
+//! 1024 bytes of red, 1024 of green, 1024 of blue, each row-major. That is already our `C×H×W`
+//! layout, so a record's last 3072 bytes are copied as they are. Training images are in
+//! `data_batch_1.bin` … `data_batch_5.bin`, test images in `test_batch.bin`, and the class
+//! names in `batches.meta.txt`, one a line.
+
+use super::{Dataset, DatasetKind, Part};
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+pub const SHAPE: [usize; 3] = [3, 32, 32];
+pub const IMAGE_LEN: usize = 3 * 32 * 32;
+pub const RECORD_LEN: usize = 1 + IMAGE_LEN;
+pub const CLASS_COUNT: usize = 10;
+pub const TRAIN_FILES: [&str; 5] = [
+    "data_batch_1.bin",
+    "data_batch_2.bin",
+    "data_batch_3.bin",
+    "data_batch_4.bin",
+    "data_batch_5.bin",
+];
+pub const TEST_FILE: &str = "test_batch.bin";
+pub const META_FILE: &str = "batches.meta.txt";
+
+/// The folder holding the batches: `dir` itself, or `dir/cifar-10-batches-bin` (the name the
+/// official archive extracts to).
+pub fn batches_dir(dir: &Path) -> Result<PathBuf> {
+    if dir.join(TEST_FILE).is_file() || dir.join(TRAIN_FILES[0]).is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    let inner = dir.join("cifar-10-batches-bin");
+    if inner.is_dir() {
+        return Ok(inner);
+    }
+    bail!(
+        "{}: no CIFAR-10 binary batches here (looked for {} and cifar-10-batches-bin/); download \
+         them with `scripts/fetch-data.sh cifar10` or point --data-dir at the folder holding them",
+        dir.display(),
+        TEST_FILE
+    )
+}
+
+/// Loads the training part (5 batch files) or the test part of CIFAR-10 from `dir` (see
+/// [`batches_dir`]).
+///
+/// Shapes: files → `N×3×32×32` bytes and `N` labels.
+pub fn load(dir: &Path, part: Part) -> Result<Dataset> {
+    let bin = batches_dir(dir)?;
+    let classes = read_classes(&bin.join(META_FILE))?;
+    let files: Vec<PathBuf> = match part {
+        Part::Train => TRAIN_FILES.iter().map(|f| bin.join(f)).collect(),
+        Part::Test => vec![bin.join(TEST_FILE)],
+    };
+    let parts = files.par_iter().map(|f| read_batch(f)).collect::<Result<Vec<_>>>()?;
+    let n: usize = parts.iter().map(|(_, l)| l.len()).sum();
+    let mut images = Vec::with_capacity(n * IMAGE_LEN);
+    let mut labels = Vec::with_capacity(n);
+    for (im, l) in parts {
+        images.extend_from_slice(&im);
+        labels.extend(l);
+    }
+    Ok(Dataset {
+        name: format!("cifar10 {} ({})", part.name(), bin.display()),
+        kind: DatasetKind::Cifar10,
+        images,
+        labels,
+        shape: SHAPE,
+        classes,
+    })
+}
+
+/// Reads `batches.meta.txt`: class names one a line, blank lines ignored, exactly 10.
+pub fn read_classes(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the CIFAR-10 class names", path.display()))?;
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if names.len() != CLASS_COUNT {
+        bail!(
+            "{}: holds {} class names, expected {CLASS_COUNT} (one a line)",
+            path.display(),
+            names.len()
+        );
+    }
+    Ok(names)
+}
+
+/// Reads one batch file into (`N×3×32×32` image bytes, `N` labels).
+pub fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u16>)> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?
+        .len();
+    if size == 0 || size % RECORD_LEN as u64 != 0 {
+        bail!(
+            "{}: {size} bytes is not a whole number of {RECORD_LEN}-byte CIFAR-10 records",
+            path.display()
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    if bytes.len() as u64 != size {
+        bail!("{}: changed size while being read", path.display());
+    }
+    let n = bytes.len() / RECORD_LEN;
+    let mut images = Vec::with_capacity(n * IMAGE_LEN);
+    let mut labels = Vec::with_capacity(n);
+    for (i, rec) in bytes.chunks_exact(RECORD_LEN).enumerate() {
+        if rec[0] as usize >= CLASS_COUNT {
+            bail!(
+                "{}: record {i} has label {}, not below the class count {CLASS_COUNT}",
+                path.display(),
+                rec[0]
+            );
+        }
+        labels.push(rec[0] as u16);
+        images.extend_from_slice(&rec[1..]);
+    }
+    Ok((images, labels))
+}
