@@ -89,9 +89,21 @@ fn pixels(n: usize) -> Vec<u8> {
 fn write_tiny_mnist(dir: &Path, gz: bool) {
     let ext = if gz { ".gz" } else { "" };
     let f = |name: &str| dir.join(format!("{name}{ext}"));
-    write(&f("train-images-idx3-ubyte"), &idx_images(5, 2, 3, &pixels(5)), gz);
-    write(&f("train-labels-idx1-ubyte"), &idx_labels(&[0, 1, 2, 9, 4]), gz);
-    write(&f("t10k-images-idx3-ubyte"), &idx_images(3, 2, 3, &pixels(3)), gz);
+    write(
+        &f("train-images-idx3-ubyte"),
+        &idx_images(5, 2, 3, &pixels(5)),
+        gz,
+    );
+    write(
+        &f("train-labels-idx1-ubyte"),
+        &idx_labels(&[0, 1, 2, 9, 4]),
+        gz,
+    );
+    write(
+        &f("t10k-images-idx3-ubyte"),
+        &idx_images(3, 2, 3, &pixels(3)),
+        gz,
+    );
     write(&f("t10k-labels-idx1-ubyte"), &idx_labels(&[7, 8, 9]), gz);
 }
 
@@ -110,7 +122,11 @@ fn load_err(dataset: &str, dir: Option<&Path>, input: [usize; 3], o: &LoadOption
 fn assert_names(err: &str, file: &Path, what: &str) {
     assert!(!err.contains('\n'), "error is not one line: {err}");
     let name = file.file_name().unwrap().to_string_lossy();
-    assert!(err.contains(&*name), "error does not name {}: {err}", file.display());
+    assert!(
+        err.contains(&*name),
+        "error does not name {}: {err}",
+        file.display()
+    );
     assert!(err.contains(what), "error does not say '{what}': {err}");
 }
 
@@ -135,7 +151,10 @@ fn idx_raw_and_gzip_load_the_same() {
         let test = s.test.as_ref().unwrap();
         assert_eq!(test.images, pixels(3));
         assert_eq!(test.labels, [7, 8, 9]);
-        assert_eq!(s.train.classes, (0..10).map(|d| d.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            s.train.classes,
+            (0..10).map(|d| d.to_string()).collect::<Vec<_>>()
+        );
         assert!(s.val.is_none());
     }
 }
@@ -146,8 +165,14 @@ fn gzip_is_detected_by_content_not_name() {
     // Gzip data under the raw name, raw data under the .gz name.
     write(&d.path().join("x"), &idx_labels(&[1, 2, 3]), true);
     write(&d.path().join("y.gz"), &idx_labels(&[4, 5]), false);
-    assert_eq!(idx::read_labels(&d.path().join("x"), 10).unwrap(), [1, 2, 3]);
-    assert_eq!(idx::read_labels(&d.path().join("y.gz"), 10).unwrap(), [4, 5]);
+    assert_eq!(
+        idx::read_labels(&d.path().join("x"), 10).unwrap(),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        idx::read_labels(&d.path().join("y.gz"), 10).unwrap(),
+        [4, 5]
+    );
 }
 
 #[test]
@@ -214,7 +239,11 @@ fn idx_oversized_headers_fail_fast_without_allocating() {
         let e = format!("{:#}", r.unwrap_err());
         assert_names(&e, &p, "header promises 4000000000 images of 28×28");
         assert!(start.elapsed() < Duration::from_secs(1));
-        assert!(peak < 1 << 20, "allocated {peak} bytes for a {}-byte file", bytes.len());
+        assert!(
+            peak < 1 << 20,
+            "allocated {peak} bytes for a {}-byte file",
+            bytes.len()
+        );
         // Absurd dimensions.
         let bytes = idx_images(1, u32::MAX, u32::MAX, &[0; 84]);
         write(&p, &bytes, gz);
@@ -268,7 +297,11 @@ fn idx_label_out_of_range_is_refused() {
     let labels = d.path().join("t10k-labels-idx1-ubyte.gz");
     write(&labels, &idx_labels(&[1, 10, 3]), true);
     let e = load_err("mnist", Some(d.path()), [1, 2, 3], &opts());
-    assert_names(&e, &labels, "label 10 at index 1 is not below the class count 10");
+    assert_names(
+        &e,
+        &labels,
+        "label 10 at index 1 is not below the class count 10",
+    );
 }
 
 #[test]
@@ -294,7 +327,11 @@ fn idx_corrupt_gzip_is_refused() {
 fn missing_files_are_named() {
     let d = tmp();
     let e = load_err("mnist", Some(d.path()), [1, 28, 28], &opts());
-    assert_names(&e, &d.path().join("train-images-idx3-ubyte.gz"), "fetch-data.sh mnist");
+    assert_names(
+        &e,
+        &d.path().join("train-images-idx3-ubyte.gz"),
+        "fetch-data.sh mnist",
+    );
     let e = load_err("cifar10", Some(d.path()), [3, 32, 32], &opts());
     assert!(e.contains("fetch-data.sh cifar10"), "{e}");
 }
@@ -302,12 +339,24 @@ fn missing_files_are_named() {
 // ---------------------------------------------------------------------------------------------
 // CIFAR-10.
 
-const CIFAR_CLASSES: [&str; 10] =
-    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+const CIFAR_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 /// A synthetic 3×32×32 image, different for every `seed`.
 fn rgb_planes(seed: usize) -> Vec<u8> {
-    (0..3072).map(|i| ((i * 31 + seed * 101 + (i / 1024) * 57) % 256) as u8).collect()
+    (0..3072)
+        .map(|i| ((i * 31 + seed * 101 + (i / 1024) * 57) % 256) as u8)
+        .collect()
 }
 
 fn record(label: u8, planes: &[u8]) -> Vec<u8> {
@@ -332,7 +381,11 @@ fn write_tiny_cifar(bin: &Path) {
         bytes.extend(record(k as u8, &rgb_planes(100 + k)));
     }
     std::fs::write(bin.join("test_batch.bin"), bytes).unwrap();
-    std::fs::write(bin.join("batches.meta.txt"), CIFAR_CLASSES.join("\n") + "\n\n").unwrap();
+    std::fs::write(
+        bin.join("batches.meta.txt"),
+        CIFAR_CLASSES.join("\n") + "\n\n",
+    )
+    .unwrap();
 }
 
 #[test]
@@ -361,7 +414,11 @@ fn cifar_bad_files_are_refused() {
     bytes.pop();
     std::fs::write(&test, &bytes).unwrap();
     let e = load_err("cifar10", Some(d.path()), [3, 32, 32], &opts());
-    assert_names(&e, &test, "not a whole number of 3073-byte CIFAR-10 records");
+    assert_names(
+        &e,
+        &test,
+        "not a whole number of 3073-byte CIFAR-10 records",
+    );
 
     write_tiny_cifar(d.path());
     let batch = d.path().join("data_batch_4.bin");
@@ -389,11 +446,21 @@ fn shape_mismatch_is_a_usage_error() {
     write_tiny_cifar(d.path());
     let e = data::load("cifar10", Some(d.path()), [1, 28, 28], &opts()).unwrap_err();
     assert!(e.downcast_ref::<UsageError>().is_some());
-    assert!(e.to_string().contains("3×32×32 but the network takes 1×28×28"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("3×32×32 but the network takes 1×28×28"),
+        "{e}"
+    );
     let e = data::load("no-such-set", None, [1, 28, 28], &opts()).unwrap_err();
     assert!(e.downcast_ref::<UsageError>().is_some(), "{e}");
-    assert!(e.to_string().contains("mnist, fashion-mnist, cifar10"), "{e}");
-    let bad = LoadOptions { val_split: 1.0, ..opts() };
+    assert!(
+        e.to_string().contains("mnist, fashion-mnist, cifar10"),
+        "{e}"
+    );
+    let bad = LoadOptions {
+        val_split: 1.0,
+        ..opts()
+    };
     let e = data::load("cifar10", Some(d.path()), [3, 32, 32], &bad).unwrap_err();
     assert!(e.downcast_ref::<UsageError>().is_some(), "{e}");
 }
@@ -416,7 +483,10 @@ fn save_grey(path: &Path, value: u8, w: u32, h: u32) {
     let img = image::GrayImage::from_pixel(w, h, image::Luma([value]));
     if path.extension().is_some_and(|e| e == "gif") {
         // The GIF encoder takes RGB(A) only.
-        image::DynamicImage::ImageLuma8(img).to_rgba8().save(path).unwrap();
+        image::DynamicImage::ImageLuma8(img)
+            .to_rgba8()
+            .save(path)
+            .unwrap();
     } else {
         img.save(path).unwrap();
     }
@@ -430,8 +500,18 @@ fn image_folder_and_cifar_binary_agree() {
     let folder = d.path().join("pngs");
     for k in 0..10 {
         let class = CIFAR_CLASSES[k % 10];
-        save_rgb(&folder.join(format!("train/{class}/{k:03}.png")), &rgb_planes(k), 32, 32);
-        save_rgb(&folder.join(format!("test/{class}/{k:03}.png")), &rgb_planes(100 + k), 32, 32);
+        save_rgb(
+            &folder.join(format!("train/{class}/{k:03}.png")),
+            &rgb_planes(k),
+            32,
+            32,
+        );
+        save_rgb(
+            &folder.join(format!("test/{class}/{k:03}.png")),
+            &rgb_planes(100 + k),
+            32,
+            32,
+        );
     }
     let bin = d.path().join("bin");
     write_tiny_cifar(&bin);
@@ -462,7 +542,10 @@ fn image_folder_with_png_and_jpeg() {
     assert_eq!(s.train.shape, [1, 8, 8]);
     assert!(s.train.image(0).iter().all(|&p| p == 10));
     assert!(s.train.image(1).iter().all(|&p| p == 200));
-    assert!(s.train.image(2).iter().all(|&p| p.abs_diff(100) <= 2), "JPEG is lossy");
+    assert!(
+        s.train.image(2).iter().all(|&p| p.abs_diff(100) <= 2),
+        "JPEG is lossy"
+    );
     let test = s.test.unwrap();
     assert_eq!(test.labels, [0, 1]);
     assert!(test.image(1).iter().all(|&p| p == 250));
@@ -477,11 +560,20 @@ fn image_folder_without_train_is_the_training_set_and_val_split_carves() {
     let d = tmp();
     for (c, class) in ["a", "b"].iter().enumerate() {
         for i in 0..10 {
-            save_grey(&d.path().join(format!("{class}/{i}.png")), (c * 100 + i) as u8, 2, 2);
+            save_grey(
+                &d.path().join(format!("{class}/{i}.png")),
+                (c * 100 + i) as u8,
+                2,
+                2,
+            );
         }
     }
     let root = d.path().to_str().unwrap();
-    let o = LoadOptions { val_split: 0.2, seed: 3, ..opts() };
+    let o = LoadOptions {
+        val_split: 0.2,
+        seed: 3,
+        ..opts()
+    };
     let s = data::load(root, None, [1, 2, 2], &o).unwrap();
     assert_eq!(s.train.len(), 16);
     let val = s.val.unwrap();
@@ -492,7 +584,10 @@ fn image_folder_without_train_is_the_training_set_and_val_split_carves() {
     assert_eq!((ev.images, ev.labels, skipped), (val.images, val.labels, 0));
     // Without a split there is nothing to evaluate on.
     let e = data::load_eval(root, None, [1, 2, 2], &opts()).unwrap_err();
-    assert!(format!("{e:#}").contains("no test/ or val/ folder"), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("no test/ or val/ folder"),
+        "{e:#}"
+    );
 }
 
 #[test]
@@ -513,7 +608,10 @@ fn image_folder_errors_name_the_folder_or_file() {
     let png = std::fs::read(root.join("train/b/2.png")).unwrap();
     let cut = root.join("train/a/cut.png");
     std::fs::write(&cut, &png[..png.len() / 2]).unwrap();
-    let skip = LoadOptions { skip_bad: true, ..opts() };
+    let skip = LoadOptions {
+        skip_bad: true,
+        ..opts()
+    };
     let s = data::load(path, None, [1, 2, 2], &skip).unwrap();
     assert_eq!(s.skipped, 2);
     assert_eq!(s.train.labels, [0, 1, 1]);
@@ -563,7 +661,12 @@ fn val_split_is_seeded_stratified_and_disjoint() {
     assert_ne!(mask, data::split::val_mask(&ds, 0.1, 43));
     let (train, val) = data::split::carve(&ds, 0.1, 42).unwrap();
     assert_eq!(train.len() + val.len(), 1000);
-    for (c, (&n, &v)) in ds.class_counts().iter().zip(&val.class_counts()).enumerate() {
+    for (c, (&n, &v)) in ds
+        .class_counts()
+        .iter()
+        .zip(&val.class_counts())
+        .enumerate()
+    {
         assert_eq!(v, (n as f64 * 0.1).round() as usize, "class {c}");
     }
     let (train_b, _) = data::split::carve(&ds, 0.1, 42).unwrap();
@@ -574,7 +677,11 @@ fn val_split_is_seeded_stratified_and_disjoint() {
 fn named_datasets_carve_validation_from_train() {
     let d = tmp();
     write_tiny_cifar(d.path());
-    let o = LoadOptions { val_split: 0.3, seed: 1, ..opts() };
+    let o = LoadOptions {
+        val_split: 0.3,
+        seed: 1,
+        ..opts()
+    };
     let s = data::load("cifar10", Some(d.path()), [3, 32, 32], &o).unwrap();
     // One of each class: round(0.3) = 0 per class, so at least one image is held out.
     assert_eq!(s.train.len() + s.val.as_ref().unwrap().len(), 10);
@@ -599,28 +706,56 @@ fn placements_hand_worked() {
     // A 1×2×3 image:  1 2 3
     //                 4 5 6
     let img = [1, 2, 3, 4, 5, 6];
-    let flip = Placement { flip: true, dy: 0, dx: 0 };
+    let flip = Placement {
+        flip: true,
+        dy: 0,
+        dx: 0,
+    };
     assert_eq!(flip.apply(&img, [1, 2, 3]), [3, 2, 1, 6, 5, 4]);
     // Content moves right by 1 and down by 1; zeros come in from the left and the top.
-    let shift = Placement { flip: false, dy: 1, dx: 1 };
+    let shift = Placement {
+        flip: false,
+        dy: 1,
+        dx: 1,
+    };
     assert_eq!(shift.apply(&img, [1, 2, 3]), [0, 0, 0, 0, 1, 2]);
     // Up and left by 1.
-    let shift = Placement { flip: false, dy: -1, dx: -1 };
+    let shift = Placement {
+        flip: false,
+        dy: -1,
+        dx: -1,
+    };
     assert_eq!(shift.apply(&img, [1, 2, 3]), [5, 6, 0, 0, 0, 0]);
     // Flip, then right by 2: flipped rows are 3 2 1 / 6 5 4.
-    let both = Placement { flip: true, dy: 0, dx: 2 };
+    let both = Placement {
+        flip: true,
+        dy: 0,
+        dx: 2,
+    };
     assert_eq!(both.apply(&img, [1, 2, 3]), [0, 0, 3, 0, 0, 6]);
     // Out of range entirely: all zeros. Channels move together.
-    let far = Placement { flip: false, dy: 0, dx: 3 };
+    let far = Placement {
+        flip: false,
+        dy: 0,
+        dx: 3,
+    };
     assert_eq!(far.apply(&img, [2, 1, 3]), [0; 6]);
     let two = [1, 2, 3, 10, 20, 30];
-    let p = Placement { flip: true, dy: 0, dx: 1 };
+    let p = Placement {
+        flip: true,
+        dy: 0,
+        dx: 1,
+    };
     assert_eq!(p.apply(&two, [2, 1, 3]), [0, 3, 2, 0, 30, 20]);
 }
 
 #[test]
 fn augmentation_is_deterministic_and_in_range() {
-    let aug = Augment { pad_crop: 4, flip: true, shift: 0 };
+    let aug = Augment {
+        pad_crop: 4,
+        flip: true,
+        shift: 0,
+    };
     let s0 = Augment::epoch_seed(5, 0);
     assert_eq!(aug.placement(s0, 17), aug.placement(s0, 17));
     let (mut flips, mut dxs) = (0, std::collections::BTreeSet::new());
@@ -646,7 +781,10 @@ fn augmentation_is_deterministic_and_in_range() {
 fn normalization_hand_worked() {
     // Channel 0 holds 0 and 255 (mean 0.5, population std 0.5); channel 1 is constant 51
     // (mean 0.2, std 0 which is guarded to 1).
-    let ds = Dataset { images: vec![0, 51, 255, 51], ..synthetic(&[0, 0], [2, 1, 1], 1) };
+    let ds = Dataset {
+        images: vec![0, 51, 255, 51],
+        ..synthetic(&[0, 0], [2, 1, 1], 1)
+    };
     let n = Normalization::from_dataset(&ds);
     assert_eq!(n.mean, [0.5, 0.2]);
     assert_eq!(n.std, [0.5, 1.0]);
@@ -655,15 +793,25 @@ fn normalization_hand_worked() {
     let mut out = [0f32; 2];
     n.apply(&[255, 102], [2, 1, 1], &mut out);
     // (1 − 0.5)/0.5 = 1; (0.4 − 0.2)/1 = 0.2.
-    assert!((out[0] - 1.0).abs() < 1e-6 && (out[1] - 0.2).abs() < 1e-6, "{out:?}");
+    assert!(
+        (out[0] - 1.0).abs() < 1e-6 && (out[1] - 0.2).abs() < 1e-6,
+        "{out:?}"
+    );
 }
 
 #[test]
 fn batches_match_the_reference_and_reuse_their_buffers() {
     let labels: Vec<u16> = (0..40).map(|i| (i % 10) as u16).collect();
     let ds = synthetic(&labels, [3, 5, 7], 10);
-    let norm = Normalization { mean: vec![0.1, 0.5, 0.9], std: vec![0.2, 0.3, 0.0] };
-    let aug = Augment { pad_crop: 2, flip: true, shift: 1 };
+    let norm = Normalization {
+        mean: vec![0.1, 0.5, 0.9],
+        std: vec![0.2, 0.3, 0.0],
+    };
+    let aug = Augment {
+        pad_crop: 2,
+        flip: true,
+        shift: 1,
+    };
     let mut b = data::Batcher::new();
     let order = data::epoch_order(9, 3, ds.len());
     for chunk in order.chunks(16) {
@@ -708,13 +856,17 @@ fn shipped_mnist_mini_loads() {
     assert!(s.train.class_counts().iter().all(|&c| c > 200));
     let n = Normalization::from_dataset(&s.train);
     // Near the full set's 0.1307 / 0.3081.
-    assert!((n.mean[0] - 0.1307).abs() < 0.01 && (n.std[0] - 0.3081).abs() < 0.01, "{n:?}");
+    assert!(
+        (n.mean[0] - 0.1307).abs() < 0.01 && (n.std[0] - 0.3081).abs() < 0.01,
+        "{n:?}"
+    );
 }
 
 #[test]
 fn shipped_samples_are_the_digits() {
     for d in 0..10 {
-        let img = data::image::decode(&manifest_dir().join(format!("data/samples/{d}.png"))).unwrap();
+        let img =
+            data::image::decode(&manifest_dir().join(format!("data/samples/{d}.png"))).unwrap();
         assert_eq!(data::image::to_input(&img, [1, 28, 28]).len(), 784);
     }
 }
@@ -756,7 +908,10 @@ fn load_times() {
         let s = timed("CIFAR-10 binary (60,000 images)", 2.0, || {
             data::load("cifar10", Some(&dir), [3, 32, 32], &opts()).unwrap()
         });
-        assert_eq!((s.train.len(), s.test.as_ref().unwrap().len()), (50_000, 10_000));
+        assert_eq!(
+            (s.train.len(), s.test.as_ref().unwrap().len()),
+            (50_000, 10_000)
+        );
         let jpg = dir.join("cifar10-jpg");
         let f = timed("CIFAR-10 JPEG folder (60,000 files)", 15.0, || {
             data::load(jpg.to_str().unwrap(), None, [3, 32, 32], &opts()).unwrap()
@@ -764,4 +919,65 @@ fn load_times() {
         assert_eq!(f.train.classes, s.train.classes);
         assert_eq!(f.train.len(), 50_000);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// scripts/fetch-data.sh (offline: the --from path only).
+
+fn fetch_script(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("bash")
+        .arg(manifest_dir().join("scripts/fetch-data.sh"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn fetch_script_refuses_bad_checksums_and_bad_usage() {
+    // The shipped MNIST-mini files have the canonical names but not the full set's checksums.
+    let d = tmp();
+    let dest = d.path().join("data");
+    let mini = manifest_dir().join("data/mnist-mini");
+    let out = fetch_script(&[
+        "--dest",
+        dest.to_str().unwrap(),
+        "--from",
+        mini.to_str().unwrap(),
+        "mnist",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not match the published"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dest.join("mnist")).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+
+    let out = fetch_script(&["--dest", dest.to_str().unwrap(), "svhn"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage:"));
+    let out = fetch_script(&[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Opt-in, needs the project's shared data mirror:
+///   CNN_SHARED_DATA=../shared/data cargo test --test data -- --ignored fetch_script_copies
+#[test]
+#[ignore]
+fn fetch_script_copies_from_a_local_mirror() {
+    let Ok(shared) = std::env::var("CNN_SHARED_DATA") else {
+        return;
+    };
+    let d = tmp();
+    let dest = d.path().join("data");
+    let args = ["--dest", dest.to_str().unwrap(), "--from", &shared, "mnist"];
+    let out = fetch_script(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = data::load("mnist", Some(&dest.join("mnist")), [1, 28, 28], &opts()).unwrap();
+    assert_eq!(s.train.len(), 60_000);
+    // A second run finds everything in place.
+    let out = fetch_script(&args);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already there"));
 }

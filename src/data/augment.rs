@@ -15,7 +15,7 @@ use crate::rng::{Rng, derive};
 use serde::{Deserialize, Serialize};
 
 /// Stream label separating augmentation's randomness from the other uses of the run seed.
-const AUGMENT_STREAM: u64 = 0x4155_474D_454E_54; // "AUGMENT"
+const AUGMENT_STREAM: u64 = 0x0041_5547_4D45_4E54; // "AUGMENT"
 
 /// Which random transforms to apply to training images.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,13 +40,29 @@ impl Augment {
     /// are left–right symmetric.
     pub fn for_dataset(kind: &DatasetKind, channels: usize) -> Self {
         match kind {
-            DatasetKind::Mnist => Augment { shift: 2, ..Self::none() },
-            DatasetKind::FashionMnist => Augment { shift: 2, flip: true, ..Self::none() },
-            DatasetKind::Cifar10 => Augment { pad_crop: 4, flip: true, ..Self::none() },
-            DatasetKind::Folder(_) if channels == 3 => {
-                Augment { pad_crop: 4, flip: true, ..Self::none() }
-            }
-            DatasetKind::Folder(_) => Augment { shift: 2, ..Self::none() },
+            DatasetKind::Mnist => Augment {
+                shift: 2,
+                ..Self::none()
+            },
+            DatasetKind::FashionMnist => Augment {
+                shift: 2,
+                flip: true,
+                ..Self::none()
+            },
+            DatasetKind::Cifar10 => Augment {
+                pad_crop: 4,
+                flip: true,
+                ..Self::none()
+            },
+            DatasetKind::Folder(_) if channels == 3 => Augment {
+                pad_crop: 4,
+                flip: true,
+                ..Self::none()
+            },
+            DatasetKind::Folder(_) => Augment {
+                shift: 2,
+                ..Self::none()
+            },
         }
     }
 
@@ -91,7 +107,11 @@ pub struct Placement {
 }
 
 impl Placement {
-    pub const IDENTITY: Placement = Placement { flip: false, dy: 0, dx: 0 };
+    pub const IDENTITY: Placement = Placement {
+        flip: false,
+        dy: 0,
+        dx: 0,
+    };
 
     /// Where output column `x` reads from in the source row, if anywhere.
     #[inline]
@@ -100,7 +120,11 @@ impl Placement {
         if sx < 0 || sx >= w as isize {
             return None;
         }
-        Some(if self.flip { w - 1 - sx as usize } else { sx as usize })
+        Some(if self.flip {
+            w - 1 - sx as usize
+        } else {
+            sx as usize
+        })
     }
 
     /// Where output row `y` reads from, if anywhere.

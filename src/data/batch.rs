@@ -12,7 +12,7 @@ use crate::tensor::{self, Tensor};
 use rayon::prelude::*;
 
 /// Stream label separating the shuffle's randomness from the other uses of the run seed.
-const SHUFFLE_STREAM: u64 = 0x5348_5546_464C_45; // "SHUFFLE"
+const SHUFFLE_STREAM: u64 = 0x0053_4855_4646_4C45; // "SHUFFLE"
 
 /// The order in which epoch `epoch` visits `n` images: a permutation of `0..n` that depends only
 /// on `(seed, epoch)`.
@@ -101,7 +101,10 @@ pub struct Batcher {
 
 impl Default for Batcher {
     fn default() -> Self {
-        Batcher { x: Tensor::zeros(vec![0]), labels: Vec::new() }
+        Batcher {
+            x: Tensor::zeros(vec![0]),
+            labels: Vec::new(),
+        }
     }
 }
 
@@ -120,6 +123,15 @@ impl Batcher {
         seed: u64,
         epoch: u64,
     ) {
-        fill_batch(ds, indices, norm, aug, seed, epoch, &mut self.x, &mut self.labels);
+        fill_batch(
+            ds,
+            indices,
+            norm,
+            aug,
+            seed,
+            epoch,
+            &mut self.x,
+            &mut self.labels,
+        );
     }
 }

@@ -54,7 +54,10 @@ pub fn load(dir: &Path, part: Part) -> Result<Dataset> {
         Part::Train => TRAIN_FILES.iter().map(|f| bin.join(f)).collect(),
         Part::Test => vec![bin.join(TEST_FILE)],
     };
-    let parts = files.par_iter().map(|f| read_batch(f)).collect::<Result<Vec<_>>>()?;
+    let parts = files
+        .par_iter()
+        .map(|f| read_batch(f))
+        .collect::<Result<Vec<_>>>()?;
     let n: usize = parts.iter().map(|(_, l)| l.len()).sum();
     let mut images = Vec::with_capacity(n * IMAGE_LEN);
     let mut labels = Vec::with_capacity(n);

@@ -44,16 +44,29 @@ pub fn layout(root: &Path) -> Result<Layout> {
     };
     let classes = class_folders(&train)?;
     if classes.is_empty() {
-        bail!("{}: no class folders (expected one folder per class)", train.display());
+        bail!(
+            "{}: no class folders (expected one folder per class)",
+            train.display()
+        );
     }
-    let (val, test) = if train == root { (None, None) } else { (sub("val"), sub("test")) };
+    let (val, test) = if train == root {
+        (None, None)
+    } else {
+        (sub("val"), sub("test"))
+    };
     for dir in val.iter().chain(test.iter()) {
         let theirs = class_folders(dir)?;
         if theirs != classes {
-            let missing: Vec<&str> =
-                classes.iter().filter(|c| !theirs.contains(c)).map(|s| s.as_str()).collect();
-            let extra: Vec<&str> =
-                theirs.iter().filter(|c| !classes.contains(c)).map(|s| s.as_str()).collect();
+            let missing: Vec<&str> = classes
+                .iter()
+                .filter(|c| !theirs.contains(c))
+                .map(|s| s.as_str())
+                .collect();
+            let extra: Vec<&str> = theirs
+                .iter()
+                .filter(|c| !classes.contains(c))
+                .map(|s| s.as_str())
+                .collect();
             bail!(
                 "{}: class folders differ from {}: missing [{}], not in train [{}]",
                 dir.display(),
@@ -63,13 +76,21 @@ pub fn layout(root: &Path) -> Result<Layout> {
             );
         }
     }
-    Ok(Layout { root: root.to_path_buf(), train, val, test, classes })
+    Ok(Layout {
+        root: root.to_path_buf(),
+        train,
+        val,
+        test,
+        classes,
+    })
 }
 
 /// Sorted names of the non-hidden sub-folders of `dir`.
 fn class_folders(dir: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?
+    {
         let entry = entry.with_context(|| format!("{}: cannot list", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.starts_with('.') && entry.path().is_dir() {
@@ -83,7 +104,9 @@ fn class_folders(dir: &Path) -> Result<Vec<String>> {
 /// Sorted non-hidden files of a class folder; an empty folder is an error.
 fn class_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?
+    {
         let entry = entry.with_context(|| format!("{}: cannot list", dir.display()))?;
         let path = entry.path();
         if !entry.file_name().to_string_lossy().starts_with('.') && path.is_file() {
@@ -119,7 +142,12 @@ pub fn load(root: &Path, input: [usize; 3], skip_bad: bool) -> Result<Splits> {
     };
     let val = other(&lay.val, "val")?;
     let test = other(&lay.test, "test")?;
-    Ok(Splits { train, val, test, skipped })
+    Ok(Splits {
+        train,
+        val,
+        test,
+        skipped,
+    })
 }
 
 /// Decodes every image of one split folder (`dir/<class>/*`) to `input` = `[C, H, W]`.
@@ -167,7 +195,11 @@ pub fn load_dir(
         }
     }
     if kept == 0 {
-        bail!("{}: none of the {} files is a readable image", dir.display(), files.len());
+        bail!(
+            "{}: none of the {} files is a readable image",
+            dir.display(),
+            files.len()
+        );
     }
     images.truncate(kept * len);
     let ds = Dataset {

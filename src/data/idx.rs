@@ -118,7 +118,11 @@ pub fn read_images(path: &Path) -> Result<(Vec<u8>, [usize; 2])> {
             path.display()
         );
     }
-    let (n, rows, cols) = (be32(&header[4..8]), be32(&header[8..12]), be32(&header[12..16]));
+    let (n, rows, cols) = (
+        be32(&header[4..8]),
+        be32(&header[8..12]),
+        be32(&header[12..16]),
+    );
     if rows == 0 || cols == 0 || rows > MAX_SIDE || cols > MAX_SIDE {
         bail!(
             "{}: header says images are {rows}×{cols}; expected sides from 1 to {MAX_SIDE}",
@@ -170,7 +174,8 @@ struct IdxFile<'a> {
 
 impl<'a> IdxFile<'a> {
     fn open(path: &'a Path) -> Result<Self> {
-        let mut file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        let mut file =
+            File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         let size = file
             .metadata()
             .with_context(|| format!("{}: cannot read", path.display()))?
@@ -178,14 +183,20 @@ impl<'a> IdxFile<'a> {
         let mut magic = [0u8; 2];
         let got = read_full(&mut file, &mut magic)
             .with_context(|| format!("{}: cannot read", path.display()))?;
-        file.rewind().with_context(|| format!("{}: cannot read", path.display()))?;
+        file.rewind()
+            .with_context(|| format!("{}: cannot read", path.display()))?;
         let gzip = got == 2 && magic == [0x1f, 0x8b];
         let reader: Box<dyn Read> = if gzip {
             Box::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file)))
         } else {
             Box::new(file)
         };
-        Ok(IdxFile { path, size, reader, gzip })
+        Ok(IdxFile {
+            path,
+            size,
+            reader,
+            gzip,
+        })
     }
 
     fn err_read(&self, e: std::io::Error) -> anyhow::Error {
@@ -221,7 +232,9 @@ impl<'a> IdxFile<'a> {
                 );
             }
             let mut buf = vec![0u8; payload as usize];
-            self.reader.read_exact(&mut buf).map_err(|e| self.err_read(e))?;
+            self.reader
+                .read_exact(&mut buf)
+                .map_err(|e| self.err_read(e))?;
             return Ok(buf);
         }
         if total > self.size.saturating_mul(MAX_DEFLATE_RATIO) {

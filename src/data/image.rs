@@ -21,13 +21,19 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
         .with_guessed_format()
         .with_context(|| format!("{}: cannot read", path.display()))?;
     if reader.format().is_none() {
-        bail!("{}: not an image in a known format (PNG, JPEG, BMP, GIF, WebP)", path.display());
+        bail!(
+            "{}: not an image in a known format (PNG, JPEG, BMP, GIF, WebP)",
+            path.display()
+        );
     }
     let (w, h) = reader
         .into_dimensions()
         .map_err(|e| anyhow::anyhow!("{}: not a readable image: {e}", path.display()))?;
     if w as u64 * h as u64 > MAX_PIXELS {
-        bail!("{}: image is {w}×{h}, over the limit of {MAX_PIXELS} pixels", path.display());
+        bail!(
+            "{}: image is {w}×{h}, over the limit of {MAX_PIXELS} pixels",
+            path.display()
+        );
     }
     let mut reader = ImageReader::open(path)?.with_guessed_format()?;
     let mut limits = Limits::default();
@@ -35,7 +41,9 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
     limits.max_image_height = Some(h);
     limits.max_alloc = Some(MAX_PIXELS * 16);
     reader.limits(limits);
-    reader.decode().map_err(|e| anyhow::anyhow!("{}: not a readable image: {e}", path.display()))
+    reader
+        .decode()
+        .map_err(|e| anyhow::anyhow!("{}: not a readable image: {e}", path.display()))
 }
 
 /// Composites transparency onto white and returns 8-bit RGB.
@@ -55,11 +63,20 @@ pub fn flatten_alpha(img: &DynamicImage) -> image::RgbImage {
 /// Shapes: image of any size → `C×H×W`.
 pub fn to_input(img: &DynamicImage, [c, h, w]: [usize; 3]) -> Vec<u8> {
     debug_assert!(c == 1 || c == 3);
-    let rgb = if img.color().has_alpha() { flatten_alpha(img) } else { img.to_rgb8() };
+    let rgb = if img.color().has_alpha() {
+        flatten_alpha(img)
+    } else {
+        img.to_rgb8()
+    };
     let rgb = if rgb.dimensions() == (w as u32, h as u32) {
         rgb
     } else {
-        image::imageops::resize(&rgb, w as u32, h as u32, image::imageops::FilterType::Triangle)
+        image::imageops::resize(
+            &rgb,
+            w as u32,
+            h as u32,
+            image::imageops::FilterType::Triangle,
+        )
     };
     let mut out = vec![0u8; c * h * w];
     for (i, p) in rgb.pixels().enumerate() {

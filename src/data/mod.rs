@@ -190,7 +190,12 @@ pub fn load(
                 || load_part(&kind, &dir, Part::Train, input),
                 || load_part(&kind, &dir, Part::Test, input),
             );
-            Splits { train: train?, val: None, test: Some(test?), skipped: 0 }
+            Splits {
+                train: train?,
+                val: None,
+                test: Some(test?),
+                skipped: 0,
+            }
         }
     };
     if splits.val.is_none() && opts.val_split > 0.0 {
@@ -279,7 +284,9 @@ impl Part {
 }
 
 fn named_dir(kind: &DatasetKind, data_dir: Option<&Path>) -> PathBuf {
-    data_dir.map(Path::to_path_buf).unwrap_or_else(|| kind.default_dir())
+    data_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| kind.default_dir())
 }
 
 /// Reads one part of a named dataset and checks its shape against the network input.

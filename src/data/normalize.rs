@@ -18,7 +18,10 @@ pub struct Normalization {
 impl Normalization {
     /// Leaves pixels at `p/255` (mean 0, std 1) for `channels` channels.
     pub fn identity(channels: usize) -> Self {
-        Normalization { mean: vec![0.0; channels], std: vec![1.0; channels] }
+        Normalization {
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        }
     }
 
     /// Statistics of `ds` (population std over every pixel of each channel). Counts a histogram
@@ -45,7 +48,11 @@ impl Normalization {
                 s2 += k as f64 * x * x;
             }
             let m = if n > 0 { s / n as f64 } else { 0.0 };
-            let var = if n > 0 { (s2 / n as f64 - m * m).max(0.0) } else { 0.0 };
+            let var = if n > 0 {
+                (s2 / n as f64 - m * m).max(0.0)
+            } else {
+                0.0
+            };
             let sd = var.sqrt();
             mean.push(m as f32);
             std.push(if sd > 1e-6 { sd as f32 } else { 1.0 });
@@ -64,7 +71,7 @@ impl Normalization {
             );
         }
         if let Some(c) = (0..channels)
-            .find(|&c| !self.mean[c].is_finite() || !(self.std[c].is_finite() && self.std[c] > 0.0))
+            .find(|&c| !(self.mean[c].is_finite() && self.std[c].is_finite() && self.std[c] > 0.0))
         {
             bail!(
                 "normalisation of channel {c} is unusable: mean {}, std {}",
@@ -88,7 +95,10 @@ impl Normalization {
         let plane = shape[1] * shape[2];
         debug_assert_eq!(image.len(), shape[0] * plane);
         debug_assert_eq!(out.len(), image.len());
-        for (c, (src, dst)) in image.chunks_exact(plane).zip(out.chunks_exact_mut(plane)).enumerate()
+        for (c, (src, dst)) in image
+            .chunks_exact(plane)
+            .zip(out.chunks_exact_mut(plane))
+            .enumerate()
         {
             let (scale, bias) = self.affine(c);
             for (d, &p) in dst.iter_mut().zip(src) {

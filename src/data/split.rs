@@ -10,7 +10,7 @@ use crate::rng::{Rng, derive};
 use anyhow::{Result, bail};
 
 /// Stream label separating the split's randomness from the other uses of the run seed.
-const SPLIT_STREAM: u64 = 0x5350_4C49_5400; // "SPLIT"
+const SPLIT_STREAM: u64 = 0x0053_504C_4954; // "SPLIT"
 
 /// Which images of `ds` go to validation: `is_val[i]`.
 pub fn val_mask(ds: &Dataset, fraction: f32, seed: u64) -> Vec<bool> {
@@ -31,7 +31,11 @@ pub fn val_mask(ds: &Dataset, fraction: f32, seed: u64) -> Vec<bool> {
     }
     if !any && fraction > 0.0 {
         // Tiny sets: hold out one image of the largest class rather than none.
-        if let Some(members) = by_class.iter().max_by_key(|m| m.len()).filter(|m| !m.is_empty()) {
+        if let Some(members) = by_class
+            .iter()
+            .max_by_key(|m| m.len())
+            .filter(|m| !m.is_empty())
+        {
             is_val[members[0]] = true;
         }
     }
