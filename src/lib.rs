@@ -21,9 +21,11 @@
 
 pub mod data;
 pub mod error;
+pub mod fsutil;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
+pub mod model_file;
 pub mod optim;
 pub mod rng;
 pub mod schedule;
