@@ -632,6 +632,11 @@ fn image_folder_errors_name_the_folder_or_file() {
     let e = load_err(path, None, [1, 2, 2], &opts());
     assert_names(&e, &root.join("test"), "missing [b], not in train [z]");
 
+    // An IDX folder given as an image folder gets a hint.
+    let mini = manifest_dir().join("data/mnist-mini");
+    let e = load_err(mini.to_str().unwrap(), None, [1, 28, 28], &opts());
+    assert!(e.contains("use --dataset mnist"), "{e}");
+
     // --data-dir with a folder dataset is a usage error.
     let e = data::load(path, Some(root), [1, 2, 2], &opts()).unwrap_err();
     assert!(e.downcast_ref::<UsageError>().is_some());

@@ -37,10 +37,20 @@ pub fn layout(root: &Path) -> Result<Layout> {
     let train = match sub("train") {
         Some(t) => t,
         None if !class_folders(root)?.is_empty() && sub("test").is_none() => root.to_path_buf(),
-        None => bail!(
-            "{}: no train/ folder (expected ROOT/train/<class>/<image files>)",
-            root.display()
-        ),
+        None => {
+            let has = |f: &str| root.join(f).exists();
+            let hint = if has("train-images-idx3-ubyte.gz") || has("train-images-idx3-ubyte") {
+                "; it holds IDX files: use --dataset mnist (or fashion-mnist) --data-dir ROOT"
+            } else if has("data_batch_1.bin") || has("cifar-10-batches-bin") {
+                "; it holds CIFAR-10 batches: use --dataset cifar10 --data-dir ROOT"
+            } else {
+                ""
+            };
+            bail!(
+                "{}: no train/ folder (expected ROOT/train/<class>/<image files>){hint}",
+                root.display()
+            )
+        }
     };
     let classes = class_folders(&train)?;
     if classes.is_empty() {

@@ -295,6 +295,9 @@ fn load_part(kind: &DatasetKind, dir: &Path, part: Part, input: [usize; 3]) -> R
         DatasetKind::Cifar10 => cifar::load(dir, part)?,
         _ => idx::load(kind, dir, part)?,
     };
+    if ds.is_empty() {
+        anyhow::bail!("{}: holds no images", ds.name);
+    }
     if ds.shape != input {
         let [c, h, w] = ds.shape;
         let [ic, ih, iw] = input;
