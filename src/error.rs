@@ -11,3 +11,16 @@ pub struct UsageError(pub String);
 macro_rules! usage {
     ($($t:tt)*) => { return Err($crate::error::UsageError(format!($($t)*)).into()) };
 }
+
+/// The error and its causes on one line, without repeating a cause already in the message.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg.replace('\n', " ")
+}

@@ -5,17 +5,20 @@
 //! describes; keeping it a chain keeps shape inference and backward trivially correct.
 
 use crate::layers::{
-    AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool, Layer, MaxPool2d, Mode, Param,
-    ParamKind, Relu,
+    AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool, Layer, MaxPool2d, Mode,
+    Param, ParamKind, Relu,
 };
 use crate::rng::{Rng, derive};
 use crate::spec::{ArchSpec, LayerSpec, Width, fmt_shape};
 use crate::tensor::Tensor;
+use std::time::{Duration, Instant};
 
 struct Node {
     name: String,
     spec: LayerSpec,
     layer: Box<dyn Layer>,
+    /// Time spent in forward and backward since profiling was switched on.
+    times: Option<(Duration, Duration)>,
 }
 
 pub struct Network {
@@ -38,7 +41,9 @@ impl Network {
     /// An impossible shape is an error naming the line, the layer and the shapes.
     pub fn build(spec: &ArchSpec, classes: usize, seed: u64) -> Result<Network, String> {
         if classes < 2 {
-            return Err(format!("a classifier needs at least 2 classes, got {classes}"));
+            return Err(format!(
+                "a classifier needs at least 2 classes, got {classes}"
+            ));
         }
         let mut shape = spec.input.to_vec();
         let mut nodes: Vec<Node> = Vec::new();
@@ -49,9 +54,15 @@ impl Network {
             let name = format!("{}{}", ls.kind(), count);
             let mut rng = Rng::new(derive(seed, i as u64));
             let built: Result<Box<dyn Layer>, String> = match ls {
-                LayerSpec::Conv(cfg) => Conv2d::new(&shape, *cfg, &mut rng).map(|l| Box::new(l) as _),
-                LayerSpec::MaxPool { k, stride } => MaxPool2d::new(&shape, *k, *stride).map(|l| Box::new(l) as _),
-                LayerSpec::AvgPool { k, stride } => AvgPool2d::new(&shape, *k, *stride).map(|l| Box::new(l) as _),
+                LayerSpec::Conv(cfg) => {
+                    Conv2d::new(&shape, *cfg, &mut rng).map(|l| Box::new(l) as _)
+                }
+                LayerSpec::MaxPool { k, stride } => {
+                    MaxPool2d::new(&shape, *k, *stride).map(|l| Box::new(l) as _)
+                }
+                LayerSpec::AvgPool { k, stride } => {
+                    AvgPool2d::new(&shape, *k, *stride).map(|l| Box::new(l) as _)
+                }
                 LayerSpec::GlobalAvgPool => GlobalAvgPool::new(&shape).map(|l| Box::new(l) as _),
                 LayerSpec::Dense { out, bias } => {
                     let out = match out {
@@ -65,9 +76,19 @@ impl Network {
                 LayerSpec::BatchNorm => BatchNorm::new(&shape).map(|l| Box::new(l) as _),
                 LayerSpec::Flatten => Ok(Box::new(Flatten::new(&shape))),
             };
-            let layer = built.map_err(|e| format!("line {line}: {name} ({ls}) on input {}: {e}", fmt_shape(&shape)))?;
+            let layer = built.map_err(|e| {
+                format!(
+                    "line {line}: {name} ({ls}) on input {}: {e}",
+                    fmt_shape(&shape)
+                )
+            })?;
             shape = layer.out_shape().to_vec();
-            nodes.push(Node { name, spec: ls.clone(), layer });
+            nodes.push(Node {
+                name,
+                spec: ls.clone(),
+                layer,
+                times: None,
+            });
         }
         if shape != [classes] {
             return Err(format!(
@@ -78,7 +99,11 @@ impl Network {
         }
         // No one needs the gradient of the image itself.
         nodes[0].layer.set_needs_input_grad(false);
-        Ok(Network { spec: spec.clone(), classes, nodes })
+        Ok(Network {
+            spec: spec.clone(),
+            classes,
+            nodes,
+        })
     }
 
     /// `C×H×W` of one input image.
@@ -92,10 +117,19 @@ impl Network {
         let mut cur = x;
         for (i, node) in self.nodes.iter_mut().enumerate() {
             let m = match mode {
-                Mode::Train { seed } => Mode::Train { seed: derive(seed, i as u64) },
+                Mode::Train { seed } => Mode::Train {
+                    seed: derive(seed, i as u64),
+                },
                 Mode::Eval => Mode::Eval,
             };
-            cur = node.layer.forward(cur, m);
+            match &mut node.times {
+                None => cur = node.layer.forward(cur, m),
+                Some((fwd, _)) => {
+                    let t = Instant::now();
+                    cur = node.layer.forward(cur, m);
+                    *fwd += t.elapsed();
+                }
+            }
         }
         cur
     }
@@ -105,7 +139,14 @@ impl Network {
     pub fn backward(&mut self, dlogits: &Tensor) {
         let mut g = dlogits;
         for node in self.nodes.iter_mut().rev() {
-            g = node.layer.backward(g);
+            match &mut node.times {
+                None => g = node.layer.backward(g),
+                Some((_, bwd)) => {
+                    let t = Instant::now();
+                    g = node.layer.backward(g);
+                    *bwd += t.elapsed();
+                }
+            }
         }
     }
 
@@ -115,7 +156,8 @@ impl Network {
     pub fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
         for node in &mut self.nodes {
             let prefix = &node.name;
-            node.layer.visit_params(&mut |p| f(&format!("{prefix}.{}", p.name), p));
+            node.layer
+                .visit_params(&mut |p| f(&format!("{prefix}.{}", p.name), p));
         }
     }
 
@@ -164,9 +206,22 @@ impl Network {
         rows
     }
 
-    /// Layer names and kinds, in order, with mutable access (for per-layer timing in `bench`).
-    pub fn layers_mut(&mut self) -> impl Iterator<Item = (&str, &mut Box<dyn Layer>)> {
-        self.nodes.iter_mut().map(|n| (n.name.as_str(), &mut n.layer))
+    /// Starts (or restarts from zero) timing every layer's forward and backward.
+    pub fn start_profiling(&mut self) {
+        for n in &mut self.nodes {
+            n.times = Some((Duration::ZERO, Duration::ZERO));
+        }
+    }
+
+    /// Per layer: name and the forward and backward time accumulated since `start_profiling`.
+    pub fn profile(&self) -> Vec<(String, Duration, Duration)> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let (f, b) = n.times.unwrap_or_default();
+                (n.name.clone(), f, b)
+            })
+            .collect()
     }
 }
 
@@ -177,7 +232,9 @@ mod tests {
     use crate::spec::{parse, preset};
 
     fn params_of(name: &str) -> usize {
-        Network::build(&parse(preset(name).unwrap()).unwrap(), 10, 1).unwrap().num_params()
+        Network::build(&parse(preset(name).unwrap()).unwrap(), 10, 1)
+            .unwrap()
+            .num_params()
     }
 
     #[test]
@@ -197,14 +254,33 @@ mod tests {
         assert_eq!(names[..3], ["conv1", "relu1", "conv2"]);
         let mut pnames = Vec::new();
         net.visit_params(&mut |n, _| pnames.push(n.to_string()));
-        assert_eq!(pnames, ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "dense1.weight", "dense1.bias", "dense2.weight", "dense2.bias"]);
+        assert_eq!(
+            pnames,
+            [
+                "conv1.weight",
+                "conv1.bias",
+                "conv2.weight",
+                "conv2.bias",
+                "dense1.weight",
+                "dense1.bias",
+                "dense2.weight",
+                "dense2.bias"
+            ]
+        );
     }
 
     #[test]
     fn impossible_shapes_are_refused_naming_layer_and_shapes() {
-        let spec = parse("input 1 4 4\nconv 8 3\nmaxpool 2\nmaxpool 2\nflatten\ndense classes\n").unwrap();
+        let spec =
+            parse("input 1 4 4\nconv 8 3\nmaxpool 2\nmaxpool 2\nflatten\ndense classes\n").unwrap();
         let err = Network::build(&spec, 10, 1).err().unwrap();
-        assert!(err.contains("line 4") && err.contains("maxpool2") && err.contains("8×1×1") && err.contains("2×2"), "{err}");
+        assert!(
+            err.contains("line 4")
+                && err.contains("maxpool2")
+                && err.contains("8×1×1")
+                && err.contains("2×2"),
+            "{err}"
+        );
         let spec = parse("input 1 4 4\nconv 8 3\nflatten\ndense 5\n").unwrap();
         let err = Network::build(&spec, 10, 1).err().unwrap();
         assert!(err.contains("dense classes"), "{err}");
@@ -253,7 +329,10 @@ mod tests {
                 row == labels[i]
             })
             .count();
-        assert!(correct as f32 / n as f32 > 0.98, "accuracy {correct}/{n}, loss {l}");
+        assert!(
+            correct as f32 / n as f32 > 0.98,
+            "accuracy {correct}/{n}, loss {l}"
+        );
     }
 
     trait RowArgmax {

@@ -19,16 +19,21 @@
 //! [`model_file`] stores what `graph` and `data` need to rebuild the same network and
 //! preprocessing; [`commands`] wire these together and own all printing.
 
+pub mod checkpoint;
+pub mod cli;
+pub mod commands;
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod graph;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
+pub mod metrics;
 pub mod model_file;
 pub mod optim;
+pub mod preprocess;
 pub mod rng;
 pub mod schedule;
 pub mod spec;
-pub mod graph;
 pub mod tensor;

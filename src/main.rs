@@ -1,1 +1,32 @@
-fn main() {}
+//! The `cnn` command: parse the command line, run the command, map the outcome to an exit code
+//! (0 success, 2 usage error, 130 interrupted by Ctrl-C after saving a checkpoint, 1 any other
+//! failure).
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match cnn::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; clap knows which is which.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match cnn::commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if cnn::commands::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", cnn::error::one_line(&e));
+            if e.downcast_ref::<cnn::error::UsageError>().is_some() {
+                ExitCode::from(2)
+            } else if e.downcast_ref::<cnn::commands::train::Interrupted>().is_some() {
+                // The shell's convention for a process ended by SIGINT.
+                ExitCode::from(130)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Command-line definitions: one `Args` struct per subcommand; doc comments are the help text.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cnn",
+    version,
+    about = "Train, evaluate and run convolutional neural network image classifiers on the CPU.",
+    long_about = "Train, evaluate and run convolutional neural network image classifiers on the CPU.\n\n\
+        cnn trains small CNNs on MNIST, Fashion-MNIST, CIFAR-10 or any folder of images, and predicts \
+        with them, printing the probability of every class.",
+    after_help = "Examples:\n  \
+        cnn predict data/samples/*.png              read digits with the shipped model\n  \
+        cnn train --epochs 2                         a quick MNIST run on data/mnist-mini\n  \
+        cnn train --dataset cifar10 --epochs 30      after scripts/fetch-data.sh cifar10\n  \
+        cnn eval --model models/mnist.cnn --dataset mnist\n  \
+        cnn summary --arch cifar-ref"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a network and save the best model.
+    Train(TrainArgs),
+    /// Measure a saved model on a dataset: accuracy, loss, confusion matrix, per-class figures.
+    Eval(EvalArgs),
+    /// Print the class probabilities of image files.
+    Predict(PredictArgs),
+    /// Show an architecture layer by layer, or a saved model's details.
+    Summary(SummaryArgs),
+    /// Measure training and inference speed on synthetic data.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerArg {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    Constant,
+    Step,
+    Cosine,
+    Onecycle,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LossArg {
+    CrossEntropy,
+    Mse,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AugmentArg {
+    /// Flips and crops for colour datasets, small shifts for digits.
+    Auto,
+    /// No augmentation.
+    None,
+    /// Random crop with 4 pixels of padding, horizontal flip.
+    Crop,
+    /// Small random shifts (up to 2 pixels), for digits.
+    Shift,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KeepArg {
+    /// The epoch with the best validation accuracy.
+    Best,
+    /// The last epoch.
+    Last,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    cnn train                                    MNIST (data/mnist if fetched, else data/mnist-mini)\n  \
+    cnn train --dataset fashion-mnist --epochs 15 --out models/fashion.cnn\n  \
+    cnn train --dataset cifar10 --arch cifar-ref --epochs 30 --batch-size 128\n  \
+    cnn train --dataset photos/ --arch my-net.arch --val-split 0.2\n  \
+    cnn train --resume models/model.cnn.ckpt       continue an interrupted run")]
+pub struct TrainArgs {
+    /// mnist, fashion-mnist, cifar10, or a folder with train/<class>/ images
+    #[arg(long, short)]
+    pub dataset: Option<String>,
+    /// Where the named dataset lives (default data/<name>)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A preset (mnist-ref, mnist-fast, lenet5, cifar-ref) or an architecture file
+    #[arg(long, short)]
+    pub arch: Option<String>,
+    #[arg(long, short)]
+    pub epochs: Option<u64>,
+    #[arg(long, short)]
+    pub batch_size: Option<usize>,
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerArg>,
+    /// Base learning rate (default: SGD 0.05 with batch norm, 0.01 without; Adam/AdamW 0.001)
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// SGD momentum
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// Nesterov momentum (SGD)
+    #[arg(long)]
+    pub nesterov: Option<bool>,
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Learning-rate schedule, per step
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
+    /// For --schedule step: epochs between decays
+    #[arg(long, default_value_t = 1)]
+    pub step_every: u64,
+    /// For --schedule step: decay factor
+    #[arg(long, default_value_t = 0.7)]
+    pub step_gamma: f32,
+    /// Linear warm-up, in epochs (may be fractional)
+    #[arg(long)]
+    pub warmup: Option<f32>,
+    /// Label smoothing for cross-entropy, 0 to 1
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f32,
+    #[arg(long, value_enum, default_value_t = AugmentArg::Auto)]
+    pub augment: AugmentArg,
+    /// Fraction of the training set held out for validation (default 0.1 when the dataset has
+    /// no validation split; 0 trains on everything and keeps the last epoch)
+    #[arg(long)]
+    pub val_split: Option<f32>,
+    #[arg(long, value_enum, default_value_t = LossArg::CrossEntropy)]
+    pub loss: LossArg,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Worker threads (default: all cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where to write the model; the checkpoint goes to <out>.ckpt
+    #[arg(long, short, default_value = "models/model.cnn")]
+    pub out: PathBuf,
+    /// Append per-epoch metrics to this CSV file
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Which model to keep at --out
+    #[arg(long, value_enum, default_value_t = KeepArg::Best)]
+    pub keep: KeepArg,
+    /// Continue from a checkpoint with the settings stored in it
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Skip unreadable images in folder datasets (and count them) instead of failing
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// No progress bar and no per-epoch lines
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    cnn eval --model models/mnist.cnn --dataset mnist\n  \
+    cnn eval --model models/mnist.cnn --dataset mnist --data-dir data/mnist-mini --json")]
+pub struct EvalArgs {
+    #[arg(long, short, default_value = "models/mnist.cnn")]
+    pub model: PathBuf,
+    /// mnist, fashion-mnist, cifar10, or an image folder (default: the model's training set)
+    #[arg(long, short)]
+    pub dataset: Option<String>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Also report top-k accuracy for this k
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    /// Print one JSON object instead of tables
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Skip unreadable images in folder datasets instead of failing
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    cnn predict data/samples/*.png\n  \
+    cnn predict --model models/cifar.cnn photos/ --top-k 3\n  \
+    cnn predict my-digit.jpg --json")]
+pub struct PredictArgs {
+    /// Image files, or folders of images
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(long, short, default_value = "models/mnist.cnn")]
+    pub model: PathBuf,
+    /// Show only the k most likely classes
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// One JSON object per line: file, class, probabilities
+    #[arg(long)]
+    pub json: bool,
+    /// Feed the image as is (resized), without MNIST-style digit preparation
+    #[arg(long)]
+    pub no_preprocess: bool,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    cnn summary --arch mnist-ref\n  \
+    cnn summary --arch my-net.arch --classes 3\n  \
+    cnn summary --model models/mnist.cnn")]
+pub struct SummaryArgs {
+    /// A preset or an architecture file
+    #[arg(long, short, conflicts_with = "model", required_unless_present = "model")]
+    pub arch: Option<String>,
+    /// A saved model
+    #[arg(long, short)]
+    pub model: Option<PathBuf>,
+    /// Number of classes for `dense classes` (with --arch)
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    cnn bench --arch mnist-ref --batch-size 64 --threads 2\n  \
+    cnn bench --arch cifar-ref --batch-size 128 --json")]
+pub struct BenchArgs {
+    /// A preset or an architecture file
+    #[arg(long, short, default_value = "mnist-ref")]
+    pub arch: String,
+    #[arg(long, short, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Batch size for the inference measurement
+    #[arg(long, default_value_t = 1000)]
+    pub infer_batch_size: usize,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Timed training steps per repetition
+    #[arg(long, default_value_t = 50)]
+    pub iters: u64,
+    /// Untimed steps first
+    #[arg(long, default_value_t = 10)]
+    pub warmup: u64,
+    /// Timed inference batches per repetition
+    #[arg(long, default_value_t = 3)]
+    pub infer_iters: u64,
+    /// Repetitions; the median is reported
+    #[arg(long, default_value_t = 3)]
+    pub reps: u64,
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    #[arg(long)]
+    pub json: bool,
+}

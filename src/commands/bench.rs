@@ -1,0 +1,165 @@
+//! `cnn bench`: training and inference throughput on synthetic data, with a per-layer profile.
+//!
+//! Protocol (as the PyTorch reference, ../shared/bench/NETWORKS.md): SGD with momentum 0.9 and
+//! lr 0.01; warm-up steps, then timed steps of forward + cross-entropy + backward + update,
+//! repeated; the median repetition is reported. FLOP counts: training = MACs × 2 × 3 (forward,
+//! input gradient, weight gradient), inference = MACs × 2.
+
+use super::{init_threads, load_arch};
+use crate::cli::BenchArgs;
+use crate::graph::Network;
+use crate::layers::Mode;
+use crate::loss::{Loss, LossKind};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use anyhow::Result;
+use serde::Serialize;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+#[derive(Serialize)]
+struct BenchReport {
+    arch: String,
+    threads: usize,
+    batch_size: usize,
+    infer_batch_size: usize,
+    macs_per_image: u64,
+    train_images_per_sec: f64,
+    train_gflops: f64,
+    train_reps_images_per_sec: Vec<f64>,
+    infer_images_per_sec: f64,
+    infer_gflops: f64,
+    infer_reps_images_per_sec: Vec<f64>,
+    peak_rss_mb: f64,
+    layers: Vec<LayerTime>,
+}
+
+#[derive(Serialize)]
+struct LayerTime {
+    name: String,
+    forward_ms: f64,
+    backward_ms: f64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+fn synthetic(n: usize, shape: [usize; 3], classes: usize, seed: u64) -> (Tensor, Vec<usize>) {
+    let mut r = Rng::new(seed);
+    let x = Tensor::from_shape_fn(vec![n, shape[0], shape[1], shape[2]], |_| r.normal());
+    let labels = (0..n).map(|_| r.below(classes)).collect();
+    (x, labels)
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    init_threads(args.threads)?;
+    let spec = load_arch(&args.arch)?;
+    let mut net = Network::build(&spec, args.classes, 1).map_err(|e| anyhow::anyhow!("{}: {e}", args.arch))?;
+    let macs = net.macs();
+    let input = net.input_shape();
+    let (x, labels) = synthetic(args.batch_size, input, args.classes, 2);
+    let mut loss = Loss::new(LossKind::CrossEntropy, 0.0);
+    let mut opt = Optimizer::new(OptimizerConfig { kind: OptimizerKind::Sgd, momentum: 0.9, ..Default::default() });
+    let mut step = |net: &mut Network, i: u64| {
+        net.zero_grad();
+        let logits = net.forward(&x, Mode::Train { seed: i });
+        loss.forward(logits, &labels);
+        net.backward(loss.backward());
+        opt.step(net, 0.01);
+    };
+    for i in 0..args.warmup {
+        step(&mut net, i);
+    }
+    let mut train = Vec::new();
+    net.start_profiling();
+    for r in 0..args.reps {
+        let t = Instant::now();
+        for i in 0..args.iters {
+            step(&mut net, 1000 + r * args.iters + i);
+        }
+        train.push((args.iters as usize * args.batch_size) as f64 / t.elapsed().as_secs_f64());
+    }
+    let profile = net.profile();
+    let steps = (args.reps * args.iters).max(1) as f64;
+
+    let (xi, _) = synthetic(args.infer_batch_size, input, args.classes, 3);
+    for _ in 0..2 {
+        net.forward(&xi, Mode::Eval);
+    }
+    let mut infer = Vec::new();
+    for _ in 0..args.reps {
+        let t = Instant::now();
+        let batches = args.infer_iters.max(1);
+        for _ in 0..batches {
+            let logits = net.forward(&xi, Mode::Eval);
+            std::hint::black_box(logits);
+        }
+        infer.push((batches * args.infer_batch_size as u64) as f64 / t.elapsed().as_secs_f64());
+    }
+    let (tr, inf) = (median(&train), median(&infer));
+    let report = BenchReport {
+        arch: args.arch.clone(),
+        threads: rayon::current_num_threads(),
+        batch_size: args.batch_size,
+        infer_batch_size: args.infer_batch_size,
+        macs_per_image: macs,
+        train_images_per_sec: tr,
+        train_gflops: tr * macs as f64 * 6.0 / 1e9,
+        train_reps_images_per_sec: train,
+        infer_images_per_sec: inf,
+        infer_gflops: inf * macs as f64 * 2.0 / 1e9,
+        infer_reps_images_per_sec: infer,
+        peak_rss_mb: peak_rss_mb(),
+        layers: profile
+            .into_iter()
+            .map(|(name, f, b)| LayerTime { name, forward_ms: ms(f) / steps, backward_ms: ms(b) / steps })
+            .collect(),
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &report)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{}: {} MACs/image, {} threads, training batch {}, inference batch {}",
+        report.arch,
+        super::summary::group(macs),
+        report.threads,
+        report.batch_size,
+        report.infer_batch_size
+    )?;
+    writeln!(out, "training:  {:>9.1} images/s  {:>7.1} GFLOP/s  (median of {})", tr, report.train_gflops, args.reps)?;
+    writeln!(out, "inference: {:>9.1} images/s  {:>7.1} GFLOP/s", inf, report.infer_gflops)?;
+    writeln!(out, "peak memory: {:.0} MB", report.peak_rss_mb)?;
+    writeln!(out, "\nper training step (ms):\n{:<10} {:>9} {:>9}", "layer", "forward", "backward")?;
+    let (mut tf, mut tb) = (0.0, 0.0);
+    for l in &report.layers {
+        writeln!(out, "{:<10} {:>9.3} {:>9.3}", l.name, l.forward_ms, l.backward_ms)?;
+        tf += l.forward_ms;
+        tb += l.backward_ms;
+    }
+    writeln!(out, "{:<10} {:>9.3} {:>9.3}", "total", tf, tb)?;
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Peak resident set size from /proc (Linux); 0 elsewhere.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

@@ -1,0 +1,56 @@
+//! The subcommands: each a thin driver that wires the library together and owns all printing.
+
+pub mod bench;
+pub mod eval;
+pub mod predict;
+pub mod summary;
+pub mod train;
+
+use crate::cli::{Cli, Command};
+use crate::spec::{self, ArchSpec};
+use crate::usage;
+use anyhow::{Context, Result};
+use std::path::Path;
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Summary(a) => summary::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}
+
+/// True when the error is a write to a closed pipe (`cnn predict ... | head`): not a failure.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// Sets the worker thread count (default: all cores). Call once, before any parallel work.
+pub fn init_threads(threads: Option<usize>) -> Result<()> {
+    if threads == Some(0) {
+        usage!("--threads must be at least 1");
+    }
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = threads {
+        b = b.num_threads(t);
+    }
+    // A second call (tests driving several commands in one process) keeps the first pool.
+    let _ = b.build_global();
+    Ok(())
+}
+
+/// A preset name or an architecture file, parsed.
+pub fn load_arch(arch: &str) -> Result<ArchSpec> {
+    if let Some(text) = spec::preset(arch) {
+        return Ok(spec::parse(text).expect("presets parse"));
+    }
+    let path = Path::new(arch);
+    if !path.exists() {
+        let names: Vec<&str> = spec::PRESETS.iter().map(|p| p.0).collect();
+        usage!("--arch {arch}: neither a preset ({}) nor an existing file", names.join(", "));
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("{arch}: cannot read"))?;
+    spec::parse(&text).map_err(|e| anyhow::anyhow!("{arch}: {e}"))
+}

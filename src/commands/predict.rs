@@ -1,0 +1,120 @@
+//! `cnn predict`: the class probabilities of image files.
+
+use super::init_threads;
+use crate::cli::PredictArgs;
+use crate::data::{self, Dataset, Normalization};
+use crate::layers::Mode;
+use crate::loss::softmax;
+use crate::metrics::argmax;
+use crate::model_file::Model;
+use crate::preprocess;
+use crate::tensor::{Tensor, data};
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp"];
+
+pub fn run(args: PredictArgs) -> Result<()> {
+    init_threads(args.threads)?;
+    let model = Model::load(&args.model)?;
+    let mut net = model.build_network()?;
+    let files = expand(&args.images)?;
+    let digits = model.classes.iter().enumerate().all(|(i, c)| *c == i.to_string()) && model.classes.len() == 10;
+    let input = model.input;
+    // Decode and prepare in parallel; a file that fails is reported and skipped.
+    let prepared: Vec<(PathBuf, Result<Vec<u8>>)> = files
+        .into_par_iter()
+        .map(|f| {
+            let r = data::image::decode(&f).map(|img| preprocess::prepare(&img, input, digits, !args.no_preprocess));
+            (f, r)
+        })
+        .collect();
+    let (ok, failed): (Vec<_>, Vec<_>) = prepared.into_iter().partition(|(_, r)| r.is_ok());
+    let norm = Normalization { mean: model.norm_mean.clone(), std: model.norm_std.clone() };
+    let k = model.classes.len();
+    let mut out = std::io::stdout().lock();
+    for (f, r) in &failed {
+        if let Err(e) = r {
+            eprintln!("error: {}", crate::error::one_line(e));
+        } else {
+            unreachable!("partitioned on is_err: {}", f.display());
+        }
+    }
+    let top_k = args.top_k.unwrap_or(k).clamp(1, k);
+    let (mut x, mut labels) = (Tensor::zeros(vec![0]), Vec::new());
+    let mut probs = vec![0.0f32; k];
+    for chunk in ok.chunks(256) {
+        let ds = Dataset {
+            name: "predict".into(),
+            kind: data::DatasetKind::Folder(PathBuf::from(".")),
+            shape: input,
+            images: chunk.iter().flat_map(|(_, r)| r.as_ref().map(|v| v.as_slice()).unwrap_or(&[])).copied().collect(),
+            labels: vec![0; chunk.len()],
+            classes: model.classes.clone(),
+        };
+        let idx: Vec<usize> = (0..chunk.len()).collect();
+        data::fill_batch(&ds, &idx, &norm, &data::Augment::none(), 0, 0, &mut x, &mut labels);
+        let logits = net.forward(&x, Mode::Eval);
+        for ((file, _), z) in chunk.iter().zip(data(logits).chunks(k)) {
+            let scaled: Vec<f32> = z.iter().map(|v| v / model.temperature).collect();
+            softmax(&scaled, k, &mut probs);
+            let pred = argmax(&probs);
+            let mut order: Vec<usize> = (0..k).collect();
+            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+            if args.json {
+                let mut p = serde_json::Map::new();
+                for &c in order.iter().take(top_k) {
+                    p.insert(model.classes[c].clone(), serde_json::json!(probs[c]));
+                }
+                let line = serde_json::json!({
+                    "file": file.display().to_string(),
+                    "class": model.classes[pred],
+                    "confidence": probs[pred],
+                    "probabilities": p,
+                });
+                writeln!(out, "{line}")?;
+            } else {
+                writeln!(out, "{}: {} ({:.1}%)", file.display(), model.classes[pred], 100.0 * probs[pred])?;
+                for &c in order.iter().take(top_k) {
+                    let mark = if c == pred { "*" } else { " " };
+                    writeln!(out, "  {mark} {:<12} {:.4}", model.classes[c], probs[c])?;
+                }
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{} of {} images could not be read", failed.len(), failed.len() + ok.len());
+    }
+    Ok(())
+}
+
+/// Files as given; folders replaced by the image files inside them (sorted, not recursive).
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("{}: cannot list folder", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && has_image_extension(f))
+                .collect();
+            if inside.is_empty() {
+                bail!("{}: no image files (png, jpg, bmp, gif, webp) in this folder", p.display());
+            }
+            inside.sort();
+            files.extend(inside);
+        } else {
+            // A missing file is reported by the decoder, naming it, with the other images read.
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn has_image_extension(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
