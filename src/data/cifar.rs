@@ -54,17 +54,26 @@ pub fn load(dir: &Path, part: Part) -> Result<Dataset> {
         Part::Train => TRAIN_FILES.iter().map(|f| bin.join(f)).collect(),
         Part::Test => vec![bin.join(TEST_FILE)],
     };
-    let parts = files
-        .par_iter()
-        .map(|f| read_batch(f))
+    // Sizes on disk fix the record counts, so the output is allocated once and each file is
+    // copied straight into its own slice of it, in parallel.
+    let counts = files
+        .iter()
+        .map(|f| record_count(f))
         .collect::<Result<Vec<_>>>()?;
-    let n: usize = parts.iter().map(|(_, l)| l.len()).sum();
-    let mut images = Vec::with_capacity(n * IMAGE_LEN);
-    let mut labels = Vec::with_capacity(n);
-    for (im, l) in parts {
-        images.extend_from_slice(&im);
-        labels.extend(l);
+    let n: usize = counts.iter().sum();
+    let mut images = vec![0u8; n * IMAGE_LEN];
+    let mut labels = vec![0u16; n];
+    let mut slices = Vec::with_capacity(files.len());
+    let (mut im_rest, mut lab_rest) = (images.as_mut_slice(), labels.as_mut_slice());
+    for (f, &k) in files.iter().zip(&counts) {
+        let (im, im_tail) = im_rest.split_at_mut(k * IMAGE_LEN);
+        let (lab, lab_tail) = lab_rest.split_at_mut(k);
+        slices.push((f, im, lab));
+        (im_rest, lab_rest) = (im_tail, lab_tail);
     }
+    slices
+        .into_par_iter()
+        .try_for_each(|(f, im, lab)| read_batch_into(f, im, lab))?;
     Ok(Dataset {
         name: format!("cifar10 {} ({})", part.name(), bin.display()),
         kind: DatasetKind::Cifar10,
@@ -95,8 +104,9 @@ pub fn read_classes(path: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Reads one batch file into (`N×3×32×32` image bytes, `N` labels).
-pub fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u16>)> {
+/// The number of records in a batch file, from its size; a size that is not a whole number of
+/// records is an error.
+pub fn record_count(path: &Path) -> Result<usize> {
     let size = std::fs::metadata(path)
         .with_context(|| format!("{}: cannot open", path.display()))?
         .len();
@@ -106,14 +116,22 @@ pub fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u16>)> {
             path.display()
         );
     }
+    Ok((size / RECORD_LEN as u64) as usize)
+}
+
+/// Reads one batch file of `labels.len()` records (see [`record_count`]) into `images`
+/// (`N×3×32×32`) and `labels`.
+pub fn read_batch_into(path: &Path, images: &mut [u8], labels: &mut [u16]) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    if bytes.len() as u64 != size {
+    if bytes.len() != labels.len() * RECORD_LEN {
         bail!("{}: changed size while being read", path.display());
     }
-    let n = bytes.len() / RECORD_LEN;
-    let mut images = Vec::with_capacity(n * IMAGE_LEN);
-    let mut labels = Vec::with_capacity(n);
-    for (i, rec) in bytes.chunks_exact(RECORD_LEN).enumerate() {
+    let records = bytes.chunks_exact(RECORD_LEN);
+    for (i, ((rec, im), l)) in records
+        .zip(images.chunks_exact_mut(IMAGE_LEN))
+        .zip(labels.iter_mut())
+        .enumerate()
+    {
         if rec[0] as usize >= CLASS_COUNT {
             bail!(
                 "{}: record {i} has label {}, not below the class count {CLASS_COUNT}",
@@ -121,8 +139,8 @@ pub fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u16>)> {
                 rec[0]
             );
         }
-        labels.push(rec[0] as u16);
-        images.extend_from_slice(&rec[1..]);
+        *l = rec[0] as u16;
+        im.copy_from_slice(&rec[1..]);
     }
-    Ok((images, labels))
+    Ok(())
 }
