@@ -12,10 +12,10 @@
 //! seed and the cursor (see [`crate::rng`]).
 
 use crate::graph::Network;
+use crate::loss::LossKind;
 use crate::model_file::{Container, Kind, Model, NamedTensor};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::schedule::ScheduleKind;
-use crate::loss::LossKind;
 use crate::tensor::Tensor;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -62,7 +62,13 @@ pub struct TrainState {
 }
 
 /// Writes a checkpoint atomically.
-pub fn save(path: &Path, model: &Model, config: &TrainConfig, state: &TrainState, opt: &Optimizer) -> Result<()> {
+pub fn save(
+    path: &Path,
+    model: &Model,
+    config: &TrainConfig,
+    state: &TrainState,
+    opt: &Optimizer,
+) -> Result<()> {
     let mut tensors = model.params.clone();
     for (name, slots) in &opt.state {
         for (i, t) in slots.iter().enumerate() {
@@ -79,21 +85,37 @@ pub fn save(path: &Path, model: &Model, config: &TrainConfig, state: &TrainState
         "state": state,
         "optimizer_steps": opt.steps,
     });
-    crate::model_file::write(path, &Container { kind: Kind::Checkpoint, meta, tensors })
+    crate::model_file::write(
+        path,
+        &Container {
+            kind: Kind::Checkpoint,
+            meta,
+            tensors,
+        },
+    )
 }
 
 /// Reads a checkpoint: the model, settings, cursor and optimizer state.
 pub fn load(path: &Path) -> Result<(Model, TrainConfig, TrainState, Optimizer)> {
     let c = crate::model_file::read(path, Kind::Checkpoint)?;
-    let field = |k: &str| c.meta.get(k).cloned().with_context(|| format!("{}: checkpoint lacks `{k}`", path.display()));
+    let field = |k: &str| {
+        c.meta
+            .get(k)
+            .cloned()
+            .with_context(|| format!("{}: checkpoint lacks `{k}`", path.display()))
+    };
     let config: TrainConfig = serde_json::from_value(field("config")?)
         .with_context(|| format!("{}: bad checkpoint settings", path.display()))?;
-    let state: TrainState =
-        serde_json::from_value(field("state")?).with_context(|| format!("{}: bad checkpoint state", path.display()))?;
+    let state: TrainState = serde_json::from_value(field("state")?)
+        .with_context(|| format!("{}: bad checkpoint state", path.display()))?;
     let steps: u64 = serde_json::from_value(field("optimizer_steps")?)
         .with_context(|| format!("{}: bad optimizer step count", path.display()))?;
-    let (params, optim): (Vec<_>, Vec<_>) = c.tensors.into_iter().partition(|t| !t.name.starts_with("optim/"));
-    let model = Model::from_parts(field("model")?, params).with_context(|| format!("{}: bad model", path.display()))?;
+    let (params, optim): (Vec<_>, Vec<_>) = c
+        .tensors
+        .into_iter()
+        .partition(|t| !t.name.starts_with("optim/"));
+    let model = Model::from_parts(field("model")?, params)
+        .with_context(|| format!("{}: bad model", path.display()))?;
     let mut opt = Optimizer::new(config.optimizer);
     opt.steps = steps;
     for t in optim {
@@ -101,12 +123,20 @@ pub fn load(path: &Path) -> Result<(Model, TrainConfig, TrainState, Optimizer)> 
         let Some((name, slot)) = rest.rsplit_once('/') else {
             bail!("{}: bad optimizer tensor name `{}`", path.display(), t.name);
         };
-        let slot: usize = slot.parse().with_context(|| format!("{}: bad optimizer slot in `{}`", path.display(), t.name))?;
+        let slot: usize = slot
+            .parse()
+            .with_context(|| format!("{}: bad optimizer slot in `{}`", path.display(), t.name))?;
         let slots = opt.state.entry(name.to_string()).or_default();
         if slot != slots.len() || slot > 1 {
-            bail!("{}: optimizer slots of `{name}` out of order", path.display());
+            bail!(
+                "{}: optimizer slots of `{name}` out of order",
+                path.display()
+            );
         }
-        slots.push(Tensor::from_shape_vec(t.shape, t.data).with_context(|| format!("{}: bad shape of `{}`", path.display(), t.name))?);
+        slots.push(
+            Tensor::from_shape_vec(t.shape, t.data)
+                .with_context(|| format!("{}: bad shape of `{}`", path.display(), t.name))?,
+        );
     }
     Ok((model, config, state, opt))
 }

@@ -218,7 +218,12 @@ pub struct PredictArgs {
     cnn summary --model models/mnist.cnn")]
 pub struct SummaryArgs {
     /// A preset or an architecture file
-    #[arg(long, short, conflicts_with = "model", required_unless_present = "model")]
+    #[arg(
+        long,
+        short,
+        conflicts_with = "model",
+        required_unless_present = "model"
+    )]
     pub arch: Option<String>,
     /// A saved model
     #[arg(long, short)]

@@ -51,16 +51,25 @@ pub struct Loss {
 
 impl Loss {
     pub fn new(kind: LossKind, label_smoothing: f32) -> Self {
-        Loss { kind, label_smoothing, probs: Tensor::zeros(vec![0]), dlogits: Tensor::zeros(vec![0]) }
+        Loss {
+            kind,
+            label_smoothing,
+            probs: Tensor::zeros(vec![0]),
+            dlogits: Tensor::zeros(vec![0]),
+        }
     }
-
 
     /// Mean loss over the batch; computes and keeps the probabilities and the logit gradient.
     ///
     /// Shapes: logits `N×K`, labels `N` (each `< K`).
     pub fn forward(&mut self, logits: &Tensor, labels: &[usize]) -> f32 {
         let (n, k) = (logits.shape()[0], logits.shape()[1]);
-        assert_eq!(labels.len(), n, "batch size mismatch between logits ({n}) and labels ({})", labels.len());
+        assert_eq!(
+            labels.len(),
+            n,
+            "batch size mismatch between logits ({n}) and labels ({})",
+            labels.len()
+        );
         reuse(&mut self.probs, &[n, k]);
         reuse(&mut self.dlogits, &[n, k]);
         let z = data(logits);
@@ -68,7 +77,13 @@ impl Loss {
         let probs = data(&self.probs);
         let eps = self.label_smoothing;
         // Target probability of class `c` for an image labelled `label`.
-        let target = |c: usize, label: usize| if c == label { 1.0 - eps + eps / k as f32 } else { eps / k as f32 };
+        let target = |c: usize, label: usize| {
+            if c == label {
+                1.0 - eps + eps / k as f32
+            } else {
+                eps / k as f32
+            }
+        };
         let mut total = 0.0f64;
         for (i, &label) in labels.iter().enumerate() {
             debug_assert!(label < k);
@@ -140,16 +155,25 @@ mod tests {
     #[test]
     fn extreme_logits_give_finite_loss_and_gradient() {
         for kind in [LossKind::CrossEntropy, LossKind::Mse] {
-            let logits = Tensor::from_shape_vec(vec![2, 3], vec![1000., -1000., 0., -1000., 1000., 1000.]).unwrap();
+            let logits =
+                Tensor::from_shape_vec(vec![2, 3], vec![1000., -1000., 0., -1000., 1000., 1000.])
+                    .unwrap();
             let mut loss = Loss::new(kind, 0.1);
             let l = loss.forward(&logits, &[1, 0]);
             assert!(l.is_finite(), "{kind:?}: {l}");
             assert!(data(loss.backward()).iter().all(|v| v.is_finite()));
-            assert!(data(loss.probs()).iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
+            assert!(
+                data(loss.probs())
+                    .iter()
+                    .all(|v| v.is_finite() && (0.0..=1.0).contains(v))
+            );
         }
         // Confidently wrong by 2000: cross-entropy is 2000 (no smoothing), exactly.
         let logits = Tensor::from_shape_vec(vec![1, 2], vec![1000., -1000.]).unwrap();
-        assert_eq!(Loss::new(LossKind::CrossEntropy, 0.0).forward(&logits, &[1]), 2000.0);
+        assert_eq!(
+            Loss::new(LossKind::CrossEntropy, 0.0).forward(&logits, &[1]),
+            2000.0
+        );
     }
 
     /// Hand-worked: logits (0, ln 3), label 1: p = (1/4, 3/4), loss = −ln(3/4) = 0.287682,
@@ -178,7 +202,10 @@ mod tests {
             let down = loss.forward(&z, &labels) as f64;
             let numeric = (up - down) / (2.0 * EPS as f64);
             let a = data(&analytic)[i] as f64;
-            assert!((a - numeric).abs() < 2e-3 * 1f64.max(a.abs()), "{kind:?} [{i}]: {a} vs {numeric}");
+            assert!(
+                (a - numeric).abs() < 2e-3 * 1f64.max(a.abs()),
+                "{kind:?} [{i}]: {a} vs {numeric}"
+            );
         }
     }
 

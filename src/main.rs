@@ -5,6 +5,10 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+// The matrix-multiply crate allocates its packing buffers on every call; mimalloc keeps freed
+// memory for reuse where the system allocator returns it to the kernel and page-faults it back.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = match cnn::cli::Cli::try_parse() {
         Ok(cli) => cli,
@@ -21,7 +25,10 @@ fn main() -> ExitCode {
             eprintln!("error: {}", cnn::error::one_line(&e));
             if e.downcast_ref::<cnn::error::UsageError>().is_some() {
                 ExitCode::from(2)
-            } else if e.downcast_ref::<cnn::commands::train::Interrupted>().is_some() {
+            } else if e
+                .downcast_ref::<cnn::commands::train::Interrupted>()
+                .is_some()
+            {
                 // The shell's convention for a process ended by SIGINT.
                 ExitCode::from(130)
             } else {

@@ -145,7 +145,7 @@ impl Report {
                 count: confusion[a][p],
             })
             .collect();
-        pairs.sort_by(|a, b| b.count.cmp(&a.count));
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.count));
         pairs.truncate(5);
         let nf = n.max(1) as f64;
         Report {

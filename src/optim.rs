@@ -57,7 +57,11 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(config: OptimizerConfig) -> Self {
-        Optimizer { config, steps: 0, state: BTreeMap::new() }
+        Optimizer {
+            config,
+            steps: 0,
+            state: BTreeMap::new(),
+        }
     }
 
     /// Applies one update with learning rate `lr` from the gradients accumulated in `net`.
@@ -97,8 +101,14 @@ impl Optimizer {
                 }
                 OptimizerKind::Adam | OptimizerKind::AdamW => {
                     let decoupled = c.kind == OptimizerKind::AdamW;
-                    let [m, v] = &mut st[..] else { unreachable!("Adam keeps two moments") };
-                    for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(data_mut(m).iter_mut().zip(data_mut(v))) {
+                    let [m, v] = &mut st[..] else {
+                        unreachable!("Adam keeps two moments")
+                    };
+                    for ((w, &g), (m, v)) in w
+                        .iter_mut()
+                        .zip(g)
+                        .zip(data_mut(m).iter_mut().zip(data_mut(v)))
+                    {
                         let g = if decoupled {
                             *w -= lr * c.weight_decay * *w;
                             g
@@ -123,7 +133,12 @@ mod tests {
     /// A one-weight network (`dense 1→2` without bias, only weight[0][0] matters here) lets us
     /// follow each rule by hand.
     fn tiny() -> Network {
-        let mut net = Network::build(&parse("input 1 1 1\nflatten\ndense 2 bias=no\n").unwrap(), 2, 1).unwrap();
+        let mut net = Network::build(
+            &parse("input 1 1 1\nflatten\ndense 2 bias=no\n").unwrap(),
+            2,
+            1,
+        )
+        .unwrap();
         net.visit_params(&mut |_, p| p.value.fill(1.0));
         net
     }
@@ -142,32 +157,54 @@ mod tests {
 
     #[test]
     fn sgd_momentum_and_nesterov_hand_worked() {
-        let sgd = OptimizerConfig { kind: OptimizerKind::Sgd, ..Default::default() };
+        let sgd = OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            ..Default::default()
+        };
         // Plain: w = 1 − 0.1·0.5 − 0.1·0.5 = 0.9.
         assert!((run(sgd, &[0.5, 0.5], 0.1) - 0.9).abs() < 1e-6);
         // Momentum 0.9: v1 = 0.5, w = 0.95; v2 = 0.45 + 0.5 = 0.95, w = 0.855.
-        let mom = OptimizerConfig { momentum: 0.9, ..sgd };
+        let mom = OptimizerConfig {
+            momentum: 0.9,
+            ..sgd
+        };
         assert!((run(mom, &[0.5, 0.5], 0.1) - 0.855).abs() < 1e-6);
         // Nesterov: step 1 uses g + μ·v1 = 0.5 + 0.45 = 0.95 → w = 0.905;
         // step 2: v2 = 0.95, g + μ·v2 = 0.5 + 0.855 = 1.355 → w = 0.7695.
-        let nes = OptimizerConfig { nesterov: true, ..mom };
+        let nes = OptimizerConfig {
+            nesterov: true,
+            ..mom
+        };
         assert!((run(nes, &[0.5, 0.5], 0.1) - 0.7695).abs() < 1e-6);
         // Weight decay 0.1 adds 0.1·w to the gradient: w = 1 − 0.1·(0 + 0.1) = 0.99.
-        let wd = OptimizerConfig { weight_decay: 0.1, ..sgd };
+        let wd = OptimizerConfig {
+            weight_decay: 0.1,
+            ..sgd
+        };
         assert!((run(wd, &[0.0], 0.1) - 0.99).abs() < 1e-6);
     }
 
     #[test]
     fn adam_and_adamw_hand_worked() {
         // Adam's first step moves every weight by lr·sign(g) (m̂ = g, v̂ = g²), whatever |g|.
-        let adam = OptimizerConfig { kind: OptimizerKind::Adam, ..Default::default() };
+        let adam = OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            ..Default::default()
+        };
         assert!((run(adam, &[0.25], 0.01) - 0.99).abs() < 1e-6);
         assert!((run(adam, &[-3.0], 0.01) - 1.01).abs() < 1e-6);
         // AdamW with decay 0.5 first shrinks w by lr·0.5·w = 0.005, then takes the Adam step.
-        let adamw = OptimizerConfig { kind: OptimizerKind::AdamW, weight_decay: 0.5, ..adam };
+        let adamw = OptimizerConfig {
+            kind: OptimizerKind::AdamW,
+            weight_decay: 0.5,
+            ..adam
+        };
         assert!((run(adamw, &[0.25], 0.01) - (0.995 - 0.01)).abs() < 1e-6);
         // Adam (L2) with the same decay: g = 0.25 + 0.5 = 0.75, still a step of exactly lr.
-        let adam_l2 = OptimizerConfig { weight_decay: 0.5, ..adam };
+        let adam_l2 = OptimizerConfig {
+            weight_decay: 0.5,
+            ..adam
+        };
         assert!((run(adam_l2, &[0.25], 0.01) - 0.99).abs() < 1e-6);
     }
 }

@@ -38,7 +38,9 @@ impl Schedule {
         }
         let rate = match self.kind {
             ScheduleKind::Constant => lr0,
-            ScheduleKind::Step { every, gamma } => lr0 * (gamma as f64).powi((t / every.max(1)) as i32),
+            ScheduleKind::Step { every, gamma } => {
+                lr0 * (gamma as f64).powi((t / every.max(1)) as i32)
+            }
             ScheduleKind::Cosine => {
                 let span = self.total_steps.saturating_sub(w).max(1) as f64;
                 let pos = (t - w) as f64 / span;
@@ -50,8 +52,14 @@ impl Schedule {
                 let up = (0.3 * total).max(1.0);
                 let (lo, hi, end) = (lr0 / 25.0, lr0, lr0 / 25.0 / 1e4);
                 let t = t as f64;
-                let cos = |from: f64, to: f64, pos: f64| to + (from - to) * 0.5 * (1.0 + (PI * pos.min(1.0)).cos());
-                if t < up { cos(lo, hi, t / up) } else { cos(hi, end, (t - up) / (total - up).max(1.0)) }
+                let cos = |from: f64, to: f64, pos: f64| {
+                    to + (from - to) * 0.5 * (1.0 + (PI * pos.min(1.0)).cos())
+                };
+                if t < up {
+                    cos(lo, hi, t / up)
+                } else {
+                    cos(hi, end, (t - up) / (total - up).max(1.0))
+                }
             }
         };
         rate as f32
@@ -63,7 +71,12 @@ mod tests {
     use super::*;
 
     fn sched(kind: ScheduleKind, warmup: u64) -> Schedule {
-        Schedule { kind, base_lr: 0.1, warmup_steps: warmup, total_steps: 100 }
+        Schedule {
+            kind,
+            base_lr: 0.1,
+            warmup_steps: warmup,
+            total_steps: 100,
+        }
     }
 
     #[test]
@@ -71,7 +84,13 @@ mod tests {
         let c = sched(ScheduleKind::Constant, 0);
         assert_eq!(c.lr(0), 0.1);
         assert_eq!(c.lr(99), 0.1);
-        let s = sched(ScheduleKind::Step { every: 30, gamma: 0.5 }, 0);
+        let s = sched(
+            ScheduleKind::Step {
+                every: 30,
+                gamma: 0.5,
+            },
+            0,
+        );
         assert_eq!((s.lr(29), s.lr(30), s.lr(60)), (0.1, 0.05, 0.025));
         let cos = sched(ScheduleKind::Cosine, 0);
         assert_eq!(cos.lr(0), 0.1);

@@ -85,7 +85,11 @@ impl fmt::Display for LayerSpec {
                 Ok(())
             }
             LayerSpec::MaxPool { k, stride } | LayerSpec::AvgPool { k, stride } => {
-                let name = if matches!(self, LayerSpec::MaxPool { .. }) { "maxpool" } else { "avgpool" };
+                let name = if matches!(self, LayerSpec::MaxPool { .. }) {
+                    "maxpool"
+                } else {
+                    "avgpool"
+                };
                 write!(f, "{name} {k}")?;
                 if stride != k {
                     write!(f, " stride={stride}")?;
@@ -134,14 +138,34 @@ impl fmt::Display for ArchSpec {
 
 /// `2×3×4` style.
 pub fn fmt_shape(shape: &[usize]) -> String {
-    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×")
 }
 
 pub const PRESETS: &[(&str, &str, &str)] = &[
-    ("mnist-ref", "the network of PyTorch's MNIST example (pytorch/examples mnist/main.py)", MNIST_REF),
-    ("lenet5", "LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, for 28×28 input", LENET5),
-    ("cifar-ref", "VGG-style: three blocks of two 3×3 conv + batch norm + ReLU, for 32×32 RGB", CIFAR_REF),
-    ("mnist-fast", "batch-normalised VGG-style net for digits: 99.5%+ on MNIST in minutes", MNIST_FAST),
+    (
+        "mnist-ref",
+        "the network of PyTorch's MNIST example (pytorch/examples mnist/main.py)",
+        MNIST_REF,
+    ),
+    (
+        "lenet5",
+        "LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, for 28×28 input",
+        LENET5,
+    ),
+    (
+        "cifar-ref",
+        "VGG-style: three blocks of two 3×3 conv + batch norm + ReLU, for 32×32 RGB",
+        CIFAR_REF,
+    ),
+    (
+        "mnist-fast",
+        "batch-normalised VGG-style net for digits: 99.5%+ on MNIST in minutes",
+        MNIST_FAST,
+    ),
 ];
 
 const MNIST_REF: &str = "\
@@ -253,7 +277,8 @@ pub fn preset(name: &str) -> Option<&'static str> {
 }
 
 fn number<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
-    s.parse().map_err(|_| format!("{what} must be a number, got `{s}`"))
+    s.parse()
+        .map_err(|_| format!("{what} must be a number, got `{s}`"))
 }
 
 fn positive(s: &str, what: &str) -> Result<usize, String> {
@@ -291,7 +316,10 @@ pub fn parse(text: &str) -> Result<ArchSpec, SpecError> {
                 return Err(err("`input` must come before the first layer".into()));
             }
             let [c, h, w] = args[..] else {
-                return Err(err(format!("`input C H W` takes three sizes, got {}", args.len())));
+                return Err(err(format!(
+                    "`input C H W` takes three sizes, got {}",
+                    args.len()
+                )));
             };
             let dims = [positive(c, "C"), positive(h, "H"), positive(w, "W")];
             let dims: Result<Vec<usize>, String> = dims.into_iter().collect();
@@ -304,15 +332,23 @@ pub fn parse(text: &str) -> Result<ArchSpec, SpecError> {
         }
         let layer = parse_layer(op, &args, &opts).map_err(err)?;
         if input.is_none() {
-            return Err(err("the file must start with `input C H W` (e.g. `input 1 28 28`)".into()));
+            return Err(err(
+                "the file must start with `input C H W` (e.g. `input 1 28 28`)".into(),
+            ));
         }
         layers.push((line, layer));
     }
     let Some(input) = input else {
-        return Err(SpecError { line: 1, message: "no `input C H W` line".into() });
+        return Err(SpecError {
+            line: 1,
+            message: "no `input C H W` line".into(),
+        });
     };
     if layers.is_empty() {
-        return Err(SpecError { line: text.lines().count().max(1), message: "no layers".into() });
+        return Err(SpecError {
+            line: text.lines().count().max(1),
+            message: "no layers".into(),
+        });
     }
     Ok(ArchSpec { input, layers })
 }
@@ -365,13 +401,24 @@ fn parse_layer(op: &str, args: &[&str], opts: &[(&str, &str)]) -> Result<LayerSp
             allowed = &["stride"];
             let k = positive(args[0], "K")?;
             let stride = opt_num("stride", k)?;
-            if op == "maxpool" { LayerSpec::MaxPool { k, stride } } else { LayerSpec::AvgPool { k, stride } }
+            if op == "maxpool" {
+                LayerSpec::MaxPool { k, stride }
+            } else {
+                LayerSpec::AvgPool { k, stride }
+            }
         }
         "dense" => {
             want_args(1, 1, "dense OUT|classes [bias=yes|no]")?;
             allowed = &["bias"];
-            let out = if args[0] == "classes" { Width::Classes } else { Width::Fixed(positive(args[0], "OUT")?) };
-            LayerSpec::Dense { out, bias: flag("bias", true)? }
+            let out = if args[0] == "classes" {
+                Width::Classes
+            } else {
+                Width::Fixed(positive(args[0], "OUT")?)
+            };
+            LayerSpec::Dense {
+                out,
+                bias: flag("bias", true)?,
+            }
         }
         "dropout" => {
             want_args(1, 1, "dropout P")?;
@@ -411,8 +458,15 @@ mod tests {
     fn presets_parse_and_print_back_to_the_same_spec() {
         for (name, _, text) in PRESETS {
             let spec = parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(parse(&spec.to_string()).unwrap().layers.iter().map(|l| &l.1).collect::<Vec<_>>(),
-                spec.layers.iter().map(|l| &l.1).collect::<Vec<_>>());
+            assert_eq!(
+                parse(&spec.to_string())
+                    .unwrap()
+                    .layers
+                    .iter()
+                    .map(|l| &l.1)
+                    .collect::<Vec<_>>(),
+                spec.layers.iter().map(|l| &l.1).collect::<Vec<_>>()
+            );
         }
     }
 
@@ -422,17 +476,36 @@ mod tests {
         assert_eq!(s.input, [3, 9, 7]);
         assert_eq!(
             s.layers[0],
-            (2, LayerSpec::Conv(Conv2dConfig { out_channels: 4, kernel: (3, 5), stride: 2, pad: 1, bias: false }))
+            (
+                2,
+                LayerSpec::Conv(Conv2dConfig {
+                    out_channels: 4,
+                    kernel: (3, 5),
+                    stride: 2,
+                    pad: 1,
+                    bias: false
+                })
+            )
         );
         assert_eq!(s.layers[1].1, LayerSpec::AvgPool { k: 2, stride: 1 });
-        assert_eq!(s.layers[2].1, LayerSpec::Dense { out: Width::Classes, bias: true });
+        assert_eq!(
+            s.layers[2].1,
+            LayerSpec::Dense {
+                out: Width::Classes,
+                bias: true
+            }
+        );
     }
 
     #[test]
     fn mistakes_name_their_line() {
         let cases = [
             ("input 1 28 28\nconv 32\n", 2, "usage: conv"),
-            ("input 1 28 28\n\nrelu\nconvv 3 3\n", 4, "unknown layer `convv`"),
+            (
+                "input 1 28 28\n\nrelu\nconvv 3 3\n",
+                4,
+                "unknown layer `convv`",
+            ),
             ("input 1 28 28\nconv 8 3 strid=2\n", 2, "no option `strid`"),
             ("input 1 28 28\ndropout 1.5\n", 2, "[0, 1)"),
             ("relu\n", 1, "must start with `input"),

@@ -13,23 +13,43 @@ fn mini() -> String {
 }
 
 fn cnn(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cnn")).args(args).current_dir(dir).output().expect("run cnn")
+    Command::new(env!("CARGO_BIN_EXE_cnn"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run cnn")
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// Asserts the exit code and that stderr is one `error:` line containing `needle`.
 fn assert_fails(o: &Output, code: i32, needle: &str) {
     let (out, err) = text(o);
-    assert_eq!(o.status.code(), Some(code), "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
     assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
     assert!(!err.contains("panicked"), "panic:\n{err}");
 }
 
 /// A small, fast training run: LeNet-5 on 3,000 digits.
-const TRAIN: &[&str] = &["train", "--dataset", "mnist", "--arch", "lenet5", "--batch-size", "50", "--quiet"];
+const TRAIN: &[&str] = &[
+    "train",
+    "--dataset",
+    "mnist",
+    "--arch",
+    "lenet5",
+    "--batch-size",
+    "50",
+    "--quiet",
+];
 
 fn train(dir: &Path, extra: &[&str]) -> Output {
     let mini = mini();
@@ -54,35 +74,107 @@ fn train_eval_predict_summary_on_the_shipped_subset() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mini = mini();
-    let o = cnn(d, &["train", "--dataset", "mnist", "--data-dir", &mini, "--arch", "lenet5", "--epochs", "2", "--batch-size", "32", "--out", "m.cnn", "--log", "log.csv"]);
+    let o = cnn(
+        d,
+        &[
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            &mini,
+            "--arch",
+            "lenet5",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--out",
+            "m.cnn",
+            "--log",
+            "log.csv",
+        ],
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
-    assert!(out.contains("epoch   2/2") && out.contains("val loss") && out.contains("test: accuracy"), "{out}");
+    assert!(
+        out.contains("epoch   2/2") && out.contains("val loss") && out.contains("test: accuracy"),
+        "{out}"
+    );
     let log = std::fs::read_to_string(d.join("log.csv")).unwrap();
-    assert!(log.starts_with("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds\n1,"), "{log}");
+    assert!(
+        log.starts_with("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds\n1,"),
+        "{log}"
+    );
     assert_eq!(log.lines().count(), 3, "{log}");
     assert!(d.join("m.cnn.ckpt").exists());
 
-    let o = cnn(d, &["eval", "--model", "m.cnn", "--dataset", "mnist", "--data-dir", &mini, "--json"]);
+    let o = cnn(
+        d,
+        &[
+            "eval",
+            "--model",
+            "m.cnn",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            &mini,
+            "--json",
+        ],
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let acc = v["accuracy"].as_f64().unwrap();
-    assert!(acc > 0.8 && acc <= 1.0, "two epochs of LeNet-5 should pass 80%: {acc}");
+    assert!(
+        acc > 0.8 && acc <= 1.0,
+        "two epochs of LeNet-5 should pass 80%: {acc}"
+    );
     assert!(v["loss"].as_f64().unwrap() > 0.0);
     let confusion = v["confusion"].as_array().unwrap();
-    let total: u64 = confusion.iter().flat_map(|r| r.as_array().unwrap()).map(|c| c.as_u64().unwrap()).sum();
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|c| c.as_u64().unwrap())
+        .sum();
     assert_eq!(total, 500);
 
-    let o = cnn(d, &["eval", "--model", "m.cnn", "--dataset", "mnist", "--data-dir", &mini]);
+    let o = cnn(
+        d,
+        &[
+            "eval",
+            "--model",
+            "m.cnn",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            &mini,
+        ],
+    );
     let (out, _) = text(&o);
-    assert!(out.contains("confusion matrix") && out.contains("precision") && out.contains("most confused"), "{out}");
+    assert!(
+        out.contains("confusion matrix")
+            && out.contains("precision")
+            && out.contains("most confused"),
+        "{out}"
+    );
 
     let samples = repo().join("data/samples");
-    let o = cnn(d, &["predict", "--model", "m.cnn", "--json", samples.to_str().unwrap()]);
+    let o = cnn(
+        d,
+        &[
+            "predict",
+            "--model",
+            "m.cnn",
+            "--json",
+            samples.to_str().unwrap(),
+        ],
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 10);
     for l in &lines {
         let probs = l["probabilities"].as_object().unwrap();
@@ -90,19 +182,39 @@ fn train_eval_predict_summary_on_the_shipped_subset() {
         let sum: f64 = probs.values().map(|p| p.as_f64().unwrap()).sum();
         assert!((sum - 1.0).abs() < 1e-4, "{l}");
         let class = l["class"].as_str().unwrap();
-        let best = probs.iter().max_by(|a, b| a.1.as_f64().partial_cmp(&b.1.as_f64()).unwrap()).unwrap().0;
+        let best = probs
+            .iter()
+            .max_by(|a, b| a.1.as_f64().partial_cmp(&b.1.as_f64()).unwrap())
+            .unwrap()
+            .0;
         assert_eq!(class, best);
         assert!(l["file"].as_str().unwrap().ends_with(".png"));
     }
 
-    let o = cnn(d, &["predict", "--model", "m.cnn", "--top-k", "3", samples.join("7.png").to_str().unwrap()]);
+    let o = cnn(
+        d,
+        &[
+            "predict",
+            "--model",
+            "m.cnn",
+            "--top-k",
+            "3",
+            samples.join("7.png").to_str().unwrap(),
+        ],
+    );
     let (out, _) = text(&o);
     assert_eq!(out.lines().count(), 4, "{out}");
-    assert!(out.lines().nth(1).unwrap().trim_start().starts_with('*'), "the top class is marked: {out}");
+    assert!(
+        out.lines().nth(1).unwrap().trim_start().starts_with('*'),
+        "the top class is marked: {out}"
+    );
 
     let o = cnn(d, &["summary", "--model", "m.cnn"]);
     let (out, _) = text(&o);
-    assert!(out.contains("conv1") && out.contains("classes:    10") && out.contains("weights-sha256: "), "{out}");
+    assert!(
+        out.contains("conv1") && out.contains("classes:    10") && out.contains("weights-sha256: "),
+        "{out}"
+    );
 }
 
 #[test]
@@ -111,7 +223,10 @@ fn summary_of_mnist_ref_shows_its_parameter_count() {
     let o = cnn(dir.path(), &["summary", "--arch", "mnist-ref"]);
     let (out, _) = text(&o);
     assert!(o.status.success());
-    assert!(out.contains("1,199,882") && out.contains("11,992,448"), "{out}");
+    assert!(
+        out.contains("1,199,882") && out.contains("11,992,448"),
+        "{out}"
+    );
     let o = cnn(dir.path(), &["summary", "--arch", "cifar-ref"]);
     assert!(text(&o).0.contains("551,018"));
 }
@@ -125,7 +240,12 @@ fn same_seed_gives_identical_weights() {
         assert!(o.status.success(), "{}", text(&o).1);
     }
     assert_eq!(digest(d, "a.cnn"), digest(d, "b.cnn"));
-    let o = train(d, &["--epochs", "1", "--keep", "last", "--out", "c.cnn", "--seed", "2"]);
+    let o = train(
+        d,
+        &[
+            "--epochs", "1", "--keep", "last", "--out", "c.cnn", "--seed", "2",
+        ],
+    );
     assert!(o.status.success());
     assert_ne!(digest(d, "a.cnn"), digest(d, "c.cnn"));
 }
@@ -142,7 +262,16 @@ fn interrupted_and_killed_runs_resume_to_identical_weights() {
 
     let mini = mini();
     let mut args: Vec<&str> = TRAIN.to_vec();
-    args.extend(["--data-dir", &mini, "--epochs", "3", "--keep", "last", "--out", "part.cnn"]);
+    args.extend([
+        "--data-dir",
+        &mini,
+        "--epochs",
+        "3",
+        "--keep",
+        "last",
+        "--out",
+        "part.cnn",
+    ]);
     let spawn = || {
         Command::new(env!("CARGO_BIN_EXE_cnn"))
             .args(&args)
@@ -156,7 +285,10 @@ fn interrupted_and_killed_runs_resume_to_identical_weights() {
     let wait_for = |path: &Path| {
         let t = Instant::now();
         while !path.exists() {
-            assert!(t.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "no checkpoint appeared"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     };
@@ -165,7 +297,10 @@ fn interrupted_and_killed_runs_resume_to_identical_weights() {
     let child = spawn();
     wait_for(&ckpt);
     std::thread::sleep(Duration::from_millis(150));
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     if o.status.code() == Some(130) {
@@ -186,9 +321,14 @@ fn interrupted_and_killed_runs_resume_to_identical_weights() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         std::thread::sleep(Duration::from_millis(100 + (rng >> 33) % 1500));
-        Command::new("kill").args(["-9", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-9", &child.id().to_string()])
+            .status()
+            .unwrap();
         let _ = child.wait_with_output();
         // Whatever the moment, the checkpoint left behind must load: the next resume checks it.
     }
@@ -206,23 +346,55 @@ fn bad_inputs_get_one_line_errors_and_the_right_exit_code() {
     let bytes = std::fs::read(d.join("m.cnn")).unwrap();
 
     std::fs::write(d.join("trunc.cnn"), &bytes[..bytes.len() / 2]).unwrap();
-    assert_fails(&cnn(d, &["summary", "--model", "trunc.cnn"]), 1, "trunc.cnn");
+    assert_fails(
+        &cnn(d, &["summary", "--model", "trunc.cnn"]),
+        1,
+        "trunc.cnn",
+    );
     let mut corrupt = bytes.clone();
     let mid = corrupt.len() / 2;
     corrupt[mid] ^= 0x40;
     std::fs::write(d.join("corrupt.cnn"), &corrupt).unwrap();
-    assert_fails(&cnn(d, &["predict", "--model", "corrupt.cnn", "x.png"]), 1, "corrupt.cnn");
-    assert_fails(&cnn(d, &["eval", "--model", "missing.cnn"]), 1, "missing.cnn");
+    assert_fails(
+        &cnn(d, &["predict", "--model", "corrupt.cnn", "x.png"]),
+        1,
+        "corrupt.cnn",
+    );
+    assert_fails(
+        &cnn(d, &["eval", "--model", "missing.cnn"]),
+        1,
+        "missing.cnn",
+    );
 
-    assert_fails(&cnn(d, &["predict", "--model", "m.cnn", "nothere.png"]), 1, "nothere.png");
+    assert_fails(
+        &cnn(d, &["predict", "--model", "m.cnn", "nothere.png"]),
+        1,
+        "nothere.png",
+    );
     std::fs::write(d.join("notes.png"), "this is text, not a picture").unwrap();
-    assert_fails(&cnn(d, &["predict", "--model", "m.cnn", "notes.png"]), 1, "notes.png");
+    assert_fails(
+        &cnn(d, &["predict", "--model", "m.cnn", "notes.png"]),
+        1,
+        "notes.png",
+    );
 
     assert_fails(&cnn(d, &["train", "--frobnicate"]), 2, "--frobnicate");
     assert_fails(&cnn(d, &["train", "--optimizer", "adma"]), 2, "adma");
-    assert_fails(&cnn(d, &["summary", "--arch", "no-such-net"]), 2, "no-such-net");
-    std::fs::write(d.join("bad.arch"), "input 1 28 28\nconv 8 3\nmaxpool 2 stride=0\n").unwrap();
-    assert_fails(&cnn(d, &["summary", "--arch", "bad.arch"]), 1, "bad.arch: line 3");
+    assert_fails(
+        &cnn(d, &["summary", "--arch", "no-such-net"]),
+        2,
+        "no-such-net",
+    );
+    std::fs::write(
+        d.join("bad.arch"),
+        "input 1 28 28\nconv 8 3\nmaxpool 2 stride=0\n",
+    )
+    .unwrap();
+    assert_fails(
+        &cnn(d, &["summary", "--arch", "bad.arch"]),
+        1,
+        "bad.arch: line 3",
+    );
     let (out, _) = text(&cnn(d, &["--version"]));
     assert!(out.starts_with("cnn "), "{out}");
 }

@@ -58,12 +58,17 @@ fn synthetic(n: usize, shape: [usize; 3], classes: usize, seed: u64) -> (Tensor,
 pub fn run(args: BenchArgs) -> Result<()> {
     init_threads(args.threads)?;
     let spec = load_arch(&args.arch)?;
-    let mut net = Network::build(&spec, args.classes, 1).map_err(|e| anyhow::anyhow!("{}: {e}", args.arch))?;
+    let mut net = Network::build(&spec, args.classes, 1)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.arch))?;
     let macs = net.macs();
     let input = net.input_shape();
     let (x, labels) = synthetic(args.batch_size, input, args.classes, 2);
     let mut loss = Loss::new(LossKind::CrossEntropy, 0.0);
-    let mut opt = Optimizer::new(OptimizerConfig { kind: OptimizerKind::Sgd, momentum: 0.9, ..Default::default() });
+    let mut opt = Optimizer::new(OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        momentum: 0.9,
+        ..Default::default()
+    });
     let mut step = |net: &mut Network, i: u64| {
         net.zero_grad();
         let logits = net.forward(&x, Mode::Train { seed: i });
@@ -116,7 +121,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         peak_rss_mb: peak_rss_mb(),
         layers: profile
             .into_iter()
-            .map(|(name, f, b)| LayerTime { name, forward_ms: ms(f) / steps, backward_ms: ms(b) / steps })
+            .map(|(name, f, b)| LayerTime {
+                name,
+                forward_ms: ms(f) / steps,
+                backward_ms: ms(b) / steps,
+            })
             .collect(),
     };
     let mut out = std::io::stdout().lock();
@@ -134,13 +143,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
         report.batch_size,
         report.infer_batch_size
     )?;
-    writeln!(out, "training:  {:>9.1} images/s  {:>7.1} GFLOP/s  (median of {})", tr, report.train_gflops, args.reps)?;
-    writeln!(out, "inference: {:>9.1} images/s  {:>7.1} GFLOP/s", inf, report.infer_gflops)?;
+    writeln!(
+        out,
+        "training:  {:>9.1} images/s  {:>7.1} GFLOP/s  (median of {})",
+        tr, report.train_gflops, args.reps
+    )?;
+    writeln!(
+        out,
+        "inference: {:>9.1} images/s  {:>7.1} GFLOP/s",
+        inf, report.infer_gflops
+    )?;
     writeln!(out, "peak memory: {:.0} MB", report.peak_rss_mb)?;
-    writeln!(out, "\nper training step (ms):\n{:<10} {:>9} {:>9}", "layer", "forward", "backward")?;
+    writeln!(
+        out,
+        "\nper training step (ms):\n{:<10} {:>9} {:>9}",
+        "layer", "forward", "backward"
+    )?;
     let (mut tf, mut tb) = (0.0, 0.0);
     for l in &report.layers {
-        writeln!(out, "{:<10} {:>9.3} {:>9.3}", l.name, l.forward_ms, l.backward_ms)?;
+        writeln!(
+            out,
+            "{:<10} {:>9.3} {:>9.3}",
+            l.name, l.forward_ms, l.backward_ms
+        )?;
         tf += l.forward_ms;
         tb += l.backward_ms;
     }

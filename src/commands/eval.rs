@@ -13,8 +13,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
     init_threads(args.threads)?;
     let model = Model::load(&args.model)?;
     let mut net = model.build_network()?;
-    let dataset = args.dataset.clone().unwrap_or_else(|| model.provenance.dataset.clone());
-    let opts = LoadOptions { skip_bad: args.skip_bad, val_split: 0.0, seed: 0 };
+    let dataset = args
+        .dataset
+        .clone()
+        .unwrap_or_else(|| model.provenance.dataset.clone());
+    let opts = LoadOptions {
+        skip_bad: args.skip_bad,
+        val_split: 0.0,
+        seed: 0,
+    };
     let (ds, skipped) = data::load_eval(&dataset, args.data_dir.as_deref(), model.input, &opts)?;
     if ds.classes != model.classes {
         bail!(
@@ -24,7 +31,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
             ds.classes.join(", ")
         );
     }
-    let norm = Normalization { mean: model.norm_mean.clone(), std: model.norm_std.clone() };
+    let norm = Normalization {
+        mean: model.norm_mean.clone(),
+        std: model.norm_std.clone(),
+    };
     let top_k = args.top_k.clamp(1, model.classes.len());
     let report = evaluate(&mut net, &ds, &norm, args.batch_size.max(1), top_k);
     let mut out = std::io::stdout().lock();
@@ -48,23 +58,48 @@ fn print_report(out: &mut impl Write, r: &Report, source: &str) -> Result<()> {
     writeln!(out, "brier:     {:.4}", r.brier)?;
     writeln!(out, "ece:       {:.4} (15 bins)", r.ece)?;
     writeln!(out, "\nconfusion matrix (rows: actual, columns: predicted)")?;
-    let width = r.classes.iter().map(|c| c.len()).max().unwrap_or(1).clamp(5, 14);
-    let cell = r.confusion.iter().flatten().max().map_or(1, |m| m.to_string().len()).max(3) + 1;
+    let width = r
+        .classes
+        .iter()
+        .map(|c| c.len())
+        .max()
+        .unwrap_or(1)
+        .clamp(5, 14);
+    let cell = r
+        .confusion
+        .iter()
+        .flatten()
+        .max()
+        .map_or(1, |m| m.to_string().len())
+        .max(3)
+        + 1;
     write!(out, "{:>width$}", "")?;
     for (i, _) in r.classes.iter().enumerate() {
         write!(out, "{:>cell$}", i)?;
     }
     writeln!(out)?;
-    let numbered = r.classes.iter().enumerate().all(|(i, c)| *c == i.to_string());
+    let numbered = r
+        .classes
+        .iter()
+        .enumerate()
+        .all(|(i, c)| *c == i.to_string());
     for (i, row) in r.confusion.iter().enumerate() {
-        let label = if numbered { r.classes[i].clone() } else { format!("{i} {}", truncate(&r.classes[i], width - 2)) };
+        let label = if numbered {
+            r.classes[i].clone()
+        } else {
+            format!("{i} {}", truncate(&r.classes[i], width - 2))
+        };
         write!(out, "{label:>width$}")?;
         for v in row {
             write!(out, "{v:>cell$}")?;
         }
         writeln!(out)?;
     }
-    writeln!(out, "\n{:<width$} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "f1", "support")?;
+    writeln!(
+        out,
+        "\n{:<width$} {:>9} {:>9} {:>9} {:>8}",
+        "class", "precision", "recall", "f1", "support"
+    )?;
     for c in &r.per_class {
         writeln!(
             out,

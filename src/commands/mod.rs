@@ -24,7 +24,10 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// True when the error is a write to a closed pipe (`cnn predict ... | head`): not a failure.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Sets the worker thread count (default: all cores). Call once, before any parallel work.
@@ -49,7 +52,10 @@ pub fn load_arch(arch: &str) -> Result<ArchSpec> {
     let path = Path::new(arch);
     if !path.exists() {
         let names: Vec<&str> = spec::PRESETS.iter().map(|p| p.0).collect();
-        usage!("--arch {arch}: neither a preset ({}) nor an existing file", names.join(", "));
+        usage!(
+            "--arch {arch}: neither a preset ({}) nor an existing file",
+            names.join(", ")
+        );
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("{arch}: cannot read"))?;
     spec::parse(&text).map_err(|e| anyhow::anyhow!("{arch}: {e}"))

@@ -21,18 +21,27 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let model = Model::load(&args.model)?;
     let mut net = model.build_network()?;
     let files = expand(&args.images)?;
-    let digits = model.classes.iter().enumerate().all(|(i, c)| *c == i.to_string()) && model.classes.len() == 10;
+    let digits = model
+        .classes
+        .iter()
+        .enumerate()
+        .all(|(i, c)| *c == i.to_string())
+        && model.classes.len() == 10;
     let input = model.input;
     // Decode and prepare in parallel; a file that fails is reported and skipped.
     let prepared: Vec<(PathBuf, Result<Vec<u8>>)> = files
         .into_par_iter()
         .map(|f| {
-            let r = data::image::decode(&f).map(|img| preprocess::prepare(&img, input, digits, !args.no_preprocess));
+            let r = data::image::decode(&f)
+                .map(|img| preprocess::prepare(&img, input, digits, !args.no_preprocess));
             (f, r)
         })
         .collect();
     let (ok, failed): (Vec<_>, Vec<_>) = prepared.into_iter().partition(|(_, r)| r.is_ok());
-    let norm = Normalization { mean: model.norm_mean.clone(), std: model.norm_std.clone() };
+    let norm = Normalization {
+        mean: model.norm_mean.clone(),
+        std: model.norm_std.clone(),
+    };
     let k = model.classes.len();
     let mut out = std::io::stdout().lock();
     for (f, r) in &failed {
@@ -50,12 +59,25 @@ pub fn run(args: PredictArgs) -> Result<()> {
             name: "predict".into(),
             kind: data::DatasetKind::Folder(PathBuf::from(".")),
             shape: input,
-            images: chunk.iter().flat_map(|(_, r)| r.as_ref().map(|v| v.as_slice()).unwrap_or(&[])).copied().collect(),
+            images: chunk
+                .iter()
+                .flat_map(|(_, r)| r.as_ref().map(|v| v.as_slice()).unwrap_or(&[]))
+                .copied()
+                .collect(),
             labels: vec![0; chunk.len()],
             classes: model.classes.clone(),
         };
         let idx: Vec<usize> = (0..chunk.len()).collect();
-        data::fill_batch(&ds, &idx, &norm, &data::Augment::none(), 0, 0, &mut x, &mut labels);
+        data::fill_batch(
+            &ds,
+            &idx,
+            &norm,
+            &data::Augment::none(),
+            0,
+            0,
+            &mut x,
+            &mut labels,
+        );
         let logits = net.forward(&x, Mode::Eval);
         for ((file, _), z) in chunk.iter().zip(data(logits).chunks(k)) {
             let scaled: Vec<f32> = z.iter().map(|v| v / model.temperature).collect();
@@ -76,7 +98,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 });
                 writeln!(out, "{line}")?;
             } else {
-                writeln!(out, "{}: {} ({:.1}%)", file.display(), model.classes[pred], 100.0 * probs[pred])?;
+                writeln!(
+                    out,
+                    "{}: {} ({:.1}%)",
+                    file.display(),
+                    model.classes[pred],
+                    100.0 * probs[pred]
+                )?;
                 for &c in order.iter().take(top_k) {
                     let mark = if c == pred { "*" } else { " " };
                     writeln!(out, "  {mark} {:<12} {:.4}", model.classes[c], probs[c])?;
@@ -85,7 +113,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
         }
     }
     if !failed.is_empty() {
-        bail!("{} of {} images could not be read", failed.len(), failed.len() + ok.len());
+        bail!(
+            "{} of {} images could not be read",
+            failed.len(),
+            failed.len() + ok.len()
+        );
     }
     Ok(())
 }
@@ -101,7 +133,10 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .filter(|f| f.is_file() && has_image_extension(f))
                 .collect();
             if inside.is_empty() {
-                bail!("{}: no image files (png, jpg, bmp, gif, webp) in this folder", p.display());
+                bail!(
+                    "{}: no image files (png, jpg, bmp, gif, webp) in this folder",
+                    p.display()
+                );
             }
             inside.sort();
             files.extend(inside);

@@ -15,12 +15,25 @@ pub fn run(args: SummaryArgs) -> Result<()> {
         let mut net = model.build_network()?;
         let p = &model.provenance;
         writeln!(out, "model:      {}", path.display())?;
-        writeln!(out, "classes:    {} ({})", model.classes.len(), model.classes.join(", "))?;
+        writeln!(
+            out,
+            "classes:    {} ({})",
+            model.classes.len(),
+            model.classes.join(", ")
+        )?;
         writeln!(out, "input:      {}", fmt_shape(&model.input))?;
-        let norm: Vec<String> =
-            model.norm_mean.iter().zip(&model.norm_std).map(|(m, s)| format!("{m:.4}±{s:.4}")).collect();
+        let norm: Vec<String> = model
+            .norm_mean
+            .iter()
+            .zip(&model.norm_std)
+            .map(|(m, s)| format!("{m:.4}±{s:.4}"))
+            .collect();
         writeln!(out, "normalise:  {}", norm.join(", "))?;
-        writeln!(out, "trained on: {} for {} epochs, seed {}", p.dataset, p.epochs, p.seed)?;
+        writeln!(
+            out,
+            "trained on: {} for {} epochs, seed {}",
+            p.dataset, p.epochs, p.seed
+        )?;
         for (k, v) in &p.metrics {
             writeln!(out, "  {k}: {v:.4}")?;
         }
@@ -31,7 +44,8 @@ pub fn run(args: SummaryArgs) -> Result<()> {
     } else {
         let arch = args.arch.as_deref().unwrap_or_default();
         let spec = load_arch(arch)?;
-        let mut net = Network::build(&spec, args.classes, 0).map_err(|e| anyhow::anyhow!("{arch}: {e}"))?;
+        let mut net =
+            Network::build(&spec, args.classes, 0).map_err(|e| anyhow::anyhow!("{arch}: {e}"))?;
         writeln!(out, "architecture: {arch} ({} classes)\n", args.classes)?;
         print_table(&mut out, &mut net)?;
     }
@@ -40,8 +54,20 @@ pub fn run(args: SummaryArgs) -> Result<()> {
 
 fn print_table(out: &mut impl Write, net: &mut Network) -> Result<()> {
     let input = net.input_shape();
-    writeln!(out, "{:<10} {:<28} {:>14} {:>12} {:>14}", "layer", "spec", "output", "params", "MACs/image")?;
-    writeln!(out, "{:<10} {:<28} {:>14} {:>12} {:>14}", "input", "", fmt_shape(&input), "", "")?;
+    writeln!(
+        out,
+        "{:<10} {:<28} {:>14} {:>12} {:>14}",
+        "layer", "spec", "output", "params", "MACs/image"
+    )?;
+    writeln!(
+        out,
+        "{:<10} {:<28} {:>14} {:>12} {:>14}",
+        "input",
+        "",
+        fmt_shape(&input),
+        "",
+        ""
+    )?;
     let rows = net.summary();
     for r in &rows {
         writeln!(
@@ -56,7 +82,15 @@ fn print_table(out: &mut impl Write, net: &mut Network) -> Result<()> {
     }
     let params: usize = rows.iter().map(|r| r.params).sum();
     let macs: u64 = rows.iter().map(|r| r.macs).sum();
-    writeln!(out, "{:<10} {:<28} {:>14} {:>12} {:>14}", "total", "", "", group(params as u64), group(macs))?;
+    writeln!(
+        out,
+        "{:<10} {:<28} {:>14} {:>12} {:>14}",
+        "total",
+        "",
+        "",
+        group(params as u64),
+        group(macs)
+    )?;
     Ok(())
 }
 
@@ -65,7 +99,7 @@ pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

@@ -59,7 +59,10 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         (d, _) => d.clone(),
     };
     let colour = dataset == "cifar10" || !matches!(dataset.as_str(), "mnist" | "fashion-mnist");
-    let arch_name = a.arch.clone().unwrap_or_else(|| if colour { "cifar-ref" } else { "mnist-ref" }.into());
+    let arch_name = a
+        .arch
+        .clone()
+        .unwrap_or_else(|| if colour { "cifar-ref" } else { "mnist-ref" }.into());
     let arch = load_arch(&arch_name)?;
     let optimizer = match a.optimizer.unwrap_or(OptimizerArg::Sgd) {
         OptimizerArg::Sgd => OptimizerKind::Sgd,
@@ -68,13 +71,22 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     };
     let sgd = optimizer == OptimizerKind::Sgd;
     // Batch norm tolerates (and profits from) a larger step; plain nets diverge with it early on.
-    let has_bn = arch.layers.iter().any(|l| l.1 == spec::LayerSpec::BatchNorm);
+    let has_bn = arch
+        .layers
+        .iter()
+        .any(|l| l.1 == spec::LayerSpec::BatchNorm);
     let lr = a.lr.unwrap_or(match (sgd, has_bn) {
         (true, true) => 0.05,
         (true, false) => 0.01,
         (false, _) => 1e-3,
     });
-    let weight_decay = a.weight_decay.unwrap_or(if optimizer == OptimizerKind::AdamW { 0.01 } else { 5e-4 });
+    let weight_decay = a
+        .weight_decay
+        .unwrap_or(if optimizer == OptimizerKind::AdamW {
+            0.01
+        } else {
+            5e-4
+        });
     let momentum = a.momentum.unwrap_or(if sgd { 0.9 } else { 0.0 });
     for (name, v, lo, hi) in [
         ("--lr", lr, 0.0, 100.0),
@@ -100,7 +112,10 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     }
     let schedule = match a.schedule.unwrap_or(ScheduleArg::Cosine) {
         ScheduleArg::Constant => ScheduleKind::Constant,
-        ScheduleArg::Step => ScheduleKind::Step { every: a.step_every, gamma: a.step_gamma },
+        ScheduleArg::Step => ScheduleKind::Step {
+            every: a.step_every,
+            gamma: a.step_gamma,
+        },
         ScheduleArg::Cosine => ScheduleKind::Cosine,
         ScheduleArg::Onecycle => ScheduleKind::OneCycle,
     };
@@ -108,8 +123,15 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     let augment = match a.augment {
         AugmentArg::Auto => Augment::for_dataset(&kind, arch.input[0]),
         AugmentArg::None => Augment::none(),
-        AugmentArg::Crop => Augment { pad_crop: 4, flip: true, ..Augment::none() },
-        AugmentArg::Shift => Augment { shift: 2, ..Augment::none() },
+        AugmentArg::Crop => Augment {
+            pad_crop: 4,
+            flip: true,
+            ..Augment::none()
+        },
+        AugmentArg::Shift => Augment {
+            shift: 2,
+            ..Augment::none()
+        },
     };
     Ok(TrainConfig {
         dataset,
@@ -159,10 +181,18 @@ struct Trainer {
 }
 
 impl Trainer {
-    fn new(cfg: TrainConfig, resumed: Option<(PathBuf, Model, TrainState, Optimizer)>, quiet: bool) -> Result<Self> {
+    fn new(
+        cfg: TrainConfig,
+        resumed: Option<(PathBuf, Model, TrainState, Optimizer)>,
+        quiet: bool,
+    ) -> Result<Self> {
         let spec = spec::parse(&cfg.arch).map_err(|e| anyhow::anyhow!("architecture: {e}"))?;
         let t0 = Instant::now();
-        let opts = LoadOptions { skip_bad: cfg.skip_bad, val_split: cfg.val_split.max(0.0), seed: cfg.seed };
+        let opts = LoadOptions {
+            skip_bad: cfg.skip_bad,
+            val_split: cfg.val_split.max(0.0),
+            seed: cfg.seed,
+        };
         let mut splits = data::load(&cfg.dataset, cfg.data_dir.as_deref(), spec.input, &opts)?;
         if splits.val.is_none() && cfg.val_split < 0.0 {
             // Default: hold out 10% for validation when the dataset has no validation split.
@@ -172,13 +202,25 @@ impl Trainer {
         }
         let train = splits.train;
         if train.len() < 2 {
-            bail!("{}: the training set has {} image(s); need at least 2", train.name, train.len());
+            bail!(
+                "{}: the training set has {} image(s); need at least 2",
+                train.name,
+                train.len()
+            );
         }
         if cfg.batch_size > train.len() {
-            usage!("--batch-size {} is larger than the training set ({} images)", cfg.batch_size, train.len());
+            usage!(
+                "--batch-size {} is larger than the training set ({} images)",
+                cfg.batch_size,
+                train.len()
+            );
         }
         if !quiet {
-            let skipped = if splits.skipped > 0 { format!(", {} unreadable skipped", splits.skipped) } else { String::new() };
+            let skipped = if splits.skipped > 0 {
+                format!(", {} unreadable skipped", splits.skipped)
+            } else {
+                String::new()
+            };
             eprintln!(
                 "data: {} — {} train, {} validation, {} test images, {} classes ({:.1}s{skipped})",
                 train.name,
@@ -193,25 +235,39 @@ impl Trainer {
         let (net, norm, opt, state) = match resumed {
             Some((path, model, state, opt)) => {
                 if model.classes != train.classes {
-                    bail!("{}: the checkpoint's classes differ from the dataset's", path.display());
+                    bail!(
+                        "{}: the checkpoint's classes differ from the dataset's",
+                        path.display()
+                    );
                 }
                 let mut net = model.build_network()?;
                 checkpoint::check_optimizer(&path, &mut net, &opt)?;
-                let norm = Normalization { mean: model.norm_mean.clone(), std: model.norm_std.clone() };
+                let norm = Normalization {
+                    mean: model.norm_mean.clone(),
+                    std: model.norm_std.clone(),
+                };
                 (net, norm, opt, state)
             }
             None => {
                 let net = Network::build(&spec, train.classes.len(), cfg.seed)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.arch_name))?;
                 let norm = Normalization::from_dataset(&train);
-                (net, norm, Optimizer::new(cfg.optimizer), TrainState::default())
+                (
+                    net,
+                    norm,
+                    Optimizer::new(cfg.optimizer),
+                    TrainState::default(),
+                )
             }
         };
         let steps_per_epoch = train.len().div_ceil(cfg.batch_size) as u64;
         let schedule = Schedule {
             kind: match cfg.schedule {
                 // Step decay counted in epochs on the command line, in steps here.
-                ScheduleKind::Step { every, gamma } => ScheduleKind::Step { every: every * steps_per_epoch, gamma },
+                ScheduleKind::Step { every, gamma } => ScheduleKind::Step {
+                    every: every * steps_per_epoch,
+                    gamma,
+                },
                 k => k,
             },
             base_lr: cfg.lr,
@@ -274,18 +330,24 @@ impl Trainer {
             );
         }
         if let Some(parent) = self.cfg.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("{}: cannot create folder", parent.display()))?;
         }
         while self.state.epoch < self.cfg.epochs {
             let epoch = self.state.epoch;
             let started = Instant::now();
             let order = data::epoch_order(self.cfg.seed, epoch, n);
             let bar = if show_bar {
-                let b = ProgressBar::with_draw_target(Some(steps_per_epoch), ProgressDrawTarget::stderr());
+                let b = ProgressBar::with_draw_target(
+                    Some(steps_per_epoch),
+                    ProgressDrawTarget::stderr(),
+                );
                 b.set_style(
-                    ProgressStyle::with_template("epoch {prefix} [{bar:25}] {pos}/{len} {msg} ETA {eta}")
-                        .expect("valid template")
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "epoch {prefix} [{bar:25}] {pos}/{len} {msg} ETA {eta}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
                 );
                 b.set_prefix(format!("{}/{}", epoch + 1, self.cfg.epochs));
                 b.set_position(self.state.batch);
@@ -304,7 +366,16 @@ impl Trainer {
                 }
                 let b = self.state.batch as usize;
                 let idx = &order[b * bs..((b + 1) * bs).min(n)];
-                data::fill_batch(&self.train, idx, &self.norm, &augment, self.cfg.seed, epoch, &mut x, &mut labels);
+                data::fill_batch(
+                    &self.train,
+                    idx,
+                    &self.norm,
+                    &augment,
+                    self.cfg.seed,
+                    epoch,
+                    &mut x,
+                    &mut labels,
+                );
                 let lr = self.schedule.lr(self.state.step);
                 self.net.zero_grad();
                 let seed = derive(self.cfg.seed ^ DROPOUT_STREAM, self.state.step);
@@ -334,7 +405,7 @@ impl Trainer {
                 self.state.loss_sum += l as f64 * idx.len() as f64;
                 self.state.correct += correct as u64;
                 self.state.seen += idx.len() as u64;
-                if show_bar && (b % 5 == 0 || self.state.batch == steps_per_epoch) {
+                if show_bar && (b.is_multiple_of(5) || self.state.batch == steps_per_epoch) {
                     let secs = started.elapsed().as_secs_f64().max(1e-9);
                     bar.set_position(self.state.batch);
                     bar.set_message(format!(
@@ -374,7 +445,15 @@ impl Trainer {
             );
         }
         if let Some(log) = &self.cfg.log {
-            append_log(log, epoch + 1, train_loss, train_acc, val.as_ref(), lr, secs)?;
+            append_log(
+                log,
+                epoch + 1,
+                train_loss,
+                train_acc,
+                val.as_ref(),
+                lr,
+                secs,
+            )?;
         }
         let improved = match (&val, self.state.best_val_accuracy) {
             (Some(r), Some(best)) => r.accuracy > best,
@@ -389,11 +468,20 @@ impl Trainer {
         // Keep the best by validation accuracy, or the last (also when there is no validation).
         if improved || !self.cfg.keep_best || val.is_none() {
             let mut model = self.model(epoch + 1);
-            model.provenance.metrics.insert("train_loss".into(), train_loss);
-            model.provenance.metrics.insert("train_accuracy".into(), train_acc);
+            model
+                .provenance
+                .metrics
+                .insert("train_loss".into(), train_loss);
+            model
+                .provenance
+                .metrics
+                .insert("train_accuracy".into(), train_acc);
             if let Some(r) = &val {
                 model.provenance.metrics.insert("val_loss".into(), r.loss);
-                model.provenance.metrics.insert("val_accuracy".into(), r.accuracy);
+                model
+                    .provenance
+                    .metrics
+                    .insert("val_accuracy".into(), r.accuracy);
             }
             model.save(&self.cfg.out)?;
         }
@@ -417,9 +505,15 @@ impl Trainer {
         let mut model = Model::load(&out)?;
         let mut net = model.build_network()?;
         let r = evaluate(&mut net, test, &self.norm, 500, 5);
-        model.provenance.metrics.insert("test_accuracy".into(), r.accuracy);
+        model
+            .provenance
+            .metrics
+            .insert("test_accuracy".into(), r.accuracy);
         model.provenance.metrics.insert("test_loss".into(), r.loss);
-        model.provenance.metrics.insert("train_seconds".into(), self.state.seconds);
+        model
+            .provenance
+            .metrics
+            .insert("train_seconds".into(), self.state.seconds);
         model.save(&out)?;
         if !self.quiet {
             println!(
@@ -443,14 +537,25 @@ pub fn ckpt_path(out: &Path) -> PathBuf {
 }
 
 /// Runs the network over a dataset in eval mode and reports the metrics.
-pub fn evaluate(net: &mut Network, ds: &Dataset, norm: &Normalization, batch: usize, top_k: usize) -> Report {
+pub fn evaluate(
+    net: &mut Network,
+    ds: &Dataset,
+    norm: &Normalization,
+    batch: usize,
+    top_k: usize,
+) -> Report {
     let logits = infer_logits(net, ds, norm, batch);
     let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
     Report::from_logits(&logits, &labels, &ds.classes, top_k)
 }
 
 /// The logits of every image of a dataset, in order. Shapes: → `N×K` (flat).
-pub fn infer_logits(net: &mut Network, ds: &Dataset, norm: &Normalization, batch: usize) -> Vec<f32> {
+pub fn infer_logits(
+    net: &mut Network,
+    ds: &Dataset,
+    norm: &Normalization,
+    batch: usize,
+) -> Vec<f32> {
     let (mut x, mut labels) = (Tensor::zeros(vec![0]), Vec::new());
     let mut out = Vec::with_capacity(ds.len() * net.classes);
     let idx: Vec<usize> = (0..ds.len()).collect();
@@ -470,7 +575,10 @@ fn append_log(
     lr: f32,
     secs: f64,
 ) -> Result<()> {
-    let new = !path.exists() || std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true);
+    let new = !path.exists()
+        || std::fs::metadata(path)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -480,7 +588,12 @@ fn append_log(
     if new {
         line.push_str("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds\n");
     }
-    let (vl, va) = val.map_or((String::new(), String::new()), |r| (format!("{:.6}", r.loss), format!("{:.6}", r.accuracy)));
-    line.push_str(&format!("{epoch},{train_loss:.6},{train_acc:.6},{vl},{va},{lr:.6},{secs:.3}\n"));
-    f.write_all(line.as_bytes()).with_context(|| format!("{}: cannot write log", path.display()))
+    let (vl, va) = val.map_or((String::new(), String::new()), |r| {
+        (format!("{:.6}", r.loss), format!("{:.6}", r.accuracy))
+    });
+    line.push_str(&format!(
+        "{epoch},{train_loss:.6},{train_acc:.6},{vl},{va},{lr:.6},{secs:.3}\n"
+    ));
+    f.write_all(line.as_bytes())
+        .with_context(|| format!("{}: cannot write log", path.display()))
 }

@@ -40,9 +40,17 @@ struct Mat {
 fn operand(ptr: *const f32, rows: usize, cols: usize, trans: bool) -> Mat {
     // Logical `rows×cols`; stored transposed means the buffer is `cols×rows` row-major.
     if trans {
-        Mat { ptr, rs: 1, cs: rows as isize }
+        Mat {
+            ptr,
+            rs: 1,
+            cs: rows as isize,
+        }
     } else {
-        Mat { ptr, rs: cols as isize, cs: 1 }
+        Mat {
+            ptr,
+            rs: cols as isize,
+            cs: 1,
+        }
     }
 }
 
@@ -60,7 +68,10 @@ pub fn sgemm(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "sgemm: buffer too small");
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "sgemm: buffer too small"
+    );
     let a = operand(a.as_ptr(), m, k, trans_a);
     let b = operand(b.as_ptr(), k, n, trans_b);
     // SAFETY: the asserts above bound every element the strides address.
@@ -80,7 +91,10 @@ pub fn par_sgemm(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "sgemm: buffer too small");
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "sgemm: buffer too small"
+    );
     // Blocks of BLOCK rows or columns (along the longer side): enough tasks to share among
     // threads, each still large enough to run the micro-kernel efficiently.
     const BLOCK: usize = 64;
@@ -98,11 +112,35 @@ pub fn par_sgemm(
         // SAFETY: block i writes rows (or columns) [start, start+size) of c only: disjoint.
         unsafe {
             if along_rows {
-                let a_i = Mat { ptr: a.0.ptr.offset(start as isize * a.0.rs), ..a.0 };
-                raw(size, n, k, a_i, b.0, cptr.0.add(start * n), n as isize, accumulate);
+                let a_i = Mat {
+                    ptr: a.0.ptr.offset(start as isize * a.0.rs),
+                    ..a.0
+                };
+                raw(
+                    size,
+                    n,
+                    k,
+                    a_i,
+                    b.0,
+                    cptr.0.add(start * n),
+                    n as isize,
+                    accumulate,
+                );
             } else {
-                let b_i = Mat { ptr: b.0.ptr.offset(start as isize * b.0.cs), ..b.0 };
-                raw(m, size, k, a.0, b_i, cptr.0.add(start), n as isize, accumulate);
+                let b_i = Mat {
+                    ptr: b.0.ptr.offset(start as isize * b.0.cs),
+                    ..b.0
+                };
+                raw(
+                    m,
+                    size,
+                    k,
+                    a.0,
+                    b_i,
+                    cptr.0.add(start),
+                    n as isize,
+                    accumulate,
+                );
             }
         }
     });
@@ -186,10 +224,18 @@ mod tests {
     /// unwritten or wrongly accumulated elements.
     fn check(m: usize, n: usize, k: usize, ta: bool, tb: bool, acc: bool, par: bool) {
         let mut r = Rng::new((m * 131 + n * 17 + k) as u64);
-        let mut int = |len: usize| (0..len).map(|_| r.below(7) as f32 - 3.0).collect::<Vec<_>>();
+        let mut int = |len: usize| {
+            (0..len)
+                .map(|_| r.below(7) as f32 - 3.0)
+                .collect::<Vec<_>>()
+        };
         let a = int(m * k);
         let b = int(k * n);
-        let init = if acc { int(m * n) } else { vec![f32::NAN; m * n] };
+        let init = if acc {
+            int(m * n)
+        } else {
+            vec![f32::NAN; m * n]
+        };
         let mut want = if acc { init.clone() } else { vec![0.0; m * n] };
         reference::gemm(m, n, k, &a, ta, &b, tb, &mut want);
         let mut got = init;
@@ -198,14 +244,31 @@ mod tests {
         } else {
             sgemm(m, n, k, &a, ta, &b, tb, &mut got, acc);
         }
-        assert_eq!(got, want, "m={m} n={n} k={k} ta={ta} tb={tb} acc={acc} par={par}");
+        assert_eq!(
+            got, want,
+            "m={m} n={n} k={k} ta={ta} tb={tb} acc={acc} par={par}"
+        );
     }
 
     #[test]
     fn sgemm_matches_reference_on_awkward_sizes() {
-        for &(m, n, k) in &[(1, 1, 1), (1, 7, 3), (5, 1, 9), (3, 5, 0), (17, 13, 29), (64, 65, 63), (130, 3, 70), (2, 200, 9)] {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 7, 3),
+            (5, 1, 9),
+            (3, 5, 0),
+            (17, 13, 29),
+            (64, 65, 63),
+            (130, 3, 70),
+            (2, 200, 9),
+        ] {
             for flags in 0..16 {
-                let (ta, tb, acc, par) = (flags & 1 != 0, flags & 2 != 0, flags & 4 != 0, flags & 8 != 0);
+                let (ta, tb, acc, par) = (
+                    flags & 1 != 0,
+                    flags & 2 != 0,
+                    flags & 4 != 0,
+                    flags & 8 != 0,
+                );
                 check(m, n, k, ta, tb, acc, par);
             }
         }

@@ -7,7 +7,14 @@
 use super::reference::Window;
 
 /// Shapes: x `C×H×W` → cols `(C·kh·kw)×(OH·OW)`.
-pub fn im2col(x: &[f32], (c, h, w): (usize, usize, usize), win: Window, oh: usize, ow: usize, cols: &mut [f32]) {
+pub fn im2col(
+    x: &[f32],
+    (c, h, w): (usize, usize, usize),
+    win: Window,
+    oh: usize,
+    ow: usize,
+    cols: &mut [f32],
+) {
     let p = oh * ow;
     debug_assert_eq!(x.len(), c * h * w);
     debug_assert_eq!(cols.len(), c * win.kh * win.kw * p);
@@ -38,7 +45,11 @@ pub fn im2col(x: &[f32], (c, h, w): (usize, usize, usize), win: Window, oh: usiz
                     } else {
                         for (j, d) in dst.iter_mut().enumerate() {
                             let xx = (j * win.stride) as isize + x0;
-                            *d = if xx >= 0 && xx < w as isize { src[xx as usize] } else { 0.0 };
+                            *d = if xx >= 0 && xx < w as isize {
+                                src[xx as usize]
+                            } else {
+                                0.0
+                            };
                         }
                     }
                 }
@@ -50,7 +61,14 @@ pub fn im2col(x: &[f32], (c, h, w): (usize, usize, usize), win: Window, oh: usiz
 /// The adjoint of [`im2col`]: adds every column entry back onto the pixel it was copied from.
 ///
 /// Shapes: cols `(C·kh·kw)×(OH·OW)` → dx `C×H×W` (accumulated into; zero it first).
-pub fn col2im(cols: &[f32], (c, h, w): (usize, usize, usize), win: Window, oh: usize, ow: usize, dx: &mut [f32]) {
+pub fn col2im(
+    cols: &[f32],
+    (c, h, w): (usize, usize, usize),
+    win: Window,
+    oh: usize,
+    ow: usize,
+    dx: &mut [f32],
+) {
     let p = oh * ow;
     let pad = win.pad as isize;
     for ch in 0..c {
@@ -97,10 +115,17 @@ mod tests {
             (4, 6, 11, 3, 3, 1, 3, 1),
             (1, 4, 4, 2, 3, 3, 1, 3),
         ] {
-            let win = Window { kh, kw, stride, pad };
+            let win = Window {
+                kh,
+                kw,
+                stride,
+                pad,
+            };
             let (oh, ow) = (win.out_len(h, kh).unwrap(), win.out_len(w, kw).unwrap());
             let x: Vec<f32> = (0..c * h * w).map(|_| r.below(9) as f32 - 4.0).collect();
-            let wt: Vec<f32> = (0..o * c * kh * kw).map(|_| r.below(5) as f32 - 2.0).collect();
+            let wt: Vec<f32> = (0..o * c * kh * kw)
+                .map(|_| r.below(5) as f32 - 2.0)
+                .collect();
             let mut want = vec![0.0; o * oh * ow];
             reference::conv2d(&x, (c, h, w), &wt, None, o, win, &mut want);
             let k = c * kh * kw;
@@ -108,7 +133,10 @@ mod tests {
             im2col(&x, (c, h, w), win, oh, ow, &mut cols);
             let mut got = vec![f32::NAN; o * oh * ow];
             sgemm(o, oh * ow, k, &wt, false, &cols, false, &mut got, false);
-            assert_eq!(got, want, "c={c} h={h} w={w} k={kh}x{kw} s={stride} p={pad}");
+            assert_eq!(
+                got, want,
+                "c={c} h={h} w={w} k={kh}x{kw} s={stride} p={pad}"
+            );
         }
     }
 
@@ -116,11 +144,22 @@ mod tests {
     #[test]
     fn col2im_is_the_adjoint_of_im2col() {
         let mut r = Rng::new(4);
-        for &(c, h, w, kh, kw, stride, pad) in &[(1, 5, 7, 3, 3, 1, 0), (3, 7, 5, 3, 3, 2, 1), (2, 6, 9, 2, 4, 3, 2)] {
-            let win = Window { kh, kw, stride, pad };
+        for &(c, h, w, kh, kw, stride, pad) in &[
+            (1, 5, 7, 3, 3, 1, 0),
+            (3, 7, 5, 3, 3, 2, 1),
+            (2, 6, 9, 2, 4, 3, 2),
+        ] {
+            let win = Window {
+                kh,
+                kw,
+                stride,
+                pad,
+            };
             let (oh, ow) = (win.out_len(h, kh).unwrap(), win.out_len(w, kw).unwrap());
             let x: Vec<f32> = (0..c * h * w).map(|_| r.below(9) as f32 - 4.0).collect();
-            let g: Vec<f32> = (0..c * kh * kw * oh * ow).map(|_| r.below(9) as f32 - 4.0).collect();
+            let g: Vec<f32> = (0..c * kh * kw * oh * ow)
+                .map(|_| r.below(9) as f32 - 4.0)
+                .collect();
             let mut cols = vec![0.0; g.len()];
             im2col(&x, (c, h, w), win, oh, ow, &mut cols);
             let mut dx = vec![0.0; x.len()];

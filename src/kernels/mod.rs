@@ -11,3 +11,10 @@ pub mod reference;
 pub(crate) struct SendPtr(pub *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer. (A method, so closures capture the whole `SendPtr`, not its raw field.)
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}

@@ -92,19 +92,28 @@ mod tests {
 
     #[test]
     fn avgpool_grad_batch1_odd_nonsquare() {
-        check_layer(&mut AvgPool2d::new(&[2, 5, 7], 2, 2).unwrap(), &[1, 2, 5, 7], Mode::Eval);
+        check_layer(
+            &mut AvgPool2d::new(&[2, 5, 7], 2, 2).unwrap(),
+            &[1, 2, 5, 7],
+            Mode::Eval,
+        );
     }
 
     #[test]
     fn avgpool_grad_batch3_overlapping() {
-        check_layer(&mut AvgPool2d::new(&[3, 7, 6], 3, 2).unwrap(), &[3, 3, 7, 6], Mode::Eval);
+        check_layer(
+            &mut AvgPool2d::new(&[3, 7, 6], 3, 2).unwrap(),
+            &[3, 3, 7, 6],
+            Mode::Eval,
+        );
     }
 
     /// Hand-worked: the 4×4 input 0..15 pooled 2×2 gives the window means 2.5, 4.5, 10.5, 12.5;
     /// backward spreads each gradient as a quarter over its window.
     #[test]
     fn avgpool_hand_worked() {
-        let x = Tensor::from_shape_vec(vec![1, 1, 4, 4], (0..16).map(|v| v as f32).collect()).unwrap();
+        let x =
+            Tensor::from_shape_vec(vec![1, 1, 4, 4], (0..16).map(|v| v as f32).collect()).unwrap();
         let mut p = AvgPool2d::new(&[1, 4, 4], 2, 2).unwrap();
         assert_eq!(data(p.forward(&x, Mode::Eval)), &[2.5, 4.5, 10.5, 12.5]);
         let dy = Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![4., 8., 12., 16.]).unwrap();

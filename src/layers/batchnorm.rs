@@ -6,7 +6,9 @@
 //! uses the running statistics. Defaults follow PyTorch (`momentum = 0.1`, `eps = 1e-5`).
 
 use super::{Layer, Mode, Param};
+use crate::kernels::SendPtr;
 use crate::tensor::{Tensor, data, data_mut, reuse};
+use rayon::prelude::*;
 
 const MOMENTUM: f32 = 0.1;
 const EPS: f32 = 1e-5;
@@ -34,7 +36,12 @@ impl BatchNorm {
         let (channels, plane) = match *input {
             [c, h, w] => (c, h * w),
             [f] => (f, 1),
-            _ => return Err(format!("needs a C×H×W or flat input, got {}", crate::spec::fmt_shape(input))),
+            _ => {
+                return Err(format!(
+                    "needs a C×H×W or flat input, got {}",
+                    crate::spec::fmt_shape(input)
+                ));
+            }
         };
         Ok(BatchNorm {
             shape: input.to_vec(),
@@ -64,38 +71,70 @@ impl Layer for BatchNorm {
         let m = (n * plane) as f64;
         reuse(&mut self.y, x.shape());
         reuse(&mut self.xhat, x.shape());
+        self.trained = matches!(mode, Mode::Train { .. });
+        let trained = self.trained;
         let x = data(x);
         let (gamma, beta) = (data(&self.gamma.value), data(&self.beta.value));
-        self.trained = matches!(mode, Mode::Train { .. });
-        for ch in 0..c {
-            // The values of channel `ch`: one run of `plane` values per image.
-            let runs = (0..n).map(|i| (i * c + ch) * plane);
-            let (mean, inv_std) = if self.trained {
-                // Two passes in f64: exact enough for any batch, and cheap next to the convs.
-                let sum: f64 = runs.clone().map(|s| x[s..s + plane].iter().map(|&v| v as f64).sum::<f64>()).sum();
-                let mean = sum / m;
-                let sq: f64 = runs
-                    .clone()
-                    .map(|s| x[s..s + plane].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
-                    .sum();
-                let var = sq / m;
-                let unbiased = if m > 1.0 { sq / (m - 1.0) } else { var };
+        let (rmean, rvar) = (
+            data(&self.running_mean.value),
+            data(&self.running_var.value),
+        );
+        let (xhat_ptr, y_ptr) = (
+            SendPtr(data_mut(&mut self.xhat).as_mut_ptr()),
+            SendPtr(data_mut(&mut self.y).as_mut_ptr()),
+        );
+        // Channels in parallel; each task reads and writes only its own channel's runs.
+        let stats: Vec<(f32, f32, f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let runs = (0..n).map(|i| (i * c + ch) * plane);
+                let (mean, inv_std, batch_mean, unbiased) = if trained {
+                    // Two passes, summed per run in f32 and across runs in f64.
+                    let sum: f64 = runs
+                        .clone()
+                        .map(|s| x[s..s + plane].iter().sum::<f32>() as f64)
+                        .sum();
+                    let mean = sum / m;
+                    let mf = mean as f32;
+                    let sq: f64 = runs
+                        .clone()
+                        .map(|s| {
+                            x[s..s + plane]
+                                .iter()
+                                .map(|&v| (v - mf) * (v - mf))
+                                .sum::<f32>() as f64
+                        })
+                        .sum();
+                    let var = sq / m;
+                    let unbiased = if m > 1.0 { sq / (m - 1.0) } else { var };
+                    (mf, (1.0 / (var + EPS as f64).sqrt()) as f32, mean, unbiased)
+                } else {
+                    (rmean[ch], 1.0 / (rvar[ch] + EPS).sqrt(), 0.0, 0.0)
+                };
+                let (g, b) = (gamma[ch], beta[ch]);
+                for s in runs {
+                    // SAFETY: run [s, s+plane) belongs to channel `ch` alone.
+                    let (xh, y) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(xhat_ptr.get().add(s), plane),
+                            std::slice::from_raw_parts_mut(y_ptr.get().add(s), plane),
+                        )
+                    };
+                    for ((xh, y), &v) in xh.iter_mut().zip(y.iter_mut()).zip(&x[s..s + plane]) {
+                        *xh = (v - mean) * inv_std;
+                        *y = g * *xh + b;
+                    }
+                }
+                (mean, inv_std, batch_mean, unbiased)
+            })
+            .collect();
+        for (ch, (_, inv_std, batch_mean, unbiased)) in stats.into_iter().enumerate() {
+            self.inv_std[ch] = inv_std;
+            if trained {
                 let rm = &mut data_mut(&mut self.running_mean.value)[ch];
-                *rm = (1.0 - MOMENTUM) * *rm + MOMENTUM * mean as f32;
+                *rm = (1.0 - MOMENTUM) * *rm + MOMENTUM * batch_mean as f32;
                 let rv = &mut data_mut(&mut self.running_var.value)[ch];
                 *rv = (1.0 - MOMENTUM) * *rv + MOMENTUM * unbiased as f32;
-                (mean as f32, (1.0 / (var + EPS as f64).sqrt()) as f32)
-            } else {
-                let var = data(&self.running_var.value)[ch];
-                (data(&self.running_mean.value)[ch], 1.0 / (var + EPS).sqrt())
-            };
-            self.inv_std[ch] = inv_std;
-            let (xhat, y) = (data_mut(&mut self.xhat), data_mut(&mut self.y));
-            for s in runs {
-                for i in s..s + plane {
-                    xhat[i] = (x[i] - mean) * inv_std;
-                    y[i] = gamma[ch] * xhat[i] + beta[ch];
-                }
             }
         }
         &self.y
@@ -106,30 +145,46 @@ impl Layer for BatchNorm {
         let n = dy.shape()[0];
         let m = (n * plane) as f32;
         reuse(&mut self.dx, dy.shape());
-        let (dy, xhat, dx) = (data(dy), data(&self.xhat), data_mut(&mut self.dx));
-        let gamma = data(&self.gamma.value);
-        for ch in 0..c {
-            let runs = (0..n).map(|i| (i * c + ch) * plane);
-            let (mut sum_dy, mut sum_dy_xhat) = (0.0f32, 0.0f32);
-            for s in runs.clone() {
-                for i in s..s + plane {
-                    sum_dy += dy[i];
-                    sum_dy_xhat += dy[i] * xhat[i];
+        let (dy, xhat) = (data(dy), data(&self.xhat));
+        let dx_ptr = SendPtr(data_mut(&mut self.dx).as_mut_ptr());
+        let (gamma, inv_std, trained) = (data(&self.gamma.value), &self.inv_std, self.trained);
+        let sums: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let runs = (0..n).map(|i| (i * c + ch) * plane);
+                let (mut sum_dy, mut sum_dy_xhat) = (0.0f32, 0.0f32);
+                for s in runs.clone() {
+                    let (d, xh) = (&dy[s..s + plane], &xhat[s..s + plane]);
+                    sum_dy += d.iter().sum::<f32>();
+                    sum_dy_xhat += d.iter().zip(xh).map(|(a, b)| a * b).sum::<f32>();
                 }
-            }
-            data_mut(&mut self.gamma.grad)[ch] += sum_dy_xhat;
-            data_mut(&mut self.beta.grad)[ch] += sum_dy;
-            let k = gamma[ch] * self.inv_std[ch];
-            for s in runs {
-                for i in s..s + plane {
-                    dx[i] = if self.trained {
-                        // d/dx of the batch-normalised value: the mean and variance depend on x too.
-                        k / m * (m * dy[i] - sum_dy - xhat[i] * sum_dy_xhat)
-                    } else {
-                        k * dy[i]
-                    };
+                let k = gamma[ch] * inv_std[ch];
+                for s in runs {
+                    // SAFETY: run [s, s+plane) belongs to channel `ch` alone.
+                    let dx = unsafe { std::slice::from_raw_parts_mut(dx_ptr.get().add(s), plane) };
+                    for ((dx, &d), &xh) in dx
+                        .iter_mut()
+                        .zip(&dy[s..s + plane])
+                        .zip(&xhat[s..s + plane])
+                    {
+                        *dx = if trained {
+                            // d/dx of the batch-normalised value: the mean and variance depend on x too.
+                            k / m * (m * d - sum_dy - xh * sum_dy_xhat)
+                        } else {
+                            k * d
+                        };
+                    }
                 }
-            }
+                (sum_dy, sum_dy_xhat)
+            })
+            .collect();
+        let (dgamma, dbeta) = (
+            data_mut(&mut self.gamma.grad),
+            data_mut(&mut self.beta.grad),
+        );
+        for ((dg, db), (sum_dy, sum_dy_xhat)) in dgamma.iter_mut().zip(dbeta.iter_mut()).zip(sums) {
+            *dg += sum_dy_xhat;
+            *db += sum_dy;
         }
         &self.dx
     }
@@ -174,13 +229,20 @@ mod tests {
         let mut b = BatchNorm::new(&[3, 2, 2]).unwrap();
         let y = b.forward(&x, Mode::Train { seed: 0 }).clone();
         for ch in 0..3 {
-            let vals: Vec<f32> = (0..4).flat_map(|i| data(&y)[(i * 3 + ch) * 4..][..4].to_vec()).collect();
+            let vals: Vec<f32> = (0..4)
+                .flat_map(|i| data(&y)[(i * 3 + ch) * 4..][..4].to_vec())
+                .collect();
             let mean = vals.iter().sum::<f32>() / 16.0;
             let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 16.0;
-            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3, "channel {ch}: {mean} {var}");
+            assert!(
+                mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3,
+                "channel {ch}: {mean} {var}"
+            );
         }
         let rm = data(&b.running_mean.value)[0];
-        let xs: Vec<f32> = (0..4).flat_map(|i| data(&x)[i * 12..][..4].to_vec()).collect();
+        let xs: Vec<f32> = (0..4)
+            .flat_map(|i| data(&x)[i * 12..][..4].to_vec())
+            .collect();
         let batch_mean = xs.iter().sum::<f32>() / 16.0;
         assert!((rm - 0.1 * batch_mean).abs() < 1e-5);
         // Eval with running statistics equal to the batch's reproduces the training output.

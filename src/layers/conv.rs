@@ -24,7 +24,13 @@ pub struct Conv2dConfig {
 
 impl Default for Conv2dConfig {
     fn default() -> Self {
-        Conv2dConfig { out_channels: 1, kernel: (3, 3), stride: 1, pad: 0, bias: true }
+        Conv2dConfig {
+            out_channels: 1,
+            kernel: (3, 3),
+            stride: 1,
+            pad: 0,
+            bias: true,
+        }
     }
 }
 
@@ -48,13 +54,21 @@ impl Conv2d {
     /// Shapes: input item `C×H×W` → output item `O×OH×OW`.
     pub fn new(input: &[usize], cfg: Conv2dConfig, rng: &mut Rng) -> Result<Self, String> {
         let &[c, h, w] = input else {
-            return Err(format!("needs a C×H×W input, got {}", crate::spec::fmt_shape(input)));
+            return Err(format!(
+                "needs a C×H×W input, got {}",
+                crate::spec::fmt_shape(input)
+            ));
         };
         let (kh, kw) = cfg.kernel;
         if kh == 0 || kw == 0 || cfg.stride == 0 || cfg.out_channels == 0 {
             return Err("kernel, stride and channel count must be at least 1".into());
         }
-        let win = Window { kh, kw, stride: cfg.stride, pad: cfg.pad };
+        let win = Window {
+            kh,
+            kw,
+            stride: cfg.stride,
+            pad: cfg.pad,
+        };
         let (Some(oh), Some(ow)) = (win.out_len(h, kh), win.out_len(w, kw)) else {
             return Err(format!(
                 "a {kh}×{kw} kernel with padding {} does not fit a {h}×{w} input",
@@ -64,7 +78,9 @@ impl Conv2d {
         let o = cfg.out_channels;
         let fan_in = c * kh * kw;
         let weight = Param::kaiming("weight", &[o, c, kh, kw], fan_in, rng);
-        let bias = cfg.bias.then(|| Param::trainable("bias", Tensor::zeros(vec![o])));
+        let bias = cfg
+            .bias
+            .then(|| Param::trainable("bias", Tensor::zeros(vec![o])));
         Ok(Conv2d {
             cfg,
             win,
@@ -198,13 +214,29 @@ mod tests {
     use super::*;
     use crate::layers::gradcheck::{check_layer, seeded};
 
-    fn conv(input: &[usize], o: usize, k: (usize, usize), stride: usize, pad: usize, bias: bool) -> Conv2d {
-        let cfg = Conv2dConfig { out_channels: o, kernel: k, stride, pad, bias };
+    fn conv(
+        input: &[usize],
+        o: usize,
+        k: (usize, usize),
+        stride: usize,
+        pad: usize,
+        bias: bool,
+    ) -> Conv2d {
+        let cfg = Conv2dConfig {
+            out_channels: o,
+            kernel: k,
+            stride,
+            pad,
+            bias,
+        };
         let mut c = Conv2d::new(input, cfg, &mut Rng::new(1)).unwrap();
         // Non-zero biases so their effect is visible to the check.
         c.visit_params(&mut |p| {
             if p.name == "bias" {
-                p.value.iter_mut().enumerate().for_each(|(i, v)| *v = 0.1 * i as f32 - 0.2);
+                p.value
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, v)| *v = 0.1 * i as f32 - 0.2);
             }
         });
         c
@@ -212,18 +244,30 @@ mod tests {
 
     #[test]
     fn conv_grad_batch1_odd_nonsquare() {
-        check_layer(&mut conv(&[2, 5, 7], 3, (3, 3), 1, 0, true), &[1, 2, 5, 7], Mode::Eval);
+        check_layer(
+            &mut conv(&[2, 5, 7], 3, (3, 3), 1, 0, true),
+            &[1, 2, 5, 7],
+            Mode::Eval,
+        );
     }
 
     #[test]
     fn conv_grad_batch3_stride2_padding() {
-        check_layer(&mut conv(&[3, 7, 6], 4, (3, 3), 2, 1, true), &[3, 3, 7, 6], Mode::Eval);
+        check_layer(
+            &mut conv(&[3, 7, 6], 4, (3, 3), 2, 1, true),
+            &[3, 3, 7, 6],
+            Mode::Eval,
+        );
     }
 
     #[test]
     fn conv_grad_nonsquare_kernel_no_bias_many_groups() {
         // Batch 9 spans three BATCH_CHUNK groups of the weight-gradient reduction.
-        check_layer(&mut conv(&[2, 6, 5], 2, (2, 3), 1, 2, false), &[9, 2, 6, 5], Mode::Eval);
+        check_layer(
+            &mut conv(&[2, 6, 5], 2, (2, 3), 1, 2, false),
+            &[9, 2, 6, 5],
+            Mode::Eval,
+        );
     }
 
     /// Hand-worked: a 3×3 input 1..9, a 2×2 kernel [[1,0],[0,-1]], bias 0.5, stride 1, no pad.
@@ -232,17 +276,22 @@ mod tests {
     /// y[0][0] = -x[0][0] + .5 = -0.5, y[0][1] = -x[0][2]... see the table below.
     #[test]
     fn conv_hand_worked() {
-        let x = Tensor::from_shape_vec(vec![1, 1, 3, 3], (1..=9).map(|v| v as f32).collect()).unwrap();
+        let x =
+            Tensor::from_shape_vec(vec![1, 1, 3, 3], (1..=9).map(|v| v as f32).collect()).unwrap();
         let mut c = conv(&[1, 3, 3], 1, (2, 2), 1, 0, true);
         c.visit_params(&mut |p| match p.name {
-            "weight" => p.value.assign(&Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1., 0., 0., -1.]).unwrap()),
+            "weight" => p
+                .value
+                .assign(&Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1., 0., 0., -1.]).unwrap()),
             _ => p.value.fill(0.5),
         });
         assert_eq!(data(c.forward(&x, Mode::Eval)), &[-3.5; 4]);
 
         let mut c = conv(&[1, 3, 3], 1, (2, 2), 2, 1, true);
         c.visit_params(&mut |p| match p.name {
-            "weight" => p.value.assign(&Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1., 0., 0., -1.]).unwrap()),
+            "weight" => p
+                .value
+                .assign(&Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1., 0., 0., -1.]).unwrap()),
             _ => p.value.fill(0.5),
         });
         // Padded input is 5×5 with x in the centre; windows start at (0,0), (0,2), (2,0), (2,2):
@@ -254,8 +303,14 @@ mod tests {
 
     #[test]
     fn conv_rejects_a_kernel_larger_than_the_input() {
-        let cfg = Conv2dConfig { out_channels: 1, kernel: (5, 5), ..Default::default() };
-        let err = Conv2d::new(&[1, 3, 3], cfg, &mut Rng::new(1)).err().unwrap();
+        let cfg = Conv2dConfig {
+            out_channels: 1,
+            kernel: (5, 5),
+            ..Default::default()
+        };
+        let err = Conv2d::new(&[1, 3, 3], cfg, &mut Rng::new(1))
+            .err()
+            .unwrap();
         assert!(err.contains("5×5") && err.contains("3×3"), "{err}");
     }
 
@@ -263,7 +318,10 @@ mod tests {
     fn conv_results_do_not_depend_on_thread_count() {
         let x = seeded(&[7, 3, 9, 8], 5);
         let run = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| {
                 let mut c = conv(&[3, 9, 8], 5, (3, 3), 1, 1, true);
                 let y = c.forward(&x, Mode::Eval).clone();

@@ -54,10 +54,22 @@ impl Layer for Dense {
         data_mut(&mut self.x).copy_from_slice(data(x));
         reuse(&mut self.y, &[n, o]);
         let y = data_mut(&mut self.y);
-        par_sgemm(n, o, f, data(x), false, data(&self.weight.value), true, y, false);
+        par_sgemm(
+            n,
+            o,
+            f,
+            data(x),
+            false,
+            data(&self.weight.value),
+            true,
+            y,
+            false,
+        );
         if let Some(b) = &self.bias {
             for row in y.chunks_mut(o) {
-                row.iter_mut().zip(data(&b.value)).for_each(|(v, b)| *v += b);
+                row.iter_mut()
+                    .zip(data(&b.value))
+                    .for_each(|(v, b)| *v += b);
             }
         }
         &self.y
@@ -68,7 +80,17 @@ impl Layer for Dense {
         let (f, o) = (self.inputs, self.out[0]);
         let dy = data(dy);
         // dW (O×F) += dyᵀ (O×N) · x (N×F)
-        par_sgemm(o, f, n, dy, true, data(&self.x), false, data_mut(&mut self.weight.grad), true);
+        par_sgemm(
+            o,
+            f,
+            n,
+            dy,
+            true,
+            data(&self.x),
+            false,
+            data_mut(&mut self.weight.grad),
+            true,
+        );
         if let Some(b) = &mut self.bias {
             let db = data_mut(&mut b.grad);
             for row in dy.chunks(o) {
@@ -78,7 +100,17 @@ impl Layer for Dense {
         reuse(&mut self.dx, self.x.shape());
         if self.needs_dx {
             // dx (N×F) = dy (N×O) · W (O×F)
-            par_sgemm(n, f, o, dy, false, data(&self.weight.value), false, data_mut(&mut self.dx), false);
+            par_sgemm(
+                n,
+                f,
+                o,
+                dy,
+                false,
+                data(&self.weight.value),
+                false,
+                data_mut(&mut self.dx),
+                false,
+            );
         }
         &self.dx
     }
@@ -109,7 +141,11 @@ mod tests {
         let mut d = Dense::new(&[7], 5, true, &mut Rng::new(1)).unwrap();
         d.bias.as_mut().unwrap().value.fill(0.3);
         check_layer(&mut d, &[1, 7], Mode::Eval);
-        check_layer(&mut Dense::new(&[9], 3, false, &mut Rng::new(2)).unwrap(), &[3, 9], Mode::Eval);
+        check_layer(
+            &mut Dense::new(&[9], 3, false, &mut Rng::new(2)).unwrap(),
+            &[3, 9],
+            Mode::Eval,
+        );
     }
 
     /// Hand-worked: W = [[1, 2], [0, -1], [3, 0]], b = [0.5, 0, -1], x = [2, 3]
@@ -118,14 +154,17 @@ mod tests {
     fn dense_hand_worked() {
         let mut d = Dense::new(&[2], 3, true, &mut Rng::new(1)).unwrap();
         d.weight.value = Tensor::from_shape_vec(vec![3, 2], vec![1., 2., 0., -1., 3., 0.]).unwrap();
-        d.bias.as_mut().unwrap().value = Tensor::from_shape_vec(vec![3], vec![0.5, 0., -1.]).unwrap();
+        d.bias.as_mut().unwrap().value =
+            Tensor::from_shape_vec(vec![3], vec![0.5, 0., -1.]).unwrap();
         let x = Tensor::from_shape_vec(vec![1, 2], vec![2., 3.]).unwrap();
         assert_eq!(data(d.forward(&x, Mode::Eval)), &[8.5, -3., 5.]);
     }
 
     #[test]
     fn dense_after_a_conv_shape_asks_for_flatten() {
-        let err = Dense::new(&[3, 4, 4], 10, true, &mut Rng::new(1)).err().unwrap();
+        let err = Dense::new(&[3, 4, 4], 10, true, &mut Rng::new(1))
+            .err()
+            .unwrap();
         assert!(err.contains("flatten"), "{err}");
     }
 }

@@ -23,7 +23,13 @@ impl Dropout {
         if !(0.0..1.0).contains(&p) {
             return Err(format!("probability must be in [0, 1), got {p}"));
         }
-        Ok(Dropout { p, shape: input.to_vec(), mask: Vec::new(), y: Tensor::zeros(vec![0]), dx: Tensor::zeros(vec![0]) })
+        Ok(Dropout {
+            p,
+            shape: input.to_vec(),
+            mask: Vec::new(),
+            y: Tensor::zeros(vec![0]),
+            dx: Tensor::zeros(vec![0]),
+        })
     }
 }
 
@@ -78,7 +84,11 @@ mod tests {
 
     #[test]
     fn dropout_grad_in_training_and_eval() {
-        check_layer(&mut Dropout::new(&[3, 5], 0.4).unwrap(), &[3, 3, 5], Mode::Train { seed: 5 });
+        check_layer(
+            &mut Dropout::new(&[3, 5], 0.4).unwrap(),
+            &[3, 3, 5],
+            Mode::Train { seed: 5 },
+        );
         check_layer(&mut Dropout::new(&[7], 0.5).unwrap(), &[1, 7], Mode::Eval);
     }
 

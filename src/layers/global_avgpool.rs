@@ -14,9 +14,17 @@ impl GlobalAvgPool {
     /// Shapes: `C×H×W` → `C` (a dense activation).
     pub fn new(input: &[usize]) -> Result<Self, String> {
         let &[c, h, w] = input else {
-            return Err(format!("needs a C×H×W input, got {}", crate::spec::fmt_shape(input)));
+            return Err(format!(
+                "needs a C×H×W input, got {}",
+                crate::spec::fmt_shape(input)
+            ));
         };
-        Ok(GlobalAvgPool { input: [c, h, w], out: [c], y: Tensor::zeros(vec![0]), dx: Tensor::zeros(vec![0]) })
+        Ok(GlobalAvgPool {
+            input: [c, h, w],
+            out: [c],
+            y: Tensor::zeros(vec![0]),
+            dx: Tensor::zeros(vec![0]),
+        })
     }
 }
 
@@ -55,13 +63,22 @@ mod tests {
 
     #[test]
     fn global_avgpool_grad_batch1_and_batch3() {
-        check_layer(&mut GlobalAvgPool::new(&[3, 5, 7]).unwrap(), &[1, 3, 5, 7], Mode::Eval);
-        check_layer(&mut GlobalAvgPool::new(&[2, 1, 3]).unwrap(), &[3, 2, 1, 3], Mode::Eval);
+        check_layer(
+            &mut GlobalAvgPool::new(&[3, 5, 7]).unwrap(),
+            &[1, 3, 5, 7],
+            Mode::Eval,
+        );
+        check_layer(
+            &mut GlobalAvgPool::new(&[2, 1, 3]).unwrap(),
+            &[3, 2, 1, 3],
+            Mode::Eval,
+        );
     }
 
     #[test]
     fn global_avgpool_hand_worked() {
-        let x = Tensor::from_shape_vec(vec![1, 2, 2, 2], vec![1., 2., 3., 4., -1., -1., 1., 5.]).unwrap();
+        let x = Tensor::from_shape_vec(vec![1, 2, 2, 2], vec![1., 2., 3., 4., -1., -1., 1., 5.])
+            .unwrap();
         let mut p = GlobalAvgPool::new(&[2, 2, 2]).unwrap();
         assert_eq!(data(p.forward(&x, Mode::Eval)), &[2.5, 1.0]);
     }

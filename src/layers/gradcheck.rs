@@ -24,7 +24,11 @@ pub fn seeded(shape: &[usize], seed: u64) -> Tensor {
 
 fn loss(layer: &mut dyn Layer, x: &Tensor, r: &Tensor, mode: Mode) -> f64 {
     let y = layer.forward(x, mode);
-    data(y).iter().zip(data(r)).map(|(&a, &b)| a as f64 * b as f64).sum()
+    data(y)
+        .iter()
+        .zip(data(r))
+        .map(|(&a, &b)| a as f64 * b as f64)
+        .sum()
 }
 
 /// Probe indices: all of them when few, else a seeded sample.
@@ -69,7 +73,12 @@ pub fn check_layer_on(layer: &mut dyn Layer, x: &Tensor, mode: Mode) {
         xp.as_slice_mut().unwrap()[i] = v - EPS;
         let down = loss(layer, &xp, &r, mode);
         xp.as_slice_mut().unwrap()[i] = v;
-        assert_close("dx", i, data(&dx)[i] as f64, (up - down) / (2.0 * EPS as f64));
+        assert_close(
+            "dx",
+            i,
+            data(&dx)[i] as f64,
+            (up - down) / (2.0 * EPS as f64),
+        );
     }
 
     let mut grads = Vec::new();
@@ -79,7 +88,7 @@ pub fn check_layer_on(layer: &mut dyn Layer, x: &Tensor, mode: Mode) {
             continue;
         }
         for i in probes(grad.len(), 2 + pi as u64) {
-            let mut nudge = |layer: &mut dyn Layer, delta: f32| {
+            let nudge = |layer: &mut dyn Layer, delta: f32| {
                 let mut k = 0;
                 layer.visit_params(&mut |p| {
                     if k == pi {
@@ -93,7 +102,12 @@ pub fn check_layer_on(layer: &mut dyn Layer, x: &Tensor, mode: Mode) {
             nudge(layer, -2.0 * EPS);
             let down = loss(layer, x, &r, mode);
             nudge(layer, EPS);
-            assert_close(name, i, data(&grad)[i] as f64, (up - down) / (2.0 * EPS as f64));
+            assert_close(
+                name,
+                i,
+                data(&grad)[i] as f64,
+                (up - down) / (2.0 * EPS as f64),
+            );
         }
     }
 }

@@ -13,7 +13,10 @@ pub(crate) fn pool_geometry(
     stride: usize,
 ) -> Result<(usize, usize, usize, usize, usize), String> {
     let &[c, h, w] = input else {
-        return Err(format!("needs a C×H×W input, got {}", crate::spec::fmt_shape(input)));
+        return Err(format!(
+            "needs a C×H×W input, got {}",
+            crate::spec::fmt_shape(input)
+        ));
     };
     if k == 0 || stride == 0 {
         return Err("kernel and stride must be at least 1".into());
@@ -121,25 +124,36 @@ mod tests {
     /// Distinct values at least 0.05 apart, so no ±ε probe changes which input wins a window.
     fn no_ties(shape: &[usize]) -> Tensor {
         let len: usize = shape.iter().product();
-        let mut v: Vec<f32> = (0..len).map(|i| i as f32 * 0.05 - len as f32 * 0.025).collect();
+        let mut v: Vec<f32> = (0..len)
+            .map(|i| i as f32 * 0.05 - len as f32 * 0.025)
+            .collect();
         Rng::new(9).shuffle(&mut v);
         Tensor::from_shape_vec(shape, v).unwrap()
     }
 
     #[test]
     fn maxpool_grad_batch1_odd_nonsquare() {
-        check_layer_on(&mut MaxPool2d::new(&[2, 5, 7], 2, 2).unwrap(), &no_ties(&[1, 2, 5, 7]), Mode::Eval);
+        check_layer_on(
+            &mut MaxPool2d::new(&[2, 5, 7], 2, 2).unwrap(),
+            &no_ties(&[1, 2, 5, 7]),
+            Mode::Eval,
+        );
     }
 
     #[test]
     fn maxpool_grad_batch3_overlapping_stride1() {
-        check_layer_on(&mut MaxPool2d::new(&[3, 6, 5], 3, 1).unwrap(), &no_ties(&[3, 3, 6, 5]), Mode::Eval);
+        check_layer_on(
+            &mut MaxPool2d::new(&[3, 6, 5], 3, 1).unwrap(),
+            &no_ties(&[3, 3, 6, 5]),
+            Mode::Eval,
+        );
     }
 
     /// Hand-worked: the 4×4 input 0..15 pooled 2×2 keeps the bottom-right of each window.
     #[test]
     fn maxpool_hand_worked() {
-        let x = Tensor::from_shape_vec(vec![1, 1, 4, 4], (0..16).map(|v| v as f32).collect()).unwrap();
+        let x =
+            Tensor::from_shape_vec(vec![1, 1, 4, 4], (0..16).map(|v| v as f32).collect()).unwrap();
         let mut p = MaxPool2d::new(&[1, 4, 4], 2, 2).unwrap();
         assert_eq!(data(p.forward(&x, Mode::Eval)), &[5., 7., 13., 15.]);
         let dy = Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1., 2., 3., 4.]).unwrap();

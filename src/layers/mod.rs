@@ -38,7 +38,9 @@ use crate::tensor::Tensor;
 pub enum Mode {
     /// Training; `seed` drives this step's random choices (dropout masks), derived per layer
     /// by the graph so that a resumed run replays them exactly.
-    Train { seed: u64 },
+    Train {
+        seed: u64,
+    },
     Eval,
 }
 
@@ -63,11 +65,21 @@ pub struct Param {
 impl Param {
     pub fn trainable(name: &'static str, value: Tensor) -> Self {
         let grad = Tensor::zeros(value.shape());
-        Param { name, kind: ParamKind::Trainable, value, grad }
+        Param {
+            name,
+            kind: ParamKind::Trainable,
+            value,
+            grad,
+        }
     }
 
     pub fn buffer(name: &'static str, value: Tensor) -> Self {
-        Param { name, kind: ParamKind::Buffer, value, grad: Tensor::zeros(ndarray::IxDyn(&[0])) }
+        Param {
+            name,
+            kind: ParamKind::Buffer,
+            value,
+            grad: Tensor::zeros(ndarray::IxDyn(&[0])),
+        }
     }
 
     /// He/Kaiming normal initialisation for a layer with `fan_in` inputs per output:

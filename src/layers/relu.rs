@@ -13,7 +13,11 @@ pub struct Relu {
 impl Relu {
     /// Shapes: unchanged.
     pub fn new(input: &[usize]) -> Self {
-        Relu { shape: input.to_vec(), y: Tensor::zeros(vec![0]), dx: Tensor::zeros(vec![0]) }
+        Relu {
+            shape: input.to_vec(),
+            y: Tensor::zeros(vec![0]),
+            dx: Tensor::zeros(vec![0]),
+        }
     }
 }
 
@@ -32,7 +36,11 @@ impl Layer for Relu {
 
     fn backward(&mut self, dy: &Tensor) -> &Tensor {
         reuse(&mut self.dx, dy.shape());
-        for ((dx, &g), &y) in data_mut(&mut self.dx).iter_mut().zip(data(dy)).zip(data(&self.y)) {
+        for ((dx, &g), &y) in data_mut(&mut self.dx)
+            .iter_mut()
+            .zip(data(dy))
+            .zip(data(&self.y))
+        {
             *dx = if y > 0.0 { g } else { 0.0 };
         }
         &self.dx
@@ -47,7 +55,8 @@ mod tests {
     #[test]
     fn relu_grad_away_from_the_kink() {
         // Inputs at least 0.1 from zero, so no ±ε probe crosses the kink.
-        let x = crate::layers::gradcheck::seeded(&[3, 2, 3, 5], 4).mapv(|v| if v >= 0.0 { v + 0.1 } else { v - 0.1 });
+        let x = crate::layers::gradcheck::seeded(&[3, 2, 3, 5], 4)
+            .mapv(|v| if v >= 0.0 { v + 0.1 } else { v - 0.1 });
         check_layer_on(&mut Relu::new(&[2, 3, 5]), &x, Mode::Eval);
         let x1 = x.into_shape_with_order(vec![1, 90]).unwrap();
         check_layer_on(&mut Relu::new(&[90]), &x1, Mode::Eval);
