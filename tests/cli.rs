@@ -398,3 +398,33 @@ fn bad_inputs_get_one_line_errors_and_the_right_exit_code() {
     let (out, _) = text(&cnn(d, &["--version"]));
     assert!(out.starts_with("cnn "), "{out}");
 }
+
+/// The shipped model (`models/mnist.cnn`, the default of `cnn predict`) names every shipped
+/// sample digit, and reads at least 9 in 10 of the drawn and photographed test digits.
+#[test]
+fn the_shipped_model_reads_the_samples_and_drawn_digits() {
+    let o = Command::new(env!("CARGO_BIN_EXE_cnn"))
+        .args(["predict", "--json", "data/samples", "tests/fixtures/digits"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let (mut samples, mut drawn, mut drawn_right) = (0, 0, 0);
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let file = PathBuf::from(v["file"].as_str().unwrap());
+        let name = file.file_name().unwrap().to_str().unwrap().to_string();
+        let want = &name[..1];
+        let got = v["class"].as_str().unwrap();
+        if file.starts_with("data/samples") {
+            assert_eq!(got, want, "{name}: {v}");
+            samples += 1;
+        } else {
+            drawn += 1;
+            drawn_right += (got == want) as usize;
+        }
+    }
+    assert_eq!(samples, 10);
+    assert!(drawn >= 30 && drawn_right * 10 >= drawn * 9, "read {drawn_right} of {drawn} drawn digits");
+}

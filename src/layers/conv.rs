@@ -6,6 +6,7 @@
 //! groups of images and then over groups in order, so results do not depend on the thread count.
 
 use super::{BATCH_CHUNK, Layer, Mode, Param};
+use crate::kernels::SendPtr;
 use crate::kernels::gemm::sgemm;
 use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::reference::Window;
@@ -53,6 +54,8 @@ pub struct Conv2d {
     flipped: Vec<f32>,
     /// Tests set this to check the two input-gradient paths against each other.
     pub(crate) force_col2im: bool,
+    /// Whether the last forward was in training mode (and so kept every image's columns).
+    trained: bool,
 }
 
 impl Conv2d {
@@ -100,6 +103,7 @@ impl Conv2d {
             dw_parts: Vec::new(),
             flipped: Vec::new(),
             force_col2im: false,
+            trained: false,
         })
     }
 
@@ -185,21 +189,32 @@ impl Layer for Conv2d {
         &self.out
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> &Tensor {
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> &Tensor {
         let n = x.shape()[0];
         let (k, p, o) = (self.k(), self.p(), self.out[0]);
         let (c, h, w) = self.input;
         debug_assert_eq!(x.shape()[1..], [c, h, w]);
         reuse(&mut self.y, &[n, o, self.out[1], self.out[2]]);
-        self.cols.resize(n * k * p, 0.0);
+        // Training keeps every image's columns for backward; evaluation needs one column buffer
+        // per worker thread only (a batch of 1,000 CIFAR images would otherwise take gigabytes).
+        self.trained = matches!(mode, Mode::Train { .. });
+        let slots = if self.trained { n } else { rayon::current_num_threads().min(n) };
+        self.cols.resize(slots * k * p, 0.0);
+        let cols = SendPtr(self.cols.as_mut_ptr());
+        let trained = self.trained;
         let (win, (oh, ow)) = (self.win, (self.out[1], self.out[2]));
         let weight = data(&self.weight.value);
         let bias = self.bias.as_ref().map(|b| data(&b.value));
         data_mut(&mut self.y)
             .par_chunks_mut(o * p)
-            .zip(self.cols.par_chunks_mut(k * p))
             .zip(data(x).par_chunks(c * h * w))
-            .for_each(|((y, cols), x)| {
+            .enumerate()
+            .for_each(|(i, (y, x))| {
+                let slot = if trained { i } else { rayon::current_thread_index().unwrap_or(0) % slots };
+                // SAFETY: in training each image has its own slot; in evaluation each worker
+                // thread does (a task runs start to finish on one thread, and im2col and sgemm
+                // start no parallel work that could interleave another task on it).
+                let cols = unsafe { std::slice::from_raw_parts_mut(cols.get().add(slot * k * p), k * p) };
                 im2col(x, (c, h, w), win, oh, ow, cols);
                 sgemm(o, p, k, weight, false, cols, false, y, false);
                 if let Some(b) = bias {
@@ -212,6 +227,7 @@ impl Layer for Conv2d {
     }
 
     fn backward(&mut self, dy: &Tensor) -> &Tensor {
+        assert!(self.trained, "conv backward needs the columns of a training-mode forward");
         let n = dy.shape()[0];
         let (k, p, o) = (self.k(), self.p(), self.out[0]);
         let (c, h, w) = self.input;
@@ -288,6 +304,9 @@ mod tests {
     use super::*;
     use crate::layers::gradcheck::{check_layer, seeded};
 
+    /// Backward needs a training-mode forward; convolution itself has no random choices.
+    const TRAIN: Mode = Mode::Train { seed: 0 };
+
     fn conv(
         input: &[usize],
         o: usize,
@@ -316,12 +335,24 @@ mod tests {
         c
     }
 
+    /// Evaluation shares one column buffer per thread; it must give what training gives.
+    #[test]
+    fn conv_eval_forward_matches_training_forward() {
+        let x = seeded(&[7, 3, 9, 8], 5);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        pool.install(|| {
+            let mut c = conv(&[3, 9, 8], 5, (3, 3), 1, 1, true);
+            let train = c.forward(&x, TRAIN).clone();
+            assert_eq!(c.forward(&x, Mode::Eval), &train);
+        });
+    }
+
     #[test]
     fn conv_grad_batch1_odd_nonsquare() {
         check_layer(
             &mut conv(&[2, 5, 7], 3, (3, 3), 1, 0, true),
             &[1, 2, 5, 7],
-            Mode::Eval,
+            TRAIN,
         );
     }
 
@@ -330,7 +361,7 @@ mod tests {
         check_layer(
             &mut conv(&[3, 7, 6], 4, (3, 3), 2, 1, true),
             &[3, 3, 7, 6],
-            Mode::Eval,
+            TRAIN,
         );
     }
 
@@ -340,7 +371,7 @@ mod tests {
         check_layer(
             &mut conv(&[2, 6, 5], 2, (2, 3), 1, 2, false),
             &[9, 2, 6, 5],
-            Mode::Eval,
+            TRAIN,
         );
     }
 
@@ -359,7 +390,7 @@ mod tests {
                 .assign(&Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1., 0., 0., -1.]).unwrap()),
             _ => p.value.fill(0.5),
         });
-        assert_eq!(data(c.forward(&x, Mode::Eval)), &[-3.5; 4]);
+        assert_eq!(data(c.forward(&x, TRAIN)), &[-3.5; 4]);
 
         let mut c = conv(&[1, 3, 3], 1, (2, 2), 2, 1, true);
         c.visit_params(&mut |p| match p.name {
@@ -372,7 +403,7 @@ mod tests {
         // tap (0,0) reads padded(r,c), tap (1,1) reads padded(r+1,c+1) = x[r][c].
         // (0,0): 0 - x00 = -1; (0,2): 0 - x01... padded(1,3) = x[0][2] = 3 → -3;
         // (2,0): 0 - x[2][0] = -7; (2,2): x[1][1] - x[2][2] = 5 - 9 = -4.
-        assert_eq!(data(c.forward(&x, Mode::Eval)), &[-0.5, -2.5, -6.5, -3.5]);
+        assert_eq!(data(c.forward(&x, TRAIN)), &[-0.5, -2.5, -6.5, -3.5]);
     }
 
     /// The two input-gradient paths agree (to rounding) wherever the faster one applies.
@@ -390,7 +421,7 @@ mod tests {
                 let mut l = conv(&[c, h, w], o, (k, k), 1, pad, true);
                 assert!(l.transposed_conv_applies());
                 l.force_col2im = force;
-                let y = l.forward(&x, Mode::Eval).clone();
+                let y = l.forward(&x, TRAIN).clone();
                 l.backward(&y).clone()
             };
             let (a, b) = (grads(false), grads(true));
@@ -407,7 +438,7 @@ mod tests {
     fn conv_grad_same_padding_uses_the_transposed_convolution() {
         let mut l = conv(&[2, 6, 5], 3, (3, 3), 1, 1, true);
         assert!(l.transposed_conv_applies());
-        check_layer(&mut l, &[3, 2, 6, 5], Mode::Eval);
+        check_layer(&mut l, &[3, 2, 6, 5], TRAIN);
     }
 
     #[test]
@@ -433,7 +464,7 @@ mod tests {
                 .unwrap();
             pool.install(|| {
                 let mut c = conv(&[3, 9, 8], 5, (3, 3), 1, 1, true);
-                let y = c.forward(&x, Mode::Eval).clone();
+                let y = c.forward(&x, TRAIN).clone();
                 let dx = c.backward(&y).clone();
                 let mut grads = Vec::new();
                 c.visit_params(&mut |p| grads.push(p.grad.clone()));
