@@ -43,6 +43,9 @@ pub struct TrainConfig {
     pub log: Option<PathBuf>,
     pub keep_best: bool,
     pub skip_bad: bool,
+    /// With `--plots`: the folder that receives `loss.png` and `accuracy.png` after every epoch.
+    #[serde(default)]
+    pub plots: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -58,6 +61,25 @@ pub struct TrainState {
     pub correct: u64,
     pub seen: u64,
     /// Wall-clock seconds spent training so far, across resumes.
+    pub seconds: f64,
+    /// One record per finished epoch, for the training curves (kept across resumes).
+    #[serde(default)]
+    pub history: Vec<EpochRecord>,
+}
+
+/// The figures of one finished epoch (the same as a line of the CSV log).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: u64,
+    /// Running mean over the epoch's batches, in training mode (augmentation, dropout).
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    /// `None` without a validation set.
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    /// The learning rate of the epoch's last step.
+    pub lr: f64,
     pub seconds: f64,
 }
 

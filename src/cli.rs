@@ -31,6 +31,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Print the class probabilities of image files.
     Predict(PredictArgs),
+    /// Fit a softmax temperature on held-out images so that probabilities match accuracy.
+    Calibrate(CalibrateArgs),
     /// Show an architecture layer by layer, or a saved model's details.
     Summary(SummaryArgs),
     /// Measure training and inference speed on synthetic data.
@@ -146,6 +148,10 @@ pub struct TrainArgs {
     /// Append per-epoch metrics to this CSV file
     #[arg(long)]
     pub log: Option<PathBuf>,
+    /// Write loss.png and accuracy.png (training and validation curves) to this folder after
+    /// every epoch
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
     /// Which model to keep at --out
     #[arg(long, value_enum, default_value_t = KeepArg::Best)]
     pub keep: KeepArg,
@@ -185,13 +191,69 @@ pub struct EvalArgs {
     /// Skip unreadable images in folder datasets instead of failing
     #[arg(long)]
     pub skip_bad: bool,
+    /// Also report coverage (share of images whose top probability is at least P) and the
+    /// accuracy on those images
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    pub min_confidence: Option<f32>,
+    /// Write confusion.png and reliability.png to this folder
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    cnn calibrate --model models/mnist.cnn\n  \
+    cnn calibrate --model models/model.cnn --dataset photos/ --out models/calibrated.cnn\n\n\
+    The temperature is fitted on validation images: the split a training run holds out (same \
+    --val-split and seed as the run, recorded in the model) or a folder's val/. Never the test \
+    set: it must stay unseen to measure the calibrated model honestly. A training run may have \
+    used the same validation images to pick its best epoch; that is fine.")]
+pub struct CalibrateArgs {
+    /// The model to calibrate; rewritten in place unless --out is given
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// Where to write the calibrated model (default: over --model)
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// mnist, fashion-mnist, cifar10, or an image folder (default: the model's training set)
+    #[arg(long, short)]
+    pub dataset: Option<String>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Fraction of the training set held out as validation (default: the training run's, as
+    /// recorded in the model, else 0.1); ignored for a folder with val/
+    #[arg(long)]
+    pub val_split: Option<f32>,
+    /// Seed of the validation split (default: the training run's seed)
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Skip unreadable images in folder datasets instead of failing
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+/// A probability in [0, 1].
+fn parse_probability(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{s}` is not a probability between 0 and 1")),
+    }
 }
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
     cnn predict data/samples/*.png\n  \
     cnn predict --model models/cifar.cnn photos/ --top-k 3\n  \
-    cnn predict my-digit.jpg --json")]
+    cnn predict my-digit.jpg --json\n  \
+    cnn predict photo.jpg --min-confidence 0.9     say `uncertain` below 90%\n  \
+    cnn predict my-digit.jpg --explain             writes my-digit.explain.png")]
 pub struct PredictArgs {
     /// Image files, or folders of images
     #[arg(required = true)]
@@ -207,6 +269,15 @@ pub struct PredictArgs {
     /// Feed the image as is (resized), without MNIST-style digit preparation
     #[arg(long)]
     pub no_preprocess: bool,
+    /// Answer `uncertain` (JSON: class null) when the top probability is below P
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    pub min_confidence: Option<f32>,
+    /// Write an occlusion map, <image name>.explain.png: which pixels the prediction rests on
+    #[arg(long)]
+    pub explain: bool,
+    /// Folder for the --explain images (default: the current folder); implies --explain
+    #[arg(long, value_name = "DIR")]
+    pub explain_dir: Option<PathBuf>,
     #[arg(long)]
     pub threads: Option<usize>,
 }

@@ -19,11 +19,13 @@
 //! [`model_file`] stores what `graph` and `data` need to rebuild the same network and
 //! preprocessing; [`commands`] wire these together and own all printing.
 
+pub mod calibration;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod data;
 pub mod error;
+pub mod explain;
 pub mod fsutil;
 pub mod graph;
 pub mod kernels;
@@ -32,6 +34,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model_file;
 pub mod optim;
+pub mod plot;
 pub mod preprocess;
 pub mod rng;
 pub mod schedule;

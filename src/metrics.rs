@@ -50,13 +50,30 @@ pub struct Report {
     pub confusion: Vec<Vec<usize>>,
     pub per_class: Vec<ClassFigures>,
     pub most_confused: Vec<Confusion>,
+    /// Per image: the top probability and whether the top class was right (for reliability
+    /// diagrams and coverage figures; not serialised).
+    #[serde(skip)]
+    pub confidence_correct: Vec<(f32, bool)>,
 }
 
 pub const ECE_BINS: usize = 15;
 
-/// Expected calibration error: Σ_b (n_b/N)·|accuracy_b − confidence_b| over equal-width bins of
-/// the top probability. Inputs: per image, its top probability and whether it was right.
-pub fn ece(confidence_correct: &[(f32, bool)], bins: usize) -> f64 {
+/// One bin of a reliability diagram: the images whose top probability lies in `[lo, hi)` (the
+/// last bin includes 1), their mean top probability and the fraction of them that were right.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Bin {
+    pub lo: f64,
+    pub hi: f64,
+    pub count: usize,
+    /// Mean top probability of the images in the bin (0 when empty).
+    pub confidence: f64,
+    /// Fraction right (0 when empty).
+    pub accuracy: f64,
+}
+
+/// Equal-width bins of the top probability. Inputs: per image, its top probability and whether
+/// it was right.
+pub fn reliability(confidence_correct: &[(f32, bool)], bins: usize) -> Vec<Bin> {
     let mut count = vec![0usize; bins];
     let mut conf = vec![0f64; bins];
     let mut right = vec![0usize; bins];
@@ -66,14 +83,56 @@ pub fn ece(confidence_correct: &[(f32, bool)], bins: usize) -> f64 {
         conf[b] += c as f64;
         right[b] += ok as usize;
     }
-    let n = confidence_correct.len().max(1) as f64;
     (0..bins)
-        .filter(|&b| count[b] > 0)
         .map(|b| {
-            let nb = count[b] as f64;
-            nb / n * (right[b] as f64 / nb - conf[b] / nb).abs()
+            let nb = count[b].max(1) as f64;
+            Bin {
+                lo: b as f64 / bins as f64,
+                hi: (b + 1) as f64 / bins as f64,
+                count: count[b],
+                confidence: conf[b] / nb,
+                accuracy: right[b] as f64 / nb,
+            }
         })
+        .collect()
+}
+
+/// Expected calibration error: Σ_b (n_b/N)·|accuracy_b − confidence_b| over equal-width bins of
+/// the top probability. Inputs: per image, its top probability and whether it was right.
+pub fn ece(confidence_correct: &[(f32, bool)], bins: usize) -> f64 {
+    let n = confidence_correct.len().max(1) as f64;
+    reliability(confidence_correct, bins)
+        .iter()
+        .map(|b| b.count as f64 / n * (b.accuracy - b.confidence).abs())
         .sum()
+}
+
+/// Selective prediction at one threshold: answer only when the top probability is at least
+/// `threshold`, abstain otherwise.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Coverage {
+    pub threshold: f64,
+    /// Fraction of images answered (top probability ≥ threshold).
+    pub coverage: f64,
+    /// Accuracy on the answered images; `None` when none is answered.
+    pub accuracy: Option<f64>,
+}
+
+/// The coverage and the accuracy on the covered images at `threshold`. The comparison is made
+/// in `f32`, as `cnn predict --min-confidence` makes it.
+pub fn coverage(confidence_correct: &[(f32, bool)], threshold: f64) -> Coverage {
+    let covered: Vec<bool> = confidence_correct
+        .iter()
+        .filter(|(c, _)| *c >= threshold as f32)
+        .map(|&(_, ok)| ok)
+        .collect();
+    let n = confidence_correct.len().max(1) as f64;
+    Coverage {
+        threshold,
+        coverage: covered.len() as f64 / n,
+        accuracy: (!covered.is_empty())
+            .then(|| covered.iter().filter(|&&ok| ok).count() as f64 / covered.len() as f64),
+    }
 }
 
 impl Report {
@@ -161,6 +220,7 @@ impl Report {
             confusion,
             per_class,
             most_confused: pairs,
+            confidence_correct: conf,
         }
     }
 }
@@ -210,5 +270,31 @@ mod tests {
         // Overconfident: says 0.99, right 60% of the time.
         let over: Vec<(f32, bool)> = (0..10_000).map(|_| (0.99, rng.uniform() < 0.6)).collect();
         assert!((ece(&over, ECE_BINS) - 0.39).abs() < 0.02);
+        // Underconfident: says 0.55, right 95% of the time.
+        let under: Vec<(f32, bool)> = (0..10_000).map(|_| (0.55, rng.uniform() < 0.95)).collect();
+        assert!((ece(&under, ECE_BINS) - 0.40).abs() < 0.02);
+    }
+
+    /// Hand-worked: confidences 0.1 (wrong), 0.95 and 0.97 (right), 0.99 (wrong), 4 bins.
+    #[test]
+    fn reliability_bins_and_coverage_hand_worked() {
+        let cc = [(0.1, false), (0.95, true), (0.97, true), (0.99, false)];
+        let bins = reliability(&cc, 4);
+        assert_eq!(
+            bins.iter().map(|b| b.count).collect::<Vec<_>>(),
+            [1, 0, 0, 3]
+        );
+        assert!((bins[3].confidence - (0.95 + 0.97 + 0.99) / 3.0).abs() < 1e-6);
+        assert!((bins[3].accuracy - 2.0 / 3.0).abs() < 1e-12);
+        // ECE = 1/4·|0 − 0.1| + 3/4·|2/3 − 0.97|.
+        let want = 0.25 * 0.1 + 0.75 * (0.97f64 - 2.0 / 3.0);
+        assert!((ece(&cc, 4) - want).abs() < 1e-6);
+        // Top probability 1 falls in the last bin, not past it.
+        assert_eq!(reliability(&[(1.0, true)], 4)[3].count, 1);
+        let c = coverage(&cc, 0.96);
+        assert_eq!((c.coverage, c.accuracy), (0.5, Some(0.5)));
+        // At exactly the threshold the image counts as covered.
+        assert_eq!(coverage(&cc, 0.95).coverage, 0.75);
+        assert_eq!(coverage(&cc, 0.999).accuracy, None);
     }
 }

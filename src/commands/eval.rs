@@ -1,13 +1,27 @@
 //! `cnn eval`: measure a saved model on a dataset's test split.
 
 use super::init_threads;
-use super::train::evaluate;
+use super::train::infer_logits;
+use crate::calibration;
 use crate::cli::EvalArgs;
 use crate::data::{self, LoadOptions, Normalization};
-use crate::metrics::Report;
+use crate::metrics::{self, Coverage, ECE_BINS, Report};
 use crate::model_file::Model;
-use anyhow::{Result, bail};
+use crate::plot;
+use anyhow::{Context, Result, bail};
 use std::io::Write;
+
+/// Confidence thresholds of the coverage/accuracy table.
+const THRESHOLDS: [f64; 5] = [0.5, 0.8, 0.9, 0.95, 0.99];
+
+/// What eval adds to the report about probabilities: the temperature and the figures without
+/// it, and the coverage/accuracy trade-off of answering only above a confidence threshold.
+struct Confidence {
+    temperature: f32,
+    uncalibrated: Report,
+    table: Vec<Coverage>,
+    chosen: Option<Coverage>,
+}
 
 pub fn run(args: EvalArgs) -> Result<()> {
     init_threads(args.threads)?;
@@ -36,27 +50,130 @@ pub fn run(args: EvalArgs) -> Result<()> {
         std: model.norm_std.clone(),
     };
     let top_k = args.top_k.clamp(1, model.classes.len());
-    let report = evaluate(&mut net, &ds, &norm, args.batch_size.max(1), top_k);
+    let mut logits = infer_logits(&mut net, &ds, &norm, args.batch_size.max(1));
+    let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
+    let uncalibrated = Report::from_logits(&logits, &labels, &ds.classes, top_k);
+    // Every figure below uses the model's probabilities, softmax(logits / T); the top class,
+    // hence accuracy and the confusion matrix, does not depend on T.
+    let t = model.temperature;
+    calibration::scale(&mut logits, t);
+    let report = Report::from_logits(&logits, &labels, &ds.classes, top_k);
+    let cc = &report.confidence_correct;
+    let conf = Confidence {
+        temperature: t,
+        table: THRESHOLDS
+            .iter()
+            .map(|&p| metrics::coverage(cc, p))
+            .collect(),
+        chosen: args
+            .min_confidence
+            .map(|p| metrics::coverage(cc, calibration::readable(p))),
+        uncalibrated,
+    };
+    let plots = match &args.plots {
+        Some(dir) => write_plots(dir, &report, &conf, &ds.name)?,
+        None => Vec::new(),
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer(&mut out, &report)?;
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(m) = v.as_object_mut() {
+            use serde_json::json;
+            m.insert("temperature".into(), json!(calibration::readable(t)));
+            m.insert("ece_uncalibrated".into(), json!(conf.uncalibrated.ece));
+            m.insert("nll_uncalibrated".into(), json!(conf.uncalibrated.nll));
+            m.insert("coverage_table".into(), json!(conf.table));
+            if let Some(c) = &conf.chosen {
+                m.insert("min_confidence".into(), json!(c.threshold));
+                m.insert("coverage".into(), json!(c.coverage));
+                m.insert("covered_accuracy".into(), json!(c.accuracy));
+            }
+        }
+        serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;
     } else {
-        print_report(&mut out, &report, &ds.name)?;
+        print_report(&mut out, &report, &conf, &ds.name)?;
         if skipped > 0 {
             writeln!(out, "({skipped} unreadable images skipped)")?;
+        }
+        for p in &plots {
+            writeln!(out, "plot: {}", p.display())?;
         }
     }
     Ok(())
 }
 
-fn print_report(out: &mut impl Write, r: &Report, source: &str) -> Result<()> {
+/// `dir/confusion.png` and `dir/reliability.png`; returns their paths.
+fn write_plots(
+    dir: &std::path::Path,
+    r: &Report,
+    conf: &Confidence,
+    source: &str,
+) -> Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    let (confusion, reliability) = (dir.join("confusion.png"), dir.join("reliability.png"));
+    plot::confusion(
+        &confusion,
+        &format!(
+            "{source}: {} images, accuracy {:.2}%",
+            r.images,
+            100.0 * r.accuracy
+        ),
+        &r.classes,
+        &r.confusion,
+    )?;
+    let bins = metrics::reliability(&r.confidence_correct, ECE_BINS);
+    let scaled = conf.temperature != 1.0;
+    let before =
+        scaled.then(|| metrics::reliability(&conf.uncalibrated.confidence_correct, ECE_BINS));
+    let title = if scaled {
+        format!(
+            "Reliability: ECE {:.4} at T = {:.3} ({:.4} at T = 1)",
+            r.ece, conf.temperature, conf.uncalibrated.ece
+        )
+    } else {
+        format!("Reliability: ECE {:.4} ({} images)", r.ece, r.images)
+    };
+    plot::reliability(&reliability, &title, &bins, before.as_deref())?;
+    Ok(vec![confusion, reliability])
+}
+
+fn print_report(out: &mut impl Write, r: &Report, conf: &Confidence, source: &str) -> Result<()> {
+    let t = conf.temperature;
+    let at_t = if t != 1.0 {
+        format!(", at temperature {t:.4}")
+    } else {
+        String::new()
+    };
     writeln!(out, "dataset:   {source} ({} images)", r.images)?;
     writeln!(out, "accuracy:  {:.4}", r.accuracy)?;
     writeln!(out, "top-{}:     {:.4}", r.top_k, r.top_k_accuracy)?;
-    writeln!(out, "loss:      {:.4} (mean cross-entropy)", r.loss)?;
+    writeln!(out, "loss:      {:.4} (mean cross-entropy{at_t})", r.loss)?;
     writeln!(out, "brier:     {:.4}", r.brier)?;
-    writeln!(out, "ece:       {:.4} (15 bins)", r.ece)?;
+    writeln!(out, "ece:       {:.4} (15 bins{at_t})", r.ece)?;
+    if t != 1.0 {
+        writeln!(
+            out,
+            "ece T=1:   {:.4} (before temperature scaling; loss {:.4}, brier {:.4})",
+            conf.uncalibrated.ece, conf.uncalibrated.loss, conf.uncalibrated.brier
+        )?;
+    }
+    writeln!(
+        out,
+        "\nanswering only when the top probability is at least P:\n{:>8} {:>9} {:>9}",
+        "P", "coverage", "accuracy"
+    )?;
+    let row = |c: &Coverage| {
+        let acc = c.accuracy.map_or("-".to_string(), |a| format!("{a:.4}"));
+        format!("{:>8.2} {:>9.4} {acc:>9}", c.threshold, c.coverage)
+    };
+    for c in &conf.table {
+        writeln!(out, "{}", row(c))?;
+    }
+    if let Some(c) = &conf.chosen {
+        writeln!(out, "{}  (--min-confidence)", row(c))?;
+    }
     writeln!(out, "\nconfusion matrix (rows: actual, columns: predicted)")?;
     let width = r
         .classes

@@ -1,6 +1,7 @@
 //! The subcommands: each a thin driver that wires the library together and owns all printing.
 
 pub mod bench;
+pub mod calibrate;
 pub mod eval;
 pub mod predict;
 pub mod summary;
@@ -17,6 +18,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
         Command::Summary(a) => summary::run(a),
         Command::Bench(a) => bench::run(a),
     }

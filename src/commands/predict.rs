@@ -3,6 +3,7 @@
 use super::init_threads;
 use crate::cli::PredictArgs;
 use crate::data::{self, Dataset, Normalization};
+use crate::explain::{OcclusionConfig, occlusion};
 use crate::layers::Mode;
 use crate::loss::softmax;
 use crate::metrics::argmax;
@@ -52,6 +53,15 @@ pub fn run(args: PredictArgs) -> Result<()> {
         }
     }
     let top_k = args.top_k.unwrap_or(k).clamp(1, k);
+    let explain_dir = match (&args.explain_dir, args.explain) {
+        (Some(d), _) => Some(d.clone()),
+        (None, true) => Some(PathBuf::from(".")),
+        (None, false) => None,
+    };
+    if let Some(dir) = &explain_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    }
     let (mut x, mut labels) = (Tensor::zeros(vec![0]), Vec::new());
     let mut probs = vec![0.0f32; k];
     for chunk in ok.chunks(256) {
@@ -78,33 +88,74 @@ pub fn run(args: PredictArgs) -> Result<()> {
             &mut x,
             &mut labels,
         );
-        let logits = net.forward(&x, Mode::Eval);
-        for ((file, _), z) in chunk.iter().zip(data(logits).chunks(k)) {
+        let logits = data(net.forward(&x, Mode::Eval)).to_vec();
+        let len = x.len() / chunk.len().max(1);
+        for (i, ((file, _), z)) in chunk.iter().zip(logits.chunks(k)).enumerate() {
             let scaled: Vec<f32> = z.iter().map(|v| v / model.temperature).collect();
             softmax(&scaled, k, &mut probs);
             let pred = argmax(&probs);
             let mut order: Vec<usize> = (0..k).collect();
             order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+            // Below --min-confidence the answer is `uncertain`, naming the likeliest classes.
+            let uncertain = args.min_confidence.is_some_and(|p| probs[pred] < p);
+            let explanation = match &explain_dir {
+                Some(dir) => {
+                    let xi = &data(&x)[i * len..(i + 1) * len];
+                    let image = &chunk[i].1;
+                    Some(explain(
+                        &mut net,
+                        &model,
+                        file,
+                        dir,
+                        xi,
+                        image,
+                        pred,
+                        probs[pred],
+                    )?)
+                }
+                None => None,
+            };
             if args.json {
                 let mut p = serde_json::Map::new();
                 for &c in order.iter().take(top_k) {
                     p.insert(model.classes[c].clone(), serde_json::json!(probs[c]));
                 }
-                let line = serde_json::json!({
+                let mut line = serde_json::json!({
                     "file": file.display().to_string(),
-                    "class": model.classes[pred],
+                    "class": (!uncertain).then(|| &model.classes[pred]),
+                    "uncertain": uncertain,
                     "confidence": probs[pred],
                     "probabilities": p,
                 });
+                if let Some(path) = &explanation {
+                    line["explanation"] = serde_json::json!(path.display().to_string());
+                }
                 writeln!(out, "{line}")?;
             } else {
-                writeln!(
-                    out,
-                    "{}: {} ({:.1}%)",
-                    file.display(),
-                    model.classes[pred],
-                    100.0 * probs[pred]
-                )?;
+                if uncertain {
+                    let top: Vec<String> = order
+                        .iter()
+                        .take(2)
+                        .map(|&c| format!("{} {:.1}%", model.classes[c], 100.0 * probs[c]))
+                        .collect();
+                    writeln!(
+                        out,
+                        "{}: uncertain (top: {})",
+                        file.display(),
+                        top.join(", ")
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}: {} ({:.1}%)",
+                        file.display(),
+                        model.classes[pred],
+                        100.0 * probs[pred]
+                    )?;
+                }
+                if let Some(path) = &explanation {
+                    writeln!(out, "  explanation: {}", path.display())?;
+                }
                 for &c in order.iter().take(top_k) {
                     let mark = if c == pred { "*" } else { " " };
                     writeln!(out, "  {mark} {:<12} {:.4}", model.classes[c], probs[c])?;
@@ -120,6 +171,52 @@ pub fn run(args: PredictArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes `<dir>/<file stem>.explain.png`: the prepared input beside its occlusion map for the
+/// predicted class. Returns the path. Shapes: `x` is the normalised input `C×H×W` (flat),
+/// `image` the same image as bytes.
+#[allow(clippy::too_many_arguments)]
+fn explain(
+    net: &mut crate::graph::Network,
+    model: &Model,
+    file: &Path,
+    dir: &Path,
+    x: &[f32],
+    image: &Result<Vec<u8>>,
+    class: usize,
+    prob: f32,
+) -> Result<PathBuf> {
+    let Ok(image) = image else {
+        bail!("{}: no image to explain", file.display());
+    };
+    let stem = file
+        .file_stem()
+        .map_or("image".into(), |s| s.to_string_lossy().into_owned());
+    let name = format!("{stem}.explain.png");
+    let path = if dir == Path::new(".") {
+        PathBuf::from(name)
+    } else {
+        dir.join(name)
+    };
+    // `.explain.png` is never an input's own name, but a symlink or odd path could make it so.
+    if let (Ok(a), Ok(b)) = (path.canonicalize(), file.canonicalize())
+        && a == b
+    {
+        bail!("{}: would overwrite the input image", path.display());
+    }
+    let [_, h, w] = model.input;
+    let cfg = OcclusionConfig::for_input(h, w);
+    let heat = occlusion(net, x, model.input, class, model.temperature, &cfg);
+    let name = &model.classes[class];
+    let title = format!(
+        "{}: {name} ({:.1}%)",
+        file.file_name()
+            .map_or(stem.clone(), |n| n.to_string_lossy().into_owned()),
+        100.0 * prob
+    );
+    crate::plot::explanation(&path, &title, image, model.input, &heat, name)?;
+    Ok(path)
 }
 
 /// Files as given; folders replaced by the image files inside them (sorted, not recursive).

@@ -2,7 +2,7 @@
 //! CSV log, checkpoints, best-model keeping and exact resume.
 
 use super::{init_threads, load_arch};
-use crate::checkpoint::{self, TrainConfig, TrainState};
+use crate::checkpoint::{self, EpochRecord, TrainConfig, TrainState};
 use crate::cli::{AugmentArg, KeepArg, LossArg, OptimizerArg, ScheduleArg, TrainArgs};
 use crate::data::{self, Augment, Dataset, LoadOptions, Normalization};
 use crate::graph::Network;
@@ -41,7 +41,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let quiet = args.quiet;
     let (config, resumed) = match &args.resume {
         Some(path) => {
-            let (model, config, state, opt) = checkpoint::load(path)?;
+            let (model, mut config, state, opt) = checkpoint::load(path)?;
+            if args.plots.is_some() {
+                config.plots = args.plots.clone();
+            }
             (config, Some((path.clone(), model, state, opt)))
         }
         None => (resolve(&args)?, None),
@@ -160,6 +163,7 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         seed: a.seed,
         out: a.out.clone(),
         log: a.log.clone(),
+        plots: a.plots.clone(),
         keep_best: a.keep == KeepArg::Best,
         skip_bad: a.skip_bad,
     })
@@ -274,7 +278,16 @@ impl Trainer {
             warmup_steps: (cfg.warmup_epochs as f64 * steps_per_epoch as f64).round() as u64,
             total_steps: cfg.epochs * steps_per_epoch,
         };
-        let provenance = Provenance::new(cfg.dataset.clone(), cfg.epochs, cfg.seed);
+        let mut provenance = Provenance::new(cfg.dataset.clone(), cfg.epochs, cfg.seed);
+        // For `cnn calibrate`: the fraction held out, so that it fits on the same images.
+        let held_out = if cfg.val_split < 0.0 {
+            DEFAULT_VAL_SPLIT
+        } else {
+            cfg.val_split
+        };
+        provenance
+            .extra
+            .insert("val_split".into(), held_out.to_string());
         Ok(Trainer {
             cfg,
             quiet,
@@ -332,6 +345,10 @@ impl Trainer {
         if let Some(parent) = self.cfg.out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("{}: cannot create folder", parent.display()))?;
+        }
+        if let Some(dir) = &self.cfg.plots {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create folder", dir.display()))?;
         }
         while self.state.epoch < self.cfg.epochs {
             let epoch = self.state.epoch;
@@ -454,6 +471,21 @@ impl Trainer {
                 lr,
                 secs,
             )?;
+        }
+        self.state.history.push(EpochRecord {
+            epoch: epoch + 1,
+            train_loss,
+            train_accuracy: train_acc,
+            val_loss: val.as_ref().map(|r| r.loss),
+            val_accuracy: val.as_ref().map(|r| r.accuracy),
+            lr: lr as f64,
+            seconds: secs,
+        });
+        if let Some(dir) = &self.cfg.plots
+            && let Err(e) = crate::plot::training_curves(dir, &self.state.history)
+        {
+            // A plot is not worth losing a run for.
+            eprintln!("warning: {}", crate::error::one_line(&e));
         }
         let improved = match (&val, self.state.best_val_accuracy) {
             (Some(r), Some(best)) => r.accuracy > best,
