@@ -119,7 +119,14 @@ pub fn save(
 
 /// Reads a checkpoint: the model, settings, cursor and optimizer state.
 pub fn load(path: &Path) -> Result<(Model, TrainConfig, TrainState, Optimizer)> {
-    let c = crate::model_file::read(path, Kind::Checkpoint)?;
+    from_container(crate::model_file::read(path, Kind::Checkpoint)?, path)
+}
+
+/// [`load`] on a container already read from `path` (named in errors).
+pub fn from_container(
+    c: Container,
+    path: &Path,
+) -> Result<(Model, TrainConfig, TrainState, Optimizer)> {
     let field = |k: &str| {
         c.meta
             .get(k)

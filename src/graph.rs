@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 struct Node {
     name: String,
     spec: LayerSpec,
+    /// Shape of one input item, without the batch axis.
+    in_shape: Vec<usize>,
     layer: Box<dyn Layer>,
     /// Time spent in forward and backward since profiling was switched on.
     times: Option<(Duration, Duration)>,
@@ -25,6 +27,30 @@ pub struct Network {
     pub spec: ArchSpec,
     pub classes: usize,
     nodes: Vec<Node>,
+}
+
+/// Sizes [`Network::build_limited`] refuses, so that no architecture (from a file, a model file
+/// or a fuzzer) can make building allocate without bound, or overflow a size computation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuildLimits {
+    /// Trainable values and buffers of the whole network.
+    pub max_params: u64,
+    /// Values of one image's activation at any layer, and of one image's column buffer.
+    pub max_item_values: u64,
+    /// Kernel sides, padding and strides.
+    pub max_window: u64,
+}
+
+impl Default for BuildLimits {
+    /// 2^28 parameters (1 GiB of f32, about twice VGG-16), 2^28 values per image and layer
+    /// (1 GiB: e.g. 64 channels of 2048×2048), windows up to 4096.
+    fn default() -> Self {
+        BuildLimits {
+            max_params: 1 << 28,
+            max_item_values: 1 << 28,
+            max_window: 4096,
+        }
+    }
 }
 
 /// One row of `cnn summary`.
@@ -40,18 +66,57 @@ impl Network {
     /// Builds the network for `classes` classes with weights drawn from `seed`.
     /// An impossible shape is an error naming the line, the layer and the shapes.
     pub fn build(spec: &ArchSpec, classes: usize, seed: u64) -> Result<Network, String> {
+        Network::build_limited(spec, classes, seed, &BuildLimits::default())
+    }
+
+    /// [`Network::build`], refusing any layer that would take the network past `limits`
+    /// (checked before the layer allocates anything).
+    pub fn build_limited(
+        spec: &ArchSpec,
+        classes: usize,
+        seed: u64,
+        limits: &BuildLimits,
+    ) -> Result<Network, String> {
         if classes < 2 {
             return Err(format!(
                 "a classifier needs at least 2 classes, got {classes}"
             ));
         }
+        if classes as u64 > limits.max_item_values {
+            return Err(format!(
+                "{classes} classes are over the limit of {} values per layer",
+                limits.max_item_values
+            ));
+        }
+        let input_values = spec.input.iter().map(|&d| d as u128).product::<u128>();
+        if input_values > limits.max_item_values as u128 {
+            return Err(format!(
+                "the input {} has {input_values} values, over the limit of {} per image",
+                fmt_shape(&spec.input),
+                limits.max_item_values
+            ));
+        }
         let mut shape = spec.input.to_vec();
         let mut nodes: Vec<Node> = Vec::new();
         let mut counts = std::collections::HashMap::new();
+        let mut params: u128 = 0;
         for (i, (line, ls)) in spec.layers.iter().enumerate() {
             let count = counts.entry(ls.kind()).or_insert(0);
             *count += 1;
             let name = format!("{}{}", ls.kind(), count);
+            let too_big = |e: String| {
+                format!(
+                    "line {line}: {name} ({ls}) on input {}: {e}",
+                    fmt_shape(&shape)
+                )
+            };
+            params += check_size(ls, &shape, classes, limits).map_err(too_big)?;
+            if params > limits.max_params as u128 {
+                return Err(too_big(format!(
+                    "the network would have {params} parameters, over the limit of {}",
+                    limits.max_params
+                )));
+            }
             let mut rng = Rng::new(derive(seed, i as u64));
             let built: Result<Box<dyn Layer>, String> = match ls {
                 LayerSpec::Conv(cfg) => {
@@ -82,10 +147,11 @@ impl Network {
                     fmt_shape(&shape)
                 )
             })?;
-            shape = layer.out_shape().to_vec();
+            let in_shape = std::mem::replace(&mut shape, layer.out_shape().to_vec());
             nodes.push(Node {
                 name,
                 spec: ls.clone(),
+                in_shape,
                 layer,
                 times: None,
             });
@@ -185,6 +251,48 @@ impl Network {
         self.nodes.iter().map(|n| n.layer.macs()).sum()
     }
 
+    /// Bytes that training with batches of `batch` images needs, estimated from the shapes:
+    /// every parameter and buffer, a gradient per trainable value and two optimizer slots (Adam's
+    /// moments; SGD with momentum keeps one), plus per image: the input batch and, per layer,
+    /// the output and input-gradient buffers and what the layer keeps for backward (dense: its
+    /// input; batch norm: the normalised input; max pooling: the winners; dropout: the mask;
+    /// convolution: the column matrix, or the larger one of the transposed convolution), and per
+    /// group of `BATCH_CHUNK` (4) images a convolution's weight-gradient partial sum.
+    /// Allocator overhead and the matrix multiply's packing buffers are not counted.
+    pub fn memory_estimate(&mut self, batch: usize) -> u64 {
+        let n = batch as u128;
+        let mut values: u128 = 0;
+        self.visit_params(&mut |_, p| {
+            let len = p.value.len() as u128;
+            values += match p.kind {
+                ParamKind::Trainable => 4 * len,
+                ParamKind::Buffer => len,
+            };
+        });
+        let item = |s: &[usize]| s.iter().map(|&d| d as u128).product::<u128>();
+        values += n * item(&self.spec.input);
+        for node in &self.nodes {
+            let (x, y) = (item(&node.in_shape), item(node.layer.out_shape()));
+            let kept = match &node.spec {
+                LayerSpec::Dense { .. } | LayerSpec::BatchNorm | LayerSpec::Dropout(_) => x,
+                LayerSpec::MaxPool { .. } => y,
+                LayerSpec::Conv(cfg) => {
+                    let (c, hw) = (node.in_shape[0] as u128, item(&node.in_shape[1..]));
+                    let out = node.layer.out_shape();
+                    let (o, ohw) = (out[0] as u128, item(&out[1..]));
+                    let khw = cfg.kernel.0 as u128 * cfg.kernel.1 as u128;
+                    // Weight-gradient partial sums and the flipped kernel for the input gradient.
+                    let groups = n.div_ceil(crate::layers::BATCH_CHUNK as u128);
+                    values += (groups + 1) * o * c * khw;
+                    (c * khw * ohw).max(o * khw * hw)
+                }
+                _ => 0,
+            };
+            values += n * (x + y + kept);
+        }
+        u64::try_from(values * 4).unwrap_or(u64::MAX)
+    }
+
     /// Per layer: name, spec line, output shape, trainable parameters and MACs per image.
     pub fn summary(&mut self) -> Vec<LayerSummary> {
         let mut rows = Vec::new();
@@ -222,6 +330,85 @@ impl Network {
                 (n.name.clone(), f, b)
             })
             .collect()
+    }
+}
+
+/// The parameters `ls` would add on an input item of `shape`, after checking that its window,
+/// output and column buffer are within `limits`. Computed in `u128`, so nothing overflows; a
+/// shape the layer cannot take is left for the layer's constructor to explain.
+fn check_size(
+    ls: &LayerSpec,
+    shape: &[usize],
+    classes: usize,
+    limits: &BuildLimits,
+) -> Result<u128, String> {
+    let max_item = limits.max_item_values as u128;
+    let item: u128 = shape.iter().map(|&d| d as u128).product();
+    let over = |what: &str, v: u128| {
+        Err(format!(
+            "{what} would hold {v} values per image, over the limit of {max_item}"
+        ))
+    };
+    let window = |what: &str, v: usize| {
+        if v as u64 > limits.max_window {
+            Err(format!(
+                "{what} {v} is over the limit of {}",
+                limits.max_window
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match ls {
+        LayerSpec::Conv(cfg) => {
+            window("kernel height", cfg.kernel.0)?;
+            window("kernel width", cfg.kernel.1)?;
+            window("stride", cfg.stride)?;
+            window("padding", cfg.pad)?;
+            let &[c, h, w] = shape else { return Ok(0) };
+            let (o, kh, kw) = (
+                cfg.out_channels as u128,
+                cfg.kernel.0 as u128,
+                cfg.kernel.1 as u128,
+            );
+            let (c, h, w, pad, stride) = (
+                c as u128,
+                h as u128,
+                w as u128,
+                cfg.pad as u128,
+                cfg.stride.max(1) as u128,
+            );
+            let out_len =
+                |len: u128, k: u128| (len + 2 * pad).checked_sub(k).map(|d| d / stride + 1);
+            let (Some(oh), Some(ow)) = (out_len(h, kh), out_len(w, kw)) else {
+                return Ok(0);
+            };
+            if o * oh * ow > max_item {
+                return over("the output", o * oh * ow);
+            }
+            let cols = (c * kh * kw * oh * ow).max(o * kh * kw * h * w);
+            if cols > max_item {
+                return over("the column buffer", cols);
+            }
+            Ok(o * c * kh * kw + if cfg.bias { o } else { 0 })
+        }
+        LayerSpec::MaxPool { k, stride } | LayerSpec::AvgPool { k, stride } => {
+            window("window", *k)?;
+            window("stride", *stride)?;
+            Ok(0)
+        }
+        LayerSpec::Dense { out, bias } => {
+            let out = match out {
+                Width::Fixed(n) => *n as u128,
+                Width::Classes => classes as u128,
+            };
+            if out > max_item {
+                return over("the output", out);
+            }
+            Ok(out * item + if *bias { out } else { 0 })
+        }
+        LayerSpec::BatchNorm => Ok(4 * shape.first().copied().unwrap_or(0) as u128),
+        _ => Ok(0),
     }
 }
 
@@ -284,6 +471,77 @@ mod tests {
         let spec = parse("input 1 4 4\nconv 8 3\nflatten\ndense 5\n").unwrap();
         let err = Network::build(&spec, 10, 1).err().unwrap();
         assert!(err.contains("dense classes"), "{err}");
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_before_anything_is_allocated() {
+        let cases = [
+            // 784 × 2,000,000 weights: over 2^28.
+            (
+                "input 1 28 28\nflatten\ndense 2000000\ndense classes\n",
+                "line 3",
+                "parameters",
+            ),
+            // Padding that would overflow the output size computation.
+            (
+                "input 1 4 4\nconv 1 3 pad=18446744073709551615\nflatten\ndense classes\n",
+                "line 2",
+                "padding",
+            ),
+            (
+                "input 1 4 4\nmaxpool 100000\nflatten\ndense classes\n",
+                "line 2",
+                "window 100000",
+            ),
+            (
+                "input 65536 65536 65536\nflatten\ndense classes\n",
+                "input",
+                "per image",
+            ),
+            // 4096 channels of 8192×8192.
+            (
+                "input 1 8192 8192\nconv 4096 1\nflatten\ndense classes\n",
+                "line 2",
+                "the output would hold",
+            ),
+        ];
+        for (text, at, what) in cases {
+            let err = Network::build(&parse(text).unwrap(), 10, 1).err().unwrap();
+            assert!(
+                err.contains(at) && err.contains(what) && err.contains("limit"),
+                "{text:?}: {err}"
+            );
+        }
+        let small = BuildLimits {
+            max_params: 100,
+            ..BuildLimits::default()
+        };
+        let spec = parse("input 1 4 4\nconv 2 3\nflatten\ndense classes\n").unwrap();
+        // 20 + 18 = 38 parameters: within 100, but not within 37.
+        assert!(Network::build_limited(&spec, 2, 1, &small).is_ok());
+        let tight = BuildLimits {
+            max_params: 37,
+            ..small
+        };
+        let err = Network::build_limited(&spec, 2, 1, &tight).err().unwrap();
+        assert!(err.contains("38 parameters, over the limit of 37"), "{err}");
+    }
+
+    #[test]
+    fn memory_estimate_counts_parameters_and_per_image_buffers() {
+        let spec = parse("input 1 4 4\nconv 2 3\nflatten\ndense classes\n").unwrap();
+        let mut net = Network::build(&spec, 2, 1).unwrap();
+        // Worked by hand, in f32 values, for a batch of 4:
+        // parameters: conv 2·1·3·3 + 2 = 20, dense 2·8 + 2 = 18; ×4 (value, gradient, two
+        //   optimizer slots) = 152;
+        // input batch: 4 · 16 = 64;
+        // conv (1×4×4 → 2×2×2): per image input gradient 16 + output 8 + the larger column
+        //   matrix, max(1·9·4, 2·9·16) = 288, so 4 · 312 = 1248; one weight-gradient partial
+        //   (4 images a group) and the flipped kernel: 2 · 18 = 36;
+        // flatten: 4 · (8 + 8) = 64; dense: 4 · (8 in + 2 out + 8 kept input) = 72.
+        let values = 152 + 64 + 1248 + 36 + 64 + 72;
+        assert_eq!(net.memory_estimate(4), 4 * values);
+        assert!(net.memory_estimate(8) > net.memory_estimate(4));
     }
 
     /// Two Gaussian blobs per class in 2-D, lifted into a 1×4×4 image: a small conv net must

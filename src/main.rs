@@ -10,6 +10,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
+    ignore_file_size_signal();
     let cli = match cnn::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -35,5 +36,18 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+/// A write past the file-size limit (`ulimit -f`) raises SIGXFSZ, whose default action ends the
+/// process without a word. Ignored, the write fails with EFBIG ("File too large") instead, and
+/// the atomic writer reports it naming the file, removes its temporary file and leaves any
+/// existing file as it was.
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    // SAFETY: sets a disposition to SIG_IGN at start-up, before any other thread exists; no
+    // handler runs, so there is nothing to be signal-safe about.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }

@@ -20,7 +20,7 @@
 //! against the file size, with overflow-checked arithmetic, before anything is allocated.
 
 use crate::fsutil::atomic_write;
-use crate::graph::Network;
+use crate::graph::{BuildLimits, Network};
 use crate::spec::fmt_shape;
 use anyhow::{Result, anyhow, bail};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -211,7 +211,7 @@ pub fn write_borrowed(
 /// Reads a file of kind `expected`, checking everything listed in the module docs. Every error
 /// is one line naming the file and what is wrong with it.
 pub fn read(path: &Path, expected: Kind) -> Result<Container> {
-    let shown = path.display();
+    let shown = path.display().to_string();
     let fail = |msg: String| anyhow!("{shown}: {msg}");
     let file = File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
     let metadata = file
@@ -220,10 +220,21 @@ pub fn read(path: &Path, expected: Kind) -> Result<Container> {
     if metadata.is_dir() {
         return Err(fail(format!("is a directory, not a {}", expected.noun())));
     }
-    let len = metadata.len();
+    read_from(BufReader::new(file), metadata.len(), &shown, expected)
+}
+
+/// [`read`] on the bytes of a file, with `name` standing for it in error messages: the same
+/// checks, for fuzzing and for files already in memory.
+pub fn read_bytes(bytes: &[u8], name: &str, expected: Kind) -> Result<Container> {
+    read_from(bytes, bytes.len() as u64, name, expected)
+}
+
+/// Reads a container of `len` bytes from `inner`; `shown` names the file in errors.
+fn read_from(inner: impl Read, len: u64, shown: &str, expected: Kind) -> Result<Container> {
+    let fail = |msg: String| anyhow!("{shown}: {msg}");
     let io_fail = |e: io::Error| fail(format!("cannot read: {e}"));
     let mut r = HashingReader {
-        inner: BufReader::new(file),
+        inner,
         hasher: Sha256::new(),
     };
 
@@ -554,7 +565,16 @@ impl Model {
                 fmt_shape(&self.input)
             );
         }
-        let mut net = Network::build(&spec, self.classes.len(), 0)
+        // The parameters must all be in the file, so the file's own values bound what building
+        // may allocate: a damaged or hostile architecture cannot ask for much more than the
+        // file holds. The floor of 2^20 (8 MB with gradients) lets a small mismatch through to
+        // `load_params`, which names the parameter and both shapes.
+        let stored: u64 = self.params.iter().map(|t| t.data.len() as u64).sum();
+        let limits = BuildLimits {
+            max_params: stored.max(1 << 20).min(BuildLimits::default().max_params),
+            ..BuildLimits::default()
+        };
+        let mut net = Network::build_limited(&spec, self.classes.len(), 0, &limits)
             .map_err(|e| anyhow!("architecture: {e}"))?;
         load_params(&mut net, &self.params)?;
         Ok(net)

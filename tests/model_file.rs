@@ -584,3 +584,24 @@ fn random_garbage_never_panics() {
         let _ = model_file::read(&path, Kind::Checkpoint);
     }
 }
+
+/// The parameters must all be in the file, so an architecture asking for far more values than
+/// the file holds (over 2^20 here) is refused before the network is built: a damaged or hostile
+/// model cannot make loading allocate (here, 2.5 billion weights, 20 GB with their gradients).
+#[test]
+fn an_architecture_larger_than_the_file_is_refused_before_building() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = std::time::Instant::now();
+    let msg = load_error(dir.path(), |m, _| {
+        m["arch"] = json!("input 2 5 5\nflatten\ndense 50000000\ndense classes\n");
+    });
+    assert!(
+        msg.contains("line 3: dense1") && msg.contains("over the limit of 1048576"),
+        "{msg}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+}

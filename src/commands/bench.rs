@@ -60,6 +60,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let spec = load_arch(&args.arch)?;
     let mut net = Network::build(&spec, args.classes, 1)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.arch))?;
+    super::check_memory(
+        &mut net,
+        args.batch_size.max(args.infer_batch_size),
+        &args.arch,
+    )?;
     let macs = net.macs();
     let input = net.input_shape();
     let (x, labels) = synthetic(args.batch_size, input, args.classes, 2);

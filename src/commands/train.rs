@@ -236,7 +236,7 @@ impl Trainer {
             );
         }
         let ckpt_path = ckpt_path(&cfg.out);
-        let (net, norm, opt, state) = match resumed {
+        let (mut net, norm, opt, state) = match resumed {
             Some((path, model, state, opt)) => {
                 if model.classes != train.classes {
                     bail!(
@@ -264,6 +264,7 @@ impl Trainer {
                 )
             }
         };
+        super::check_memory(&mut net, cfg.batch_size, &cfg.arch_name)?;
         let steps_per_epoch = train.len().div_ceil(cfg.batch_size) as u64;
         let schedule = Schedule {
             kind: match cfg.schedule {

@@ -88,6 +88,11 @@ pub fn load(dir: &Path, part: Part) -> Result<Dataset> {
 pub fn read_classes(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read the CIFAR-10 class names", path.display()))?;
+    parse_classes(&text, &path.display().to_string())
+}
+
+/// [`read_classes`] on the text of the file, with `name` standing for it in error messages.
+pub fn parse_classes(text: &str, name: &str) -> Result<Vec<String>> {
     let names: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -96,8 +101,7 @@ pub fn read_classes(path: &Path) -> Result<Vec<String>> {
         .collect();
     if names.len() != CLASS_COUNT {
         bail!(
-            "{}: holds {} class names, expected {CLASS_COUNT} (one a line)",
-            path.display(),
+            "{name}: holds {} class names, expected {CLASS_COUNT} (one a line)",
             names.len()
         );
     }
@@ -110,11 +114,13 @@ pub fn record_count(path: &Path) -> Result<usize> {
     let size = std::fs::metadata(path)
         .with_context(|| format!("{}: cannot open", path.display()))?
         .len();
-    if size == 0 || size % RECORD_LEN as u64 != 0 {
-        bail!(
-            "{}: {size} bytes is not a whole number of {RECORD_LEN}-byte CIFAR-10 records",
-            path.display()
-        );
+    records_in(size, &path.display().to_string())
+}
+
+/// The number of records in `size` bytes, which must be a positive multiple of [`RECORD_LEN`].
+fn records_in(size: u64, name: &str) -> Result<usize> {
+    if size == 0 || !size.is_multiple_of(RECORD_LEN as u64) {
+        bail!("{name}: {size} bytes is not a whole number of {RECORD_LEN}-byte CIFAR-10 records");
     }
     Ok((size / RECORD_LEN as u64) as usize)
 }
@@ -126,6 +132,21 @@ pub fn read_batch_into(path: &Path, images: &mut [u8], labels: &mut [u16]) -> Re
     if bytes.len() != labels.len() * RECORD_LEN {
         bail!("{}: changed size while being read", path.display());
     }
+    decode_into(&bytes, &path.display().to_string(), images, labels)
+}
+
+/// One batch file's bytes, checked as [`record_count`] and [`read_batch_into`] check a file,
+/// with `name` standing for it in error messages. Shapes: bytes → `N×3×32×32` bytes, `N` labels.
+pub fn parse_batch(bytes: &[u8], name: &str) -> Result<(Vec<u8>, Vec<u16>)> {
+    let n = records_in(bytes.len() as u64, name)?;
+    let mut images = vec![0u8; n * IMAGE_LEN];
+    let mut labels = vec![0u16; n];
+    decode_into(bytes, name, &mut images, &mut labels)?;
+    Ok((images, labels))
+}
+
+/// Splits whole records into `images` and `labels` (sized by the caller), checking each label.
+fn decode_into(bytes: &[u8], name: &str, images: &mut [u8], labels: &mut [u16]) -> Result<()> {
     let records = bytes.chunks_exact(RECORD_LEN);
     for (i, ((rec, im), l)) in records
         .zip(images.chunks_exact_mut(IMAGE_LEN))
@@ -134,8 +155,7 @@ pub fn read_batch_into(path: &Path, images: &mut [u8], labels: &mut [u16]) -> Re
     {
         if rec[0] as usize >= CLASS_COUNT {
             bail!(
-                "{}: record {i} has label {}, not below the class count {CLASS_COUNT}",
-                path.display(),
+                "{name}: record {i} has label {}, not below the class count {CLASS_COUNT}",
                 rec[0]
             );
         }

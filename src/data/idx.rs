@@ -14,7 +14,7 @@ use super::{Dataset, DatasetKind, Part};
 use anyhow::{Context, Result, bail};
 use flate2::read::MultiGzDecoder;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek};
+use std::io::{BufReader, Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -108,14 +108,27 @@ fn find(dir: &Path, base: &str, kind: &DatasetKind) -> Result<PathBuf> {
 
 /// Reads an IDX image file. Returns the bytes (`N×rows×cols`) and `[rows, cols]`.
 pub fn read_images(path: &Path) -> Result<(Vec<u8>, [usize; 2])> {
-    let mut file = IdxFile::open(path)?;
+    images_from(IdxFile::open(path)?)
+}
+
+/// [`read_images`] on the bytes of a file (raw or gzip), with `name` standing for the file in
+/// error messages; the same checks, in the same order.
+pub fn parse_images(bytes: &[u8], name: &str) -> Result<(Vec<u8>, [usize; 2])> {
+    images_from(IdxFile::new(
+        name.to_string(),
+        bytes.len() as u64,
+        Cursor::new(bytes),
+    )?)
+}
+
+fn images_from(mut file: IdxFile<'_>) -> Result<(Vec<u8>, [usize; 2])> {
     let mut header = [0u8; 16];
     file.header(&mut header)?;
+    let path = file.name.clone();
     let magic = be32(&header[0..4]);
     if magic != IMAGES_MAGIC {
         bail!(
-            "{}: not an IDX image file (magic number {magic:#010x}, expected {IMAGES_MAGIC:#010x})",
-            path.display()
+            "{path}: not an IDX image file (magic number {magic:#010x}, expected {IMAGES_MAGIC:#010x})"
         );
     }
     let (n, rows, cols) = (
@@ -124,10 +137,7 @@ pub fn read_images(path: &Path) -> Result<(Vec<u8>, [usize; 2])> {
         be32(&header[12..16]),
     );
     if rows == 0 || cols == 0 || rows > MAX_SIDE || cols > MAX_SIDE {
-        bail!(
-            "{}: header says images are {rows}×{cols}; expected sides from 1 to {MAX_SIDE}",
-            path.display()
-        );
+        bail!("{path}: header says images are {rows}×{cols}; expected sides from 1 to {MAX_SIDE}");
     }
     let payload = n as u64 * rows as u64 * cols as u64;
     let what = format!("{n} images of {rows}×{cols}");
@@ -137,22 +147,32 @@ pub fn read_images(path: &Path) -> Result<(Vec<u8>, [usize; 2])> {
 
 /// Reads an IDX label file, checking every label is below `classes`.
 pub fn read_labels(path: &Path, classes: usize) -> Result<Vec<u16>> {
-    let mut file = IdxFile::open(path)?;
+    labels_from(IdxFile::open(path)?, classes)
+}
+
+/// [`read_labels`] on the bytes of a file (raw or gzip), with `name` standing for the file.
+pub fn parse_labels(bytes: &[u8], classes: usize, name: &str) -> Result<Vec<u16>> {
+    labels_from(
+        IdxFile::new(name.to_string(), bytes.len() as u64, Cursor::new(bytes))?,
+        classes,
+    )
+}
+
+fn labels_from(mut file: IdxFile<'_>, classes: usize) -> Result<Vec<u16>> {
     let mut header = [0u8; 8];
     file.header(&mut header)?;
+    let path = file.name.clone();
     let magic = be32(&header[0..4]);
     if magic != LABELS_MAGIC {
         bail!(
-            "{}: not an IDX label file (magic number {magic:#010x}, expected {LABELS_MAGIC:#010x})",
-            path.display()
+            "{path}: not an IDX label file (magic number {magic:#010x}, expected {LABELS_MAGIC:#010x})"
         );
     }
     let n = be32(&header[4..8]);
     let bytes = file.payload(n as u64, 8, &format!("{n} labels"))?;
     if let Some(i) = bytes.iter().position(|&l| l as usize >= classes) {
         bail!(
-            "{}: label {} at index {i} is not below the class count {classes}",
-            path.display(),
+            "{path}: label {} at index {i} is not below the class count {classes}",
             bytes[i]
         );
     }
@@ -163,9 +183,10 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// An open IDX file, raw or gzip, that knows its path for error messages.
+/// An open IDX file (or the bytes of one), raw or gzip, that knows its name for error messages.
 struct IdxFile<'a> {
-    path: &'a Path,
+    /// The path as shown in messages.
+    name: String,
     /// Size on disk.
     size: u64,
     reader: Box<dyn Read + 'a>,
@@ -173,26 +194,34 @@ struct IdxFile<'a> {
 }
 
 impl<'a> IdxFile<'a> {
-    fn open(path: &'a Path) -> Result<Self> {
-        let mut file =
-            File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         let size = file
             .metadata()
             .with_context(|| format!("{}: cannot read", path.display()))?
             .len();
+        IdxFile::new(path.display().to_string(), size, file)
+    }
+
+    /// Wraps `source` of `size` bytes, looking at its first two bytes for the gzip magic.
+    fn new(name: String, size: u64, mut source: impl Read + Seek + 'a) -> Result<Self> {
         let mut magic = [0u8; 2];
-        let got = read_full(&mut file, &mut magic)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        file.rewind()
-            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let got =
+            read_full(&mut source, &mut magic).with_context(|| format!("{name}: cannot read"))?;
+        source
+            .rewind()
+            .with_context(|| format!("{name}: cannot read"))?;
         let gzip = got == 2 && magic == [0x1f, 0x8b];
-        let reader: Box<dyn Read> = if gzip {
-            Box::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file)))
+        let reader: Box<dyn Read + 'a> = if gzip {
+            Box::new(MultiGzDecoder::new(BufReader::with_capacity(
+                1 << 16,
+                source,
+            )))
         } else {
-            Box::new(file)
+            Box::new(source)
         };
         Ok(IdxFile {
-            path,
+            name,
             size,
             reader,
             gzip,
@@ -201,9 +230,9 @@ impl<'a> IdxFile<'a> {
 
     fn err_read(&self, e: std::io::Error) -> anyhow::Error {
         if self.gzip {
-            anyhow::anyhow!("{}: corrupt gzip data: {e}", self.path.display())
+            anyhow::anyhow!("{}: corrupt gzip data: {e}", self.name)
         } else {
-            anyhow::anyhow!("{}: cannot read: {e}", self.path.display())
+            anyhow::anyhow!("{}: cannot read: {e}", self.name)
         }
     }
 
@@ -212,7 +241,7 @@ impl<'a> IdxFile<'a> {
         if got < buf.len() {
             bail!(
                 "{}: truncated: {got} bytes, too short for an IDX header of {}",
-                self.path.display(),
+                self.name,
                 buf.len()
             );
         }
@@ -222,7 +251,7 @@ impl<'a> IdxFile<'a> {
     /// Reads exactly the `payload` bytes the header promised (describing them as `what`), after
     /// checking the file can hold them, and checks nothing follows.
     fn payload(&mut self, payload: u64, header_len: u64, what: &str) -> Result<Vec<u8>> {
-        let path = self.path.display();
+        let path = &self.name;
         let total = payload + header_len;
         if !self.gzip {
             if self.size != total {
