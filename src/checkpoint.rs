@@ -46,6 +46,13 @@ pub struct TrainConfig {
     /// With `--plots`: the folder that receives `loss.png` and `accuracy.png` after every epoch.
     #[serde(default)]
     pub plots: Option<PathBuf>,
+    /// With `--time-budget`: the wall-clock seconds the whole run may take; `epochs` is then
+    /// re-planned as training goes so that the schedule ends inside the budget.
+    #[serde(default)]
+    pub time_budget_secs: Option<f64>,
+    /// The most epochs a time budget may plan (`--epochs`).
+    #[serde(default)]
+    pub max_epochs: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

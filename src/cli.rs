@@ -161,9 +161,57 @@ pub struct TrainArgs {
     /// Skip unreadable images in folder datasets (and count them) instead of failing
     #[arg(long)]
     pub skip_bad: bool,
+    /// Fit the run into this much wall-clock time (e.g. 15m, 1h30m, 900s): the number of epochs
+    /// (at most --epochs, default 1000 here) is planned from measured speed, so the learning-rate
+    /// schedule ends on time
+    #[arg(long, value_parser = parse_duration)]
+    pub time_budget: Option<f64>,
     /// No progress bar and no per-epoch lines
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `90s`, `15m`, `1h30m`, `2h`, or plain seconds → seconds.
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    let bad = || format!("`{s}` is not a duration like 900s, 15m or 1h30m");
+    if let Ok(secs) = s.parse::<f64>() {
+        return if secs > 0.0 && secs.is_finite() { Ok(secs) } else { Err(bad()) };
+    }
+    let (mut total, mut num) = (0.0, String::new());
+    for ch in s.chars() {
+        if ch.is_ascii_digit() || ch == '.' {
+            num.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            'h' => 3600.0,
+            'm' => 60.0,
+            's' => 1.0,
+            _ => return Err(bad()),
+        };
+        total += num.parse::<f64>().map_err(|_| bad())? * unit;
+        num.clear();
+    }
+    if !num.is_empty() || total <= 0.0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_parse() {
+        use super::parse_duration as p;
+        assert_eq!(p("900"), Ok(900.0));
+        assert_eq!(p("15m"), Ok(900.0));
+        assert_eq!(p("1h30m"), Ok(5400.0));
+        assert_eq!(p("2h"), Ok(7200.0));
+        assert_eq!(p("45s"), Ok(45.0));
+        for bad in ["", "m", "15x", "-5", "1h30", "0"] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -428,3 +428,23 @@ fn the_shipped_model_reads_the_samples_and_drawn_digits() {
     assert_eq!(samples, 10);
     assert!(drawn >= 30 && drawn_right * 10 >= drawn * 9, "read {drawn_right} of {drawn} drawn digits");
 }
+
+/// `--time-budget` plans the number of epochs from measured speed and ends on time.
+#[test]
+fn a_time_budget_plans_the_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let mini = mini();
+    let o = cnn(
+        dir.path(),
+        &["train", "--dataset", "mnist", "--data-dir", &mini, "--arch", "lenet5", "--time-budget", "4s", "--out", "m.cnn"],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("time budget: planning"), "{err}");
+    let epochs = out.lines().filter(|l| l.starts_with("epoch")).count();
+    assert!(epochs >= 1, "{out}");
+    // Generous: a loaded CI machine may be slow, but the run must not ignore the budget.
+    assert!(t.elapsed() < Duration::from_secs(30), "took {:?}", t.elapsed());
+    assert_fails(&cnn(dir.path(), &["train", "--time-budget", "soon"]), 2, "soon");
+}

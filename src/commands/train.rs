@@ -25,6 +25,11 @@ use std::time::Instant;
 /// Label mixed into the seed for each kind of random choice, so they never share a stream.
 const DROPOUT_STREAM: u64 = 0xD0;
 
+/// With `--time-budget`, the first plan is made after this many steps of the first epoch.
+const PLAN_AFTER_STEPS: u64 = 20;
+/// Allowance for validation and checkpointing on top of an epoch's training steps (first plan).
+const VALIDATION_MARGIN: f64 = 1.08;
+
 /// Validation fraction when the dataset has none and `--val-split` is not given.
 const DEFAULT_VAL_SPLIT: f32 = 0.1;
 
@@ -109,7 +114,8 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     if batch_size == 0 {
         usage!("--batch-size must be at least 1");
     }
-    let epochs = a.epochs.unwrap_or(if colour { 30 } else { 10 });
+    let default_epochs = if a.time_budget.is_some() { 1000 } else if colour { 30 } else { 10 };
+    let epochs = a.epochs.unwrap_or(default_epochs);
     if epochs == 0 {
         usage!("--epochs must be at least 1");
     }
@@ -166,6 +172,8 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         plots: a.plots.clone(),
         keep_best: a.keep == KeepArg::Best,
         skip_bad: a.skip_bad,
+        time_budget_secs: a.time_budget,
+        max_epochs: epochs,
     })
 }
 
@@ -420,6 +428,12 @@ impl Trainer {
                 self.opt.step(&mut self.net, lr);
                 self.state.step += 1;
                 self.state.batch += 1;
+                if self.state.epoch == 0 && self.state.batch == PLAN_AFTER_STEPS.min(steps_per_epoch) {
+                    // First plan from the speed of the first steps; refined after every epoch.
+                    let per_step = started.elapsed().as_secs_f64() / self.state.batch as f64;
+                    self.plan_epochs(per_step * steps_per_epoch as f64 * VALIDATION_MARGIN);
+                    bar.set_prefix(format!("{}/{}", epoch + 1, self.cfg.epochs));
+                }
                 self.state.loss_sum += l as f64 * idx.len() as f64;
                 self.state.correct += correct as u64;
                 self.state.seen += idx.len() as u64;
@@ -436,8 +450,36 @@ impl Trainer {
             }
             bar.finish_and_clear();
             self.end_epoch(started)?;
+            let done = self.state.epoch;
+            if done > 0 && done < self.cfg.epochs {
+                self.plan_epochs(self.state.seconds / done as f64);
+            }
         }
         self.finish()
+    }
+
+    /// With a time budget, sets the number of epochs to what fits in the time left, given
+    /// `epoch_secs` per epoch, and stretches or shrinks the schedule to match. Never fewer than
+    /// the epochs already done plus the current one, never more than `--epochs`.
+    fn plan_epochs(&mut self, epoch_secs: f64) {
+        let Some(budget) = self.cfg.time_budget_secs else { return };
+        let (done, max) = (self.state.epoch, self.cfg.max_epochs.max(1));
+        let fits = if self.state.batch > 0 {
+            // Mid-epoch (the first plan): every epoch, this one included, takes `epoch_secs`.
+            (budget / epoch_secs.max(1e-9)).floor() as u64
+        } else {
+            let left = (budget - self.state.seconds).max(0.0);
+            done + (left / epoch_secs.max(1e-9)).floor() as u64
+        };
+        let planned = fits.clamp(done.max(1), max);
+        if planned != self.cfg.epochs {
+            self.cfg.epochs = planned;
+            let steps_per_epoch = self.train.len().div_ceil(self.cfg.batch_size) as u64;
+            self.schedule.total_steps = planned * steps_per_epoch;
+            if !self.quiet {
+                eprintln!("time budget: planning {planned} epochs ({epoch_secs:.1}s each)");
+            }
+        }
     }
 
     /// Validation, the epoch line, the CSV log, the kept model and the checkpoint.
