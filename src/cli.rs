@@ -175,7 +175,11 @@ pub struct TrainArgs {
 pub fn parse_duration(s: &str) -> Result<f64, String> {
     let bad = || format!("`{s}` is not a duration like 900s, 15m or 1h30m");
     if let Ok(secs) = s.parse::<f64>() {
-        return if secs > 0.0 && secs.is_finite() { Ok(secs) } else { Err(bad()) };
+        return if secs > 0.0 && secs.is_finite() {
+            Ok(secs)
+        } else {
+            Err(bad())
+        };
     }
     let (mut total, mut num) = (0.0, String::new());
     for ch in s.chars() {

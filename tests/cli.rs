@@ -426,7 +426,10 @@ fn the_shipped_model_reads_the_samples_and_drawn_digits() {
         }
     }
     assert_eq!(samples, 10);
-    assert!(drawn >= 30 && drawn_right * 10 >= drawn * 9, "read {drawn_right} of {drawn} drawn digits");
+    assert!(
+        drawn >= 30 && drawn_right * 10 >= drawn * 9,
+        "read {drawn_right} of {drawn} drawn digits"
+    );
 }
 
 /// `--time-budget` plans the number of epochs from measured speed and ends on time.
@@ -437,7 +440,19 @@ fn a_time_budget_plans_the_epochs() {
     let mini = mini();
     let o = cnn(
         dir.path(),
-        &["train", "--dataset", "mnist", "--data-dir", &mini, "--arch", "lenet5", "--time-budget", "4s", "--out", "m.cnn"],
+        &[
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            &mini,
+            "--arch",
+            "lenet5",
+            "--time-budget",
+            "4s",
+            "--out",
+            "m.cnn",
+        ],
     );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
@@ -445,6 +460,14 @@ fn a_time_budget_plans_the_epochs() {
     let epochs = out.lines().filter(|l| l.starts_with("epoch")).count();
     assert!(epochs >= 1, "{out}");
     // Generous: a loaded CI machine may be slow, but the run must not ignore the budget.
-    assert!(t.elapsed() < Duration::from_secs(30), "took {:?}", t.elapsed());
-    assert_fails(&cnn(dir.path(), &["train", "--time-budget", "soon"]), 2, "soon");
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_fails(
+        &cnn(dir.path(), &["train", "--time-budget", "soon"]),
+        2,
+        "soon",
+    );
 }

@@ -32,6 +32,11 @@ struct BenchReport {
     infer_gflops: f64,
     infer_reps_images_per_sec: Vec<f64>,
     peak_rss_mb: f64,
+    /// Best of several large square products on all threads: the machine's practical peak.
+    sgemm_peak_gflops: f64,
+    /// Convolution layers in training (forward, and backward's one or two products).
+    conv_train_gflops: f64,
+    conv_share_of_sgemm_peak: f64,
     layers: Vec<LayerTime>,
 }
 
@@ -95,6 +100,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let profile = net.profile();
     let steps = (args.reps * args.iters).max(1) as f64;
+    // Convolution throughput: MACs × 2 per product; forward, weight gradient, and the input
+    // gradient except for the first layer (which skips it).
+    let (mut conv_flops, mut conv_secs) = (0.0, 0.0);
+    for (i, (row, (_, f, b))) in net.summary().iter().zip(&profile).enumerate() {
+        if row.name.starts_with("conv") {
+            let products = if i == 0 { 2.0 } else { 3.0 };
+            conv_flops += row.macs as f64 * 2.0 * products * args.batch_size as f64;
+            conv_secs += (f.as_secs_f64() + b.as_secs_f64()) / steps;
+        }
+    }
+    let conv_gflops = if conv_secs > 0.0 {
+        conv_flops / conv_secs / 1e9
+    } else {
+        0.0
+    };
+    let peak = sgemm_peak_gflops();
 
     let (xi, _) = synthetic(args.infer_batch_size, input, args.classes, 3);
     for _ in 0..2 {
@@ -124,6 +145,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         infer_gflops: inf * macs as f64 * 2.0 / 1e9,
         infer_reps_images_per_sec: infer,
         peak_rss_mb: peak_rss_mb(),
+        sgemm_peak_gflops: peak,
+        conv_train_gflops: conv_gflops,
+        conv_share_of_sgemm_peak: conv_gflops / peak,
         layers: profile
             .into_iter()
             .map(|(name, f, b)| LayerTime {
@@ -161,6 +185,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     writeln!(out, "peak memory: {:.0} MB", report.peak_rss_mb)?;
     writeln!(
         out,
+        "convolutions: {:.1} GFLOP/s in training = {:.0}% of the measured sgemm peak ({:.1} GFLOP/s)",
+        conv_gflops,
+        100.0 * report.conv_share_of_sgemm_peak,
+        peak
+    )?;
+    writeln!(
+        out,
         "\nper training step (ms):\n{:<10} {:>9} {:>9}",
         "layer", "forward", "backward"
     )?;
@@ -176,6 +207,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     writeln!(out, "{:<10} {:>9.3} {:>9.3}", "total", tf, tb)?;
     Ok(())
+}
+
+/// The best rate of a few 1536³ products split over all threads (the same GEMM the layers use).
+fn sgemm_peak_gflops() -> f64 {
+    let n = 1536;
+    let mut r = Rng::new(4);
+    let a: Vec<f32> = (0..n * n).map(|_| r.normal()).collect();
+    let b: Vec<f32> = (0..n * n).map(|_| r.normal()).collect();
+    let mut c = vec![0.0f32; n * n];
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        crate::kernels::gemm::par_sgemm(n, n, n, &a, false, &b, false, &mut c, false);
+        best = best.max(2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    std::hint::black_box(&c);
+    best
 }
 
 fn ms(d: Duration) -> f64 {

@@ -114,7 +114,13 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     if batch_size == 0 {
         usage!("--batch-size must be at least 1");
     }
-    let default_epochs = if a.time_budget.is_some() { 1000 } else if colour { 30 } else { 10 };
+    let default_epochs = if a.time_budget.is_some() {
+        1000
+    } else if colour {
+        30
+    } else {
+        10
+    };
     let epochs = a.epochs.unwrap_or(default_epochs);
     if epochs == 0 {
         usage!("--epochs must be at least 1");
@@ -428,7 +434,9 @@ impl Trainer {
                 self.opt.step(&mut self.net, lr);
                 self.state.step += 1;
                 self.state.batch += 1;
-                if self.state.epoch == 0 && self.state.batch == PLAN_AFTER_STEPS.min(steps_per_epoch) {
+                if self.state.epoch == 0
+                    && self.state.batch == PLAN_AFTER_STEPS.min(steps_per_epoch)
+                {
                     // First plan from the speed of the first steps; refined after every epoch.
                     let per_step = started.elapsed().as_secs_f64() / self.state.batch as f64;
                     self.plan_epochs(per_step * steps_per_epoch as f64 * VALIDATION_MARGIN);
@@ -462,7 +470,9 @@ impl Trainer {
     /// `epoch_secs` per epoch, and stretches or shrinks the schedule to match. Never fewer than
     /// the epochs already done plus the current one, never more than `--epochs`.
     fn plan_epochs(&mut self, epoch_secs: f64) {
-        let Some(budget) = self.cfg.time_budget_secs else { return };
+        let Some(budget) = self.cfg.time_budget_secs else {
+            return;
+        };
         let (done, max) = (self.state.epoch, self.cfg.max_epochs.max(1));
         let fits = if self.state.batch > 0 {
             // Mid-epoch (the first plan): every epoch, this one included, takes `epoch_secs`.

@@ -198,7 +198,11 @@ impl Layer for Conv2d {
         // Training keeps every image's columns for backward; evaluation needs one column buffer
         // per worker thread only (a batch of 1,000 CIFAR images would otherwise take gigabytes).
         self.trained = matches!(mode, Mode::Train { .. });
-        let slots = if self.trained { n } else { rayon::current_num_threads().min(n) };
+        let slots = if self.trained {
+            n
+        } else {
+            rayon::current_num_threads().min(n)
+        };
         self.cols.resize(slots * k * p, 0.0);
         let cols = SendPtr(self.cols.as_mut_ptr());
         let trained = self.trained;
@@ -210,11 +214,16 @@ impl Layer for Conv2d {
             .zip(data(x).par_chunks(c * h * w))
             .enumerate()
             .for_each(|(i, (y, x))| {
-                let slot = if trained { i } else { rayon::current_thread_index().unwrap_or(0) % slots };
+                let slot = if trained {
+                    i
+                } else {
+                    rayon::current_thread_index().unwrap_or(0) % slots
+                };
                 // SAFETY: in training each image has its own slot; in evaluation each worker
                 // thread does (a task runs start to finish on one thread, and im2col and sgemm
                 // start no parallel work that could interleave another task on it).
-                let cols = unsafe { std::slice::from_raw_parts_mut(cols.get().add(slot * k * p), k * p) };
+                let cols =
+                    unsafe { std::slice::from_raw_parts_mut(cols.get().add(slot * k * p), k * p) };
                 im2col(x, (c, h, w), win, oh, ow, cols);
                 sgemm(o, p, k, weight, false, cols, false, y, false);
                 if let Some(b) = bias {
@@ -227,7 +236,10 @@ impl Layer for Conv2d {
     }
 
     fn backward(&mut self, dy: &Tensor) -> &Tensor {
-        assert!(self.trained, "conv backward needs the columns of a training-mode forward");
+        assert!(
+            self.trained,
+            "conv backward needs the columns of a training-mode forward"
+        );
         let n = dy.shape()[0];
         let (k, p, o) = (self.k(), self.p(), self.out[0]);
         let (c, h, w) = self.input;
@@ -339,7 +351,10 @@ mod tests {
     #[test]
     fn conv_eval_forward_matches_training_forward() {
         let x = seeded(&[7, 3, 9, 8], 5);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut c = conv(&[3, 9, 8], 5, (3, 3), 1, 1, true);
             let train = c.forward(&x, TRAIN).clone();
