@@ -66,15 +66,16 @@ impl Network {
     /// Builds the network for `classes` classes with weights drawn from `seed`.
     /// An impossible shape is an error naming the line, the layer and the shapes.
     pub fn build(spec: &ArchSpec, classes: usize, seed: u64) -> Result<Network, String> {
-        Network::build_limited(spec, classes, seed, &BuildLimits::default())
+        Network::build_limited(spec, classes, Some(seed), &BuildLimits::default())
     }
 
     /// [`Network::build`], refusing any layer that would take the network past `limits`
-    /// (checked before the layer allocates anything).
+    /// (checked before the layer allocates anything). Weights are drawn from `seed`, or left
+    /// zero when it is `None` (for weights about to be loaded from a file).
     pub fn build_limited(
         spec: &ArchSpec,
         classes: usize,
-        seed: u64,
+        seed: Option<u64>,
         limits: &BuildLimits,
     ) -> Result<Network, String> {
         if classes < 2 {
@@ -117,10 +118,10 @@ impl Network {
                     limits.max_params
                 )));
             }
-            let mut rng = Rng::new(derive(seed, i as u64));
+            let mut rng = seed.map(|seed| Rng::new(derive(seed, i as u64)));
             let built: Result<Box<dyn Layer>, String> = match ls {
                 LayerSpec::Conv(cfg) => {
-                    Conv2d::new(&shape, *cfg, &mut rng).map(|l| Box::new(l) as _)
+                    Conv2d::new(&shape, *cfg, rng.as_mut()).map(|l| Box::new(l) as _)
                 }
                 LayerSpec::MaxPool { k, stride } => {
                     MaxPool2d::new(&shape, *k, *stride).map(|l| Box::new(l) as _)
@@ -134,7 +135,7 @@ impl Network {
                         Width::Fixed(n) => *n,
                         Width::Classes => classes,
                     };
-                    Dense::new(&shape, out, *bias, &mut rng).map(|l| Box::new(l) as _)
+                    Dense::new(&shape, out, *bias, rng.as_mut()).map(|l| Box::new(l) as _)
                 }
                 LayerSpec::Relu => Ok(Box::new(Relu::new(&shape))),
                 LayerSpec::Dropout(p) => Dropout::new(&shape, *p).map(|l| Box::new(l) as _),
@@ -518,12 +519,14 @@ mod tests {
         };
         let spec = parse("input 1 4 4\nconv 2 3\nflatten\ndense classes\n").unwrap();
         // 20 + 18 = 38 parameters: within 100, but not within 37.
-        assert!(Network::build_limited(&spec, 2, 1, &small).is_ok());
+        assert!(Network::build_limited(&spec, 2, Some(1), &small).is_ok());
         let tight = BuildLimits {
             max_params: 37,
             ..small
         };
-        let err = Network::build_limited(&spec, 2, 1, &tight).err().unwrap();
+        let err = Network::build_limited(&spec, 2, Some(1), &tight)
+            .err()
+            .unwrap();
         assert!(err.contains("38 parameters, over the limit of 37"), "{err}");
     }
 

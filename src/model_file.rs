@@ -574,7 +574,7 @@ impl Model {
             max_params: stored.max(1 << 20).min(BuildLimits::default().max_params),
             ..BuildLimits::default()
         };
-        let mut net = Network::build_limited(&spec, self.classes.len(), 0, &limits)
+        let mut net = Network::build_limited(&spec, self.classes.len(), None, &limits)
             .map_err(|e| anyhow!("architecture: {e}"))?;
         load_params(&mut net, &self.params)?;
         Ok(net)
@@ -605,6 +605,13 @@ impl Model {
     /// The inverse of [`Model::meta`] plus the parameters: checks everything listed on
     /// [`Model::validate`]. Errors do not name a file; the caller adds it.
     pub fn from_parts(meta: Value, params: Vec<NamedTensor>) -> Result<Model> {
+        let model = Model::from_parts_unchecked(meta, params)?;
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// [`Model::from_parts`] without [`Model::validate`]'s checks (the caller makes them).
+    fn from_parts_unchecked(meta: Value, params: Vec<NamedTensor>) -> Result<Model> {
         let meta: ModelMeta =
             serde_json::from_value(meta).map_err(|e| anyhow!("model metadata: {e}"))?;
         let model = Model {
@@ -617,7 +624,6 @@ impl Model {
             provenance: meta.provenance,
             params,
         };
-        model.validate()?;
         Ok(model)
     }
 
@@ -640,6 +646,12 @@ impl Model {
     /// finite; every parameter finite; the architecture parses and builds for these classes; and
     /// the parameters match it exactly by name and shape.
     pub fn validate(&self) -> Result<()> {
+        self.check_fields()?;
+        self.build_network().map(|_| ())
+    }
+
+    /// Every check of [`Model::validate`] but building the network.
+    fn check_fields(&self) -> Result<()> {
         if self.classes.len() < 2 {
             bail!(
                 "classes: a classifier needs at least 2 classes, got {}",
@@ -684,7 +696,7 @@ impl Model {
                 );
             }
         }
-        self.build_network().map(|_| ())
+        Ok(())
     }
 
     /// Saves the model atomically after [`Model::validate`], so that a file that cannot be
@@ -702,12 +714,15 @@ impl Model {
         Model::from_container(container).map_err(|e| anyhow!("{}: {e:#}", path.display()))
     }
 
-    /// [`Model::load`] and [`Model::build_network`] in one step.
+    /// [`Model::load`] and [`Model::build_network`] in one step, building the network once
+    /// (building it is also the last of the load checks).
     pub fn load_with_network(path: &Path) -> Result<(Model, Network)> {
-        let model = Model::load(path)?;
-        let net = model
-            .build_network()
-            .map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+        let container = read(path, Kind::Model)?;
+        let named = |e: anyhow::Error| anyhow!("{}: {e:#}", path.display());
+        let model =
+            Model::from_parts_unchecked(container.meta, container.tensors).map_err(named)?;
+        model.check_fields().map_err(named)?;
+        let net = model.build_network().map_err(named)?;
         Ok((model, net))
     }
 }

@@ -141,7 +141,7 @@ pub fn arch(data: &[u8]) {
     let layers = |s: &cnn::spec::ArchSpec| s.layers.iter().map(|l| l.1.clone()).collect::<Vec<_>>();
     assert_eq!(layers(&again), layers(&spec));
     let classes = 3;
-    let Ok(mut net) = Network::build_limited(&spec, classes, 1, &ARCH_LIMITS) else {
+    let Ok(mut net) = Network::build_limited(&spec, classes, Some(1), &ARCH_LIMITS) else {
         return;
     };
     let batch = 2;

@@ -25,8 +25,7 @@ struct Confidence {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     init_threads(args.threads)?;
-    let model = Model::load(&args.model)?;
-    let mut net = model.build_network()?;
+    let (model, mut net) = Model::load_with_network(&args.model)?;
     let dataset = args
         .dataset
         .clone()

@@ -11,8 +11,7 @@ use std::io::Write;
 pub fn run(args: SummaryArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if let Some(path) = &args.model {
-        let model = Model::load(path)?;
-        let mut net = model.build_network()?;
+        let (model, mut net) = Model::load_with_network(path)?;
         let p = &model.provenance;
         writeln!(out, "model:      {}", path.display())?;
         writeln!(

@@ -60,7 +60,7 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Shapes: input item `C×H×W` → output item `O×OH×OW`.
-    pub fn new(input: &[usize], cfg: Conv2dConfig, rng: &mut Rng) -> Result<Self, String> {
+    pub fn new(input: &[usize], cfg: Conv2dConfig, rng: Option<&mut Rng>) -> Result<Self, String> {
         let &[c, h, w] = input else {
             return Err(format!(
                 "needs a C×H×W input, got {}",
@@ -334,7 +334,7 @@ mod tests {
             pad,
             bias,
         };
-        let mut c = Conv2d::new(input, cfg, &mut Rng::new(1)).unwrap();
+        let mut c = Conv2d::new(input, cfg, Some(&mut Rng::new(1))).unwrap();
         // Non-zero biases so their effect is visible to the check.
         c.visit_params(&mut |p| {
             if p.name == "bias" {
@@ -463,7 +463,7 @@ mod tests {
             kernel: (5, 5),
             ..Default::default()
         };
-        let err = Conv2d::new(&[1, 3, 3], cfg, &mut Rng::new(1))
+        let err = Conv2d::new(&[1, 3, 3], cfg, Some(&mut Rng::new(1)))
             .err()
             .unwrap();
         assert!(err.contains("5×5") && err.contains("3×3"), "{err}");

@@ -19,7 +19,12 @@ pub struct Dense {
 
 impl Dense {
     /// Shapes: `F` → `O`.
-    pub fn new(input: &[usize], outputs: usize, bias: bool, rng: &mut Rng) -> Result<Self, String> {
+    pub fn new(
+        input: &[usize],
+        outputs: usize,
+        bias: bool,
+        rng: Option<&mut Rng>,
+    ) -> Result<Self, String> {
         let &[f] = input else {
             return Err(format!(
                 "needs a flat input, got {}; put `flatten` (or `global_avgpool`) before it",
@@ -138,11 +143,11 @@ mod tests {
 
     #[test]
     fn dense_grad_batch1_and_batch3() {
-        let mut d = Dense::new(&[7], 5, true, &mut Rng::new(1)).unwrap();
+        let mut d = Dense::new(&[7], 5, true, Some(&mut Rng::new(1))).unwrap();
         d.bias.as_mut().unwrap().value.fill(0.3);
         check_layer(&mut d, &[1, 7], Mode::Eval);
         check_layer(
-            &mut Dense::new(&[9], 3, false, &mut Rng::new(2)).unwrap(),
+            &mut Dense::new(&[9], 3, false, Some(&mut Rng::new(2))).unwrap(),
             &[3, 9],
             Mode::Eval,
         );
@@ -152,7 +157,7 @@ mod tests {
     /// gives y = [2+6+0.5, -3, 6-1] = [8.5, -3, 5].
     #[test]
     fn dense_hand_worked() {
-        let mut d = Dense::new(&[2], 3, true, &mut Rng::new(1)).unwrap();
+        let mut d = Dense::new(&[2], 3, true, Some(&mut Rng::new(1))).unwrap();
         d.weight.value = Tensor::from_shape_vec(vec![3, 2], vec![1., 2., 0., -1., 3., 0.]).unwrap();
         d.bias.as_mut().unwrap().value =
             Tensor::from_shape_vec(vec![3], vec![0.5, 0., -1.]).unwrap();
@@ -162,7 +167,7 @@ mod tests {
 
     #[test]
     fn dense_after_a_conv_shape_asks_for_flatten() {
-        let err = Dense::new(&[3, 4, 4], 10, true, &mut Rng::new(1))
+        let err = Dense::new(&[3, 4, 4], 10, true, Some(&mut Rng::new(1)))
             .err()
             .unwrap();
         assert!(err.contains("flatten"), "{err}");

@@ -84,9 +84,21 @@ impl Param {
 
     /// He/Kaiming normal initialisation for a layer with `fan_in` inputs per output:
     /// N(0, 2/fan_in), suited to ReLU networks (He et al., "Delving Deep into Rectifiers", 2015).
-    pub fn kaiming(name: &'static str, shape: &[usize], fan_in: usize, rng: &mut Rng) -> Self {
-        let std = (2.0 / fan_in as f32).sqrt();
-        let value = Tensor::from_shape_fn(shape, |_| rng.normal() * std);
+    /// Without a generator the values are zeros, for a network whose weights are about to be
+    /// loaded from a file (drawing a million normals would dominate `cnn predict`'s run time).
+    pub fn kaiming(
+        name: &'static str,
+        shape: &[usize],
+        fan_in: usize,
+        rng: Option<&mut Rng>,
+    ) -> Self {
+        let value = match rng {
+            Some(rng) => {
+                let std = (2.0 / fan_in as f32).sqrt();
+                Tensor::from_shape_fn(shape, |_| rng.normal() * std)
+            }
+            None => Tensor::zeros(shape),
+        };
         Param::trainable(name, value)
     }
 }
