@@ -7,6 +7,7 @@
 use super::{Layer, Mode};
 use crate::rng::mix;
 use crate::tensor::{Tensor, data, data_mut, reuse};
+use rayon::prelude::*;
 
 pub struct Dropout {
     p: f32,
@@ -46,14 +47,21 @@ impl Layer for Dropout {
                 let keep = 1.0 / (1.0 - self.p);
                 // Compare 24-bit uniforms in integer form: drop when u < p.
                 let threshold = (self.p as f64 * (1u64 << 24) as f64) as u64;
-                self.mask.clear();
-                self.mask.extend((0..x.len() as u64).map(|i| {
-                    let u = mix(seed ^ mix(i)) >> 40;
-                    if u < threshold { 0.0 } else { keep }
-                }));
-                for ((y, &v), &m) in y.iter_mut().zip(data(x)).zip(&self.mask) {
-                    *y = v * m;
-                }
+                self.mask.resize(x.len(), 0.0);
+                // Each element's mask depends on its index alone, so chunks can run anywhere.
+                const CHUNK: usize = 1 << 14;
+                self.mask
+                    .par_chunks_mut(CHUNK)
+                    .zip(y.par_chunks_mut(CHUNK))
+                    .zip(data(x).par_chunks(CHUNK))
+                    .enumerate()
+                    .for_each(|(c, ((mask, y), x))| {
+                        for (j, ((m, y), &v)) in mask.iter_mut().zip(y).zip(x).enumerate() {
+                            let u = mix(seed ^ mix((c * CHUNK + j) as u64)) >> 40;
+                            *m = if u < threshold { 0.0 } else { keep };
+                            *y = v * *m;
+                        }
+                    });
             }
             _ => {
                 self.mask.clear();

@@ -2,6 +2,10 @@
 
 use super::{Layer, Mode};
 use crate::tensor::{Tensor, data, data_mut, reuse};
+use rayon::prelude::*;
+
+/// Elements per parallel task: large enough to amortise scheduling, small enough to share.
+const CHUNK: usize = 1 << 15;
 
 pub struct Relu {
     shape: Vec<usize>,
@@ -28,21 +32,28 @@ impl Layer for Relu {
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> &Tensor {
         reuse(&mut self.y, x.shape());
-        for (y, &v) in data_mut(&mut self.y).iter_mut().zip(data(x)) {
-            *y = v.max(0.0);
-        }
+        data_mut(&mut self.y)
+            .par_chunks_mut(CHUNK)
+            .zip(data(x).par_chunks(CHUNK))
+            .for_each(|(y, x)| {
+                for (y, &v) in y.iter_mut().zip(x) {
+                    *y = v.max(0.0);
+                }
+            });
         &self.y
     }
 
     fn backward(&mut self, dy: &Tensor) -> &Tensor {
         reuse(&mut self.dx, dy.shape());
-        for ((dx, &g), &y) in data_mut(&mut self.dx)
-            .iter_mut()
-            .zip(data(dy))
-            .zip(data(&self.y))
-        {
-            *dx = if y > 0.0 { g } else { 0.0 };
-        }
+        data_mut(&mut self.dx)
+            .par_chunks_mut(CHUNK)
+            .zip(data(dy).par_chunks(CHUNK))
+            .zip(data(&self.y).par_chunks(CHUNK))
+            .for_each(|((dx, dy), y)| {
+                for ((dx, &g), &y) in dx.iter_mut().zip(dy).zip(y) {
+                    *dx = if y > 0.0 { g } else { 0.0 };
+                }
+            });
         &self.dx
     }
 }
