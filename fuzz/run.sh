@@ -2,7 +2,8 @@
 # Builds one fuzz target with coverage instrumentation and runs libFuzzer on it, on one core.
 #
 #   fuzz/run.sh TARGET [SECONDS]     TARGET: idx, cifar, model_file or arch; SECONDS: default 60
-#   fuzz/run.sh --build-only         builds every target (what CI does, so they cannot rot)
+#   fuzz/run.sh --build-only         builds every target, instrumented
+#   fuzz/run.sh --check              type-checks every target (what CI does, so they cannot rot)
 #
 # Works on the stable toolchain: the instrumentation cargo-fuzz would ask nightly for is given
 # by stable codegen flags (LLVM's sanitizer-coverage pass, as libFuzzer expects it), and
@@ -30,12 +31,17 @@ export RUSTFLAGS="-Cpasses=sancov-module \
 # At most one core for the build as for the run.
 jobs=${FUZZ_BUILD_JOBS:-1}
 
+if [ "${1:-}" = "--check" ]; then
+    # No instrumentation needed to type-check; a target dir of its own keeps the flags apart.
+    RUSTFLAGS= cargo check -j "$jobs" --bins --target-dir target/check
+    exit 0
+fi
 if [ "${1:-}" = "--build-only" ]; then
     cargo build --release --target "$host" -j "$jobs" --bins
     exit 0
 fi
 
-target=${1:?usage: fuzz/run.sh TARGET [SECONDS] [libFuzzer flags...] | --build-only}
+target=${1:?usage: fuzz/run.sh TARGET [SECONDS] [libFuzzer flags...] | --build-only | --check}
 seconds=${2:-60}
 shift $(( $# >= 2 ? 2 : 1 ))
 if [[ ! " ${TARGETS[*]} " == *" $target "* ]]; then
