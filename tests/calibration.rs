@@ -3,20 +3,10 @@
 //! trained for two epochs on the shipped MNIST subset, serves every check.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn cnn(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cnn"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run cnn")
-}
+mod common;
+use common::{cnn, repo};
 
 /// Runs `cnn`, asserts success, returns stdout.
 fn ok(dir: &Path, args: &[&str]) -> String {

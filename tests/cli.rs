@@ -4,40 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn mini() -> String {
-    repo().join("data/mnist-mini").display().to_string()
-}
-
-fn cnn(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cnn"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run cnn")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-/// Asserts the exit code and that stderr is one `error:` line containing `needle`.
-fn assert_fails(o: &Output, code: i32, needle: &str) {
-    let (out, err) = text(o);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout:\n{out}\nstderr:\n{err}"
-    );
-    assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
-    assert!(!err.contains("panicked"), "panic:\n{err}");
-}
+mod common;
+use common::{assert_fails, cnn, mini, repo, text};
 
 /// A small, fast training run: LeNet-5 on 3,000 digits.
 const TRAIN: &[&str] = &[
@@ -349,7 +317,7 @@ fn bad_inputs_get_one_line_errors_and_the_right_exit_code() {
     assert_fails(
         &cnn(d, &["summary", "--model", "trunc.cnn"]),
         1,
-        "trunc.cnn",
+        &["trunc.cnn"],
     );
     let mut corrupt = bytes.clone();
     let mid = corrupt.len() / 2;
@@ -358,32 +326,32 @@ fn bad_inputs_get_one_line_errors_and_the_right_exit_code() {
     assert_fails(
         &cnn(d, &["predict", "--model", "corrupt.cnn", "x.png"]),
         1,
-        "corrupt.cnn",
+        &["corrupt.cnn"],
     );
     assert_fails(
         &cnn(d, &["eval", "--model", "missing.cnn"]),
         1,
-        "missing.cnn",
+        &["missing.cnn"],
     );
 
     assert_fails(
         &cnn(d, &["predict", "--model", "m.cnn", "nothere.png"]),
         1,
-        "nothere.png",
+        &["nothere.png"],
     );
     std::fs::write(d.join("notes.png"), "this is text, not a picture").unwrap();
     assert_fails(
         &cnn(d, &["predict", "--model", "m.cnn", "notes.png"]),
         1,
-        "notes.png",
+        &["notes.png"],
     );
 
-    assert_fails(&cnn(d, &["train", "--frobnicate"]), 2, "--frobnicate");
-    assert_fails(&cnn(d, &["train", "--optimizer", "adma"]), 2, "adma");
+    assert_fails(&cnn(d, &["train", "--frobnicate"]), 2, &["--frobnicate"]);
+    assert_fails(&cnn(d, &["train", "--optimizer", "adma"]), 2, &["adma"]);
     assert_fails(
         &cnn(d, &["summary", "--arch", "no-such-net"]),
         2,
-        "no-such-net",
+        &["no-such-net"],
     );
     std::fs::write(
         d.join("bad.arch"),
@@ -393,7 +361,7 @@ fn bad_inputs_get_one_line_errors_and_the_right_exit_code() {
     assert_fails(
         &cnn(d, &["summary", "--arch", "bad.arch"]),
         1,
-        "bad.arch: line 3",
+        &["bad.arch: line 3"],
     );
     let (out, _) = text(&cnn(d, &["--version"]));
     assert!(out.starts_with("cnn "), "{out}");
@@ -468,6 +436,6 @@ fn a_time_budget_plans_the_epochs() {
     assert_fails(
         &cnn(dir.path(), &["train", "--time-budget", "soon"]),
         2,
-        "soon",
+        &["soon"],
     );
 }

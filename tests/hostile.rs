@@ -10,42 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn mini() -> String {
-    repo().join("data/mnist-mini").display().to_string()
-}
-
-fn cnn(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cnn"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run cnn")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-/// Asserts the exit code, that stderr contains every needle, and that nothing panicked.
-fn assert_fails(o: &Output, code: i32, needles: &[&str]) {
-    let (out, err) = text(o);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout:\n{out}\nstderr:\n{err}"
-    );
-    for needle in needles {
-        assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
-    }
-    assert!(!err.contains("panicked"), "panic:\n{err}");
-}
+mod common;
+use common::{assert_fails, cnn, mini, repo, text};
 
 /// `cnn train` on the shipped MNIST subset with LeNet-5, batch 100, quietly, plus `extra`.
 fn train_args(extra: &[&str]) -> Vec<String> {

@@ -1,0 +1,46 @@
+//! Helpers shared by the integration tests that drive the real binary.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The project's root (where `data/` and `models/` are).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped MNIST subset, as a `--data-dir` argument.
+pub fn mini() -> String {
+    repo().join("data/mnist-mini").display().to_string()
+}
+
+/// Runs `cnn ARGS` in `dir`.
+pub fn cnn(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cnn"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run cnn")
+}
+
+/// Stdout and stderr as text.
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Asserts the exit code, that stderr contains every needle, and that nothing panicked.
+pub fn assert_fails(o: &Output, code: i32, needles: &[&str]) {
+    let (out, err) = text(o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
+    for needle in needles {
+        assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
+    }
+    assert!(!err.contains("panicked"), "panic:\n{err}");
+}
