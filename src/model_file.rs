@@ -714,6 +714,28 @@ impl Model {
         Model::from_container(container).map_err(|e| anyhow!("{}: {e:#}", path.display()))
     }
 
+    /// The input normalisation that training applied, for eval and predict to apply again.
+    pub fn normalization(&self) -> crate::data::Normalization {
+        crate::data::Normalization {
+            mean: self.norm_mean.clone(),
+            std: self.norm_std.clone(),
+        }
+    }
+
+    /// Refuses a dataset whose classes are not the model's, in the same order (`path` is the
+    /// model file, for the message).
+    pub fn check_classes(&self, path: &Path, dataset_classes: &[String]) -> Result<()> {
+        if dataset_classes != self.classes.as_slice() {
+            bail!(
+                "{}: the model's classes ({}) differ from the dataset's ({})",
+                path.display(),
+                self.classes.join(", "),
+                dataset_classes.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     /// [`Model::load`] and [`Model::build_network`] in one step, building the network once
     /// (building it is also the last of the load checks).
     pub fn load_with_network(path: &Path) -> Result<(Model, Network)> {

@@ -8,7 +8,7 @@ use super::init_threads;
 use super::train::infer_logits;
 use crate::calibration;
 use crate::cli::CalibrateArgs;
-use crate::data::{self, LoadOptions, Normalization};
+use crate::data::{self, LoadOptions};
 use crate::metrics::Report;
 use crate::model_file::Model;
 use crate::usage;
@@ -87,18 +87,8 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     let Some(val) = splits.val else {
         bail!("{dataset}: no validation images to calibrate on");
     };
-    if val.classes != model.classes {
-        bail!(
-            "{}: the model's classes ({}) differ from the dataset's ({})",
-            args.model.display(),
-            model.classes.join(", "),
-            val.classes.join(", ")
-        );
-    }
-    let norm = Normalization {
-        mean: model.norm_mean.clone(),
-        std: model.norm_std.clone(),
-    };
+    model.check_classes(&args.model, &val.classes)?;
+    let norm = model.normalization();
     let logits = infer_logits(&mut net, &val, &norm, args.batch_size.max(1));
     let labels: Vec<usize> = val.labels.iter().map(|&l| l as usize).collect();
     let before = Figures::of(&logits, &labels, &model.classes, model.temperature);

@@ -4,11 +4,11 @@ use super::init_threads;
 use super::train::infer_logits;
 use crate::calibration;
 use crate::cli::EvalArgs;
-use crate::data::{self, LoadOptions, Normalization};
+use crate::data::{self, LoadOptions};
 use crate::metrics::{self, Coverage, ECE_BINS, Report};
 use crate::model_file::Model;
 use crate::plot;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::io::Write;
 
 /// Confidence thresholds of the coverage/accuracy table.
@@ -36,18 +36,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         seed: 0,
     };
     let (ds, skipped) = data::load_eval(&dataset, args.data_dir.as_deref(), model.input, &opts)?;
-    if ds.classes != model.classes {
-        bail!(
-            "{}: the model's classes ({}) differ from the dataset's ({})",
-            args.model.display(),
-            model.classes.join(", "),
-            ds.classes.join(", ")
-        );
-    }
-    let norm = Normalization {
-        mean: model.norm_mean.clone(),
-        std: model.norm_std.clone(),
-    };
+    model.check_classes(&args.model, &ds.classes)?;
+    let norm = model.normalization();
     let top_k = args.top_k.clamp(1, model.classes.len());
     let mut logits = infer_logits(&mut net, &ds, &norm, args.batch_size.max(1));
     let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();

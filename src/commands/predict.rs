@@ -2,7 +2,7 @@
 
 use super::init_threads;
 use crate::cli::PredictArgs;
-use crate::data::{self, Dataset, Normalization};
+use crate::data::{self, Dataset};
 use crate::explain::{OcclusionConfig, occlusion};
 use crate::layers::Mode;
 use crate::loss::softmax;
@@ -38,10 +38,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         })
         .collect();
     let (ok, failed): (Vec<_>, Vec<_>) = prepared.into_iter().partition(|(_, r)| r.is_ok());
-    let norm = Normalization {
-        mean: model.norm_mean.clone(),
-        std: model.norm_std.clone(),
-    };
+    let norm = model.normalization();
     let k = model.classes.len();
     let mut out = std::io::stdout().lock();
     for (f, r) in &failed {

@@ -252,18 +252,10 @@ impl Trainer {
         let ckpt_path = ckpt_path(&cfg.out);
         let (mut net, norm, opt, state) = match resumed {
             Some((path, model, state, opt)) => {
-                if model.classes != train.classes {
-                    bail!(
-                        "{}: the checkpoint's classes differ from the dataset's",
-                        path.display()
-                    );
-                }
+                model.check_classes(&path, &train.classes)?;
                 let mut net = model.build_network()?;
                 checkpoint::check_optimizer(&path, &mut net, &opt)?;
-                let norm = Normalization {
-                    mean: model.norm_mean.clone(),
-                    std: model.norm_std.clone(),
-                };
+                let norm = model.normalization();
                 (net, norm, opt, state)
             }
             None => {
