@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{assert_fails, cnn, mini, repo, text};
+use common::{assert_fails, cnn, digest, mini, repo, text};
 
 /// A small, fast training run: LeNet-5 on 3,000 digits.
 const TRAIN: &[&str] = &[
@@ -25,16 +25,6 @@ fn train(dir: &Path, extra: &[&str]) -> Output {
     args.extend(["--data-dir", &mini]);
     args.extend(extra);
     cnn(dir, &args)
-}
-
-fn digest(dir: &Path, model: &str) -> String {
-    let o = cnn(dir, &["summary", "--model", model]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
-    out.lines()
-        .find_map(|l| l.strip_prefix("weights-sha256: "))
-        .unwrap_or_else(|| panic!("no digest in:\n{out}"))
-        .to_string()
 }
 
 #[test]

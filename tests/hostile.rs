@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{assert_fails, cnn, mini, repo, text};
+use common::{assert_fails, cnn, digest, mini, repo, text};
 
 /// `cnn train` on the shipped MNIST subset with LeNet-5, batch 100, quietly, plus `extra`.
 fn train_args(extra: &[&str]) -> Vec<String> {
@@ -62,16 +62,6 @@ fn with_model() -> tempfile::TempDir {
         std::fs::copy(trained().join(f), dir.path().join(f)).unwrap();
     }
     dir
-}
-
-fn digest(dir: &Path, model: &str) -> String {
-    let o = cnn(dir, &["summary", "--model", model]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{model} no longer loads: {err}");
-    out.lines()
-        .find_map(|l| l.strip_prefix("weights-sha256: "))
-        .unwrap_or_else(|| panic!("no digest in:\n{out}"))
-        .to_string()
 }
 
 /// The bytes of the model and checkpoint, to show that a failed run changed neither.

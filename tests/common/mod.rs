@@ -44,3 +44,14 @@ pub fn assert_fails(o: &Output, code: i32, needles: &[&str]) {
     }
     assert!(!err.contains("panicked"), "panic:\n{err}");
 }
+
+/// The `weights-sha256:` line of `cnn summary --model MODEL` (run in `dir`).
+pub fn digest(dir: &Path, model: &str) -> String {
+    let o = cnn(dir, &["summary", "--model", model]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{model} does not load: {err}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("weights-sha256: "))
+        .unwrap_or_else(|| panic!("no digest in:\n{out}"))
+        .to_string()
+}
