@@ -1,8 +1,9 @@
-//! Hot kernels: matrix multiply, im2col/col2im, and the plain reference versions they are
+//! Hot kernels: matrix multiply, im2col/col2im, vectorised sums, and the plain reference versions they are
 //! tested against.
 
 pub mod gemm;
 pub mod im2col;
+pub mod reduce;
 pub mod reference;
 
 /// A raw pointer that may cross threads. Each parallel task writes a disjoint region of the

@@ -6,7 +6,7 @@
 //! uses the running statistics. Defaults follow PyTorch (`momentum = 0.1`, `eps = 1e-5`).
 
 use super::{Layer, Mode, Param};
-use crate::kernels::SendPtr;
+use crate::kernels::{SendPtr, reduce};
 use crate::tensor::{Tensor, data, data_mut, reuse};
 use rayon::prelude::*;
 
@@ -92,18 +92,13 @@ impl Layer for BatchNorm {
                     // Two passes, summed per run in f32 and across runs in f64.
                     let sum: f64 = runs
                         .clone()
-                        .map(|s| x[s..s + plane].iter().sum::<f32>() as f64)
+                        .map(|s| reduce::sum(&x[s..s + plane]) as f64)
                         .sum();
                     let mean = sum / m;
                     let mf = mean as f32;
                     let sq: f64 = runs
                         .clone()
-                        .map(|s| {
-                            x[s..s + plane]
-                                .iter()
-                                .map(|&v| (v - mf) * (v - mf))
-                                .sum::<f32>() as f64
-                        })
+                        .map(|s| reduce::sum_sq_dev(&x[s..s + plane], mf) as f64)
                         .sum();
                     let var = sq / m;
                     let unbiased = if m > 1.0 { sq / (m - 1.0) } else { var };
@@ -154,11 +149,18 @@ impl Layer for BatchNorm {
                 let runs = (0..n).map(|i| (i * c + ch) * plane);
                 let (mut sum_dy, mut sum_dy_xhat) = (0.0f32, 0.0f32);
                 for s in runs.clone() {
-                    let (d, xh) = (&dy[s..s + plane], &xhat[s..s + plane]);
-                    sum_dy += d.iter().sum::<f32>();
-                    sum_dy_xhat += d.iter().zip(xh).map(|(a, b)| a * b).sum::<f32>();
+                    let (sd, sdx) = reduce::sum_and_dot(&dy[s..s + plane], &xhat[s..s + plane]);
+                    sum_dy += sd;
+                    sum_dy_xhat += sdx;
                 }
+                // dx = k·dy in eval; in training the mean and variance depend on x too:
+                // dx = k/m · (m·dy − Σdy − x̂·Σ(dy·x̂)) = k·dy + shift + slope·x̂.
                 let k = gamma[ch] * inv_std[ch];
+                let (shift, slope) = if trained {
+                    (-k * sum_dy / m, -k * sum_dy_xhat / m)
+                } else {
+                    (0.0, 0.0)
+                };
                 for s in runs {
                     // SAFETY: run [s, s+plane) belongs to channel `ch` alone.
                     let dx = unsafe { std::slice::from_raw_parts_mut(dx_ptr.get().add(s), plane) };
@@ -167,12 +169,7 @@ impl Layer for BatchNorm {
                         .zip(&dy[s..s + plane])
                         .zip(&xhat[s..s + plane])
                     {
-                        *dx = if trained {
-                            // d/dx of the batch-normalised value: the mean and variance depend on x too.
-                            k / m * (m * d - sum_dy - xh * sum_dy_xhat)
-                        } else {
-                            k * d
-                        };
+                        *dx = k * d + shift + slope * xh;
                     }
                 }
                 (sum_dy, sum_dy_xhat)
@@ -213,6 +210,8 @@ mod tests {
     #[test]
     fn batchnorm_grad_conv_train_batch3_odd() {
         check_layer(&mut bn(&[2, 3, 5]), &[3, 2, 3, 5], Mode::Train { seed: 0 });
+        // Planes longer than the vectorised sums' lane width, with a remainder.
+        check_layer(&mut bn(&[2, 5, 7]), &[2, 2, 5, 7], Mode::Train { seed: 0 });
     }
 
     #[test]

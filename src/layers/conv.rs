@@ -6,10 +6,10 @@
 //! groups of images and then over groups in order, so results do not depend on the thread count.
 
 use super::{BATCH_CHUNK, Layer, Mode, Param};
-use crate::kernels::SendPtr;
 use crate::kernels::gemm::sgemm;
 use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::reference::Window;
+use crate::kernels::{SendPtr, reduce};
 use crate::rng::Rng;
 use crate::tensor::{Tensor, data, data_mut, reuse};
 use rayon::prelude::*;
@@ -249,7 +249,7 @@ impl Layer for Conv2d {
             let db = data_mut(&mut b.grad);
             for img in dy.chunks(o * p) {
                 for (g, row) in db.iter_mut().zip(img.chunks(p)) {
-                    *g += row.iter().sum::<f32>();
+                    *g += reduce::sum(row);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Global average pooling: the mean of each channel's plane, giving a flat feature vector.
 
 use super::{Layer, Mode};
+use crate::kernels::reduce;
 use crate::tensor::{Tensor, data, data_mut, reuse};
 
 pub struct GlobalAvgPool {
@@ -39,7 +40,7 @@ impl Layer for GlobalAvgPool {
         let scale = 1.0 / (h * w) as f32;
         reuse(&mut self.y, &[n, c]);
         for (y, plane) in data_mut(&mut self.y).iter_mut().zip(data(x).chunks(h * w)) {
-            *y = plane.iter().sum::<f32>() * scale;
+            *y = reduce::sum(plane) * scale;
         }
         &self.y
     }

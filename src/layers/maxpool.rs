@@ -54,6 +54,55 @@ impl MaxPool2d {
     }
 }
 
+/// Max of each `k×k` window of one `H×W` plane `x` (row length `w`) moved by `s`, into `y`
+/// (`OH×OW`, row length `ow`), with the winner's index within the plane in `arg`. `>` keeps
+/// the first maximum, as PyTorch does; NaN never wins, so an all-NaN window yields -inf, which
+/// the loss check catches. The plain version of [`pool_plane_2x2`].
+fn pool_plane(x: &[f32], w: usize, k: usize, s: usize, y: &mut [f32], arg: &mut [u32], ow: usize) {
+    for (i, (y, arg)) in y.chunks_mut(ow).zip(arg.chunks_mut(ow)).enumerate() {
+        for (j, (y, arg)) in y.iter_mut().zip(arg.iter_mut()).enumerate() {
+            let (mut best, mut at) = (f32::NEG_INFINITY, 0);
+            for di in 0..k {
+                let row = (i * s + di) * w + j * s;
+                for (dj, &v) in x[row..row + k].iter().enumerate() {
+                    if v > best {
+                        best = v;
+                        at = row + dj;
+                    }
+                }
+            }
+            *y = best;
+            *arg = at as u32;
+        }
+    }
+}
+
+/// [`pool_plane`] for `k = s = 2`, the common case: the four candidates in a fixed order, so
+/// the compiler turns the comparisons into selects.
+fn pool_plane_2x2(x: &[f32], w: usize, y: &mut [f32], arg: &mut [u32], ow: usize) {
+    for (i, (y, arg)) in y.chunks_mut(ow).zip(arg.chunks_mut(ow)).enumerate() {
+        let (top, bottom) = (&x[2 * i * w..][..2 * ow], &x[(2 * i + 1) * w..][..2 * ow]);
+        for (j, (y, arg)) in y.iter_mut().zip(arg.iter_mut()).enumerate() {
+            let at = [2 * i * w + 2 * j, 2 * i * w + 2 * j + 1];
+            let cands = [
+                (top[2 * j], at[0]),
+                (top[2 * j + 1], at[1]),
+                (bottom[2 * j], at[0] + w),
+                (bottom[2 * j + 1], at[1] + w),
+            ];
+            let (mut best, mut won) = (f32::NEG_INFINITY, 0);
+            for (v, idx) in cands {
+                if v > best {
+                    best = v;
+                    won = idx;
+                }
+            }
+            *y = best;
+            *arg = won as u32;
+        }
+    }
+}
+
 impl Layer for MaxPool2d {
     fn out_shape(&self) -> &[usize] {
         &self.out
@@ -66,6 +115,7 @@ impl Layer for MaxPool2d {
         let (k, s) = (self.k, self.stride);
         reuse(&mut self.y, &[n, c, oh, ow]);
         self.argmax.resize(n * c * oh * ow, 0);
+        let plane_2x2 = k == 2 && s == 2;
         data_mut(&mut self.y)
             .par_chunks_mut(oh * ow)
             .zip(self.argmax.par_chunks_mut(oh * ow))
@@ -73,24 +123,14 @@ impl Layer for MaxPool2d {
             .for_each(|(plane, (y, arg))| {
                 let base = plane * h * w; // index of this plane within the batch
                 let x = &data(x)[base..base + h * w];
+                if plane_2x2 {
+                    pool_plane_2x2(x, w, y, arg, ow);
+                } else {
+                    pool_plane(x, w, k, s, y, arg, ow);
+                }
                 let img_off = (plane % c * h * w) as u32;
-                for i in 0..oh {
-                    for j in 0..ow {
-                        let (mut best, mut at) = (f32::NEG_INFINITY, 0);
-                        for di in 0..k {
-                            let row = (i * s + di) * w + j * s;
-                            for (dj, &v) in x[row..row + k].iter().enumerate() {
-                                // `>` keeps the first maximum, as PyTorch does; NaN never wins,
-                                // so a NaN window yields -inf and is caught by the loss check.
-                                if v > best {
-                                    best = v;
-                                    at = row + dj;
-                                }
-                            }
-                        }
-                        y[i * ow + j] = best;
-                        arg[i * ow + j] = img_off + at as u32;
-                    }
+                for a in arg.iter_mut() {
+                    *a += img_off;
                 }
             });
         &self.y
@@ -160,6 +200,28 @@ mod tests {
         let mut want = [0.0f32; 16];
         (want[5], want[7], want[13], want[15]) = (1., 2., 3., 4.);
         assert_eq!(data(p.backward(&dy)), &want);
+    }
+
+    /// The 2×2 fast path against the plain one: odd and even sizes, many ties, NaNs, -inf.
+    #[test]
+    fn maxpool_2x2_path_matches_the_plain_path() {
+        let mut rng = Rng::new(3);
+        for (h, w) in [(2, 2), (5, 7), (8, 6), (3, 9)] {
+            let x: Vec<f32> = (0..h * w)
+                .map(|_| match rng.below(10) {
+                    0 => f32::NAN,
+                    1 => f32::NEG_INFINITY,
+                    v => (v % 3) as f32,
+                })
+                .collect();
+            let (oh, ow) = (h / 2, w / 2);
+            let (mut y1, mut a1) = (vec![0.0; oh * ow], vec![0; oh * ow]);
+            let (mut y2, mut a2) = (vec![1.0; oh * ow], vec![1; oh * ow]);
+            pool_plane(&x, w, 2, 2, &mut y1, &mut a1, ow);
+            pool_plane_2x2(&x, w, &mut y2, &mut a2, ow);
+            assert_eq!(a1, a2, "{h}×{w}");
+            assert!(y1.iter().zip(&y2).all(|(a, b)| a == b), "{h}×{w}");
+        }
     }
 
     #[test]
