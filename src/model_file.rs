@@ -22,7 +22,9 @@
 use crate::fsutil::atomic_write;
 use crate::graph::{BuildLimits, Network};
 use crate::spec::fmt_shape;
+use crate::tensor::Tensor;
 use anyhow::{Result, anyhow, bail};
+use ndarray::IxDyn;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -557,6 +559,13 @@ impl Model {
     /// Builds the network the model describes and loads every parameter into it. Errors name
     /// the missing, extra or misshapen parameter (the caller adds the file).
     pub fn build_network(&self) -> Result<Network> {
+        let mut net = self.empty_network()?;
+        load_params(&mut net, self.params.clone())?;
+        Ok(net)
+    }
+
+    /// The network of this model's architecture, its weights still zero.
+    fn empty_network(&self) -> Result<Network> {
         let spec = crate::spec::parse(&self.arch).map_err(|e| anyhow!("architecture {e}"))?;
         if spec.input != self.input {
             bail!(
@@ -574,10 +583,8 @@ impl Model {
             max_params: stored.max(1 << 20).min(BuildLimits::default().max_params),
             ..BuildLimits::default()
         };
-        let mut net = Network::build_limited(&spec, self.classes.len(), None, &limits)
-            .map_err(|e| anyhow!("architecture: {e}"))?;
-        load_params(&mut net, &self.params)?;
-        Ok(net)
+        Network::build_limited(&spec, self.classes.len(), None, &limits)
+            .map_err(|e| anyhow!("architecture: {e}"))
     }
 
     /// The `meta` JSON of this model, for embedding in a checkpoint (`{"model": ..., ...}`).
@@ -737,14 +744,16 @@ impl Model {
     }
 
     /// [`Model::load`] and [`Model::build_network`] in one step, building the network once
-    /// (building it is also the last of the load checks).
+    /// (building it is also the last of the load checks). The weights move into the network:
+    /// the returned model's `params` is empty.
     pub fn load_with_network(path: &Path) -> Result<(Model, Network)> {
         let container = read(path, Kind::Model)?;
         let named = |e: anyhow::Error| anyhow!("{}: {e:#}", path.display());
-        let model =
+        let mut model =
             Model::from_parts_unchecked(container.meta, container.tensors).map_err(named)?;
         model.check_fields().map_err(named)?;
-        let net = model.build_network().map_err(named)?;
+        let mut net = model.empty_network().map_err(named)?;
+        load_params(&mut net, std::mem::take(&mut model.params)).map_err(named)?;
         Ok((model, net))
     }
 }
@@ -762,14 +771,17 @@ pub fn network_params(net: &mut Network) -> Vec<NamedTensor> {
     params
 }
 
-/// Copies `params` into `net` by name. Every parameter and buffer of the network must be
+/// Moves `params` into `net` by name. Every parameter and buffer of the network must be
 /// present with the same shape, and no other may be: errors name the parameter and the shapes.
-pub fn load_params(net: &mut Network, params: &[NamedTensor]) -> Result<()> {
-    let mut by_name: HashMap<&str, &NamedTensor> = HashMap::with_capacity(params.len());
-    for t in params {
-        if by_name.insert(t.name.as_str(), t).is_some() {
+pub fn load_params(net: &mut Network, params: Vec<NamedTensor>) -> Result<()> {
+    // Name → (position in the file, tensor); the position makes the "not in the architecture"
+    // report name the first such tensor, whatever the map's order.
+    let mut by_name: HashMap<String, (usize, NamedTensor)> = HashMap::with_capacity(params.len());
+    for (i, t) in params.into_iter().enumerate() {
+        if by_name.contains_key(&t.name) {
             bail!("parameter `{}` is listed twice", t.name);
         }
+        by_name.insert(t.name.clone(), (i, t));
     }
     let mut problem = None;
     net.visit_params(&mut |name, p| {
@@ -783,7 +795,7 @@ pub fn load_params(net: &mut Network, params: &[NamedTensor]) -> Result<()> {
                     fmt_shape(p.value.shape())
                 ))
             }
-            Some(t) if t.shape != p.value.shape() || t.data.len() != p.value.len() => {
+            Some((_, t)) if t.shape != p.value.shape() || t.data.len() != p.value.len() => {
                 problem = Some(format!(
                     "parameter `{name}` has shape {} with {} values, but the architecture needs {}",
                     fmt_shape(&t.shape),
@@ -791,19 +803,17 @@ pub fn load_params(net: &mut Network, params: &[NamedTensor]) -> Result<()> {
                     fmt_shape(p.value.shape())
                 ))
             }
-            Some(t) => match p.value.as_slice_mut() {
-                Some(dst) => dst.copy_from_slice(&t.data),
-                None => p.value.iter_mut().zip(&t.data).for_each(|(d, s)| *d = *s),
+            // Moved, not copied: a prediction touches each weight page once, not twice.
+            Some((_, t)) => match Tensor::from_shape_vec(IxDyn(&t.shape), t.data) {
+                Ok(v) => p.value = v,
+                Err(e) => problem = Some(format!("parameter `{name}`: {e}")),
             },
         }
     });
     if let Some(problem) = problem {
         bail!(problem);
     }
-    if let Some(extra) = params
-        .iter()
-        .find(|t| by_name.contains_key(t.name.as_str()))
-    {
+    if let Some((_, extra)) = by_name.values().min_by_key(|(i, _)| *i) {
         bail!(
             "parameter `{}` ({}) is not in the architecture",
             extra.name.escape_debug(),
