@@ -17,21 +17,7 @@ use std::path::{Path, PathBuf};
 
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp"];
 
-/// A prediction touches a few MB once. The allocator asks for transparent huge pages, and the
-/// kernel then zeroes (and may first compact memory for) a whole 2 MB page on the first touch
-/// of each: most of a one-image run's time, and tens of ms on a busy machine. Off for this
-/// process; training keeps them, where they save TLB misses over millions of reuses.
-fn without_huge_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl with PR_SET_THP_DISABLE takes integer arguments and touches no memory of
-    // ours; failure (an old kernel) only leaves huge pages on.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-}
-
 pub fn run(args: PredictArgs) -> Result<()> {
-    without_huge_pages();
     init_threads(args.threads)?;
     let (model, mut net) = Model::load_with_network(&args.model)?;
     let files = expand(&args.images)?;
