@@ -390,6 +390,41 @@ fn the_shipped_model_reads_the_samples_and_drawn_digits() {
     );
 }
 
+/// Test accuracy of the shipped models on the full test sets (opt-in: needs the datasets).
+///
+///   CNN_MNIST_DIR=data/mnist CNN_CIFAR_DIR=data/cifar10-jpg \
+///       cargo test --release --test cli -- --ignored shipped_models_reach
+///
+/// `CNN_MNIST_DIR` holds the MNIST files (`scripts/fetch-data.sh mnist`); `CNN_CIFAR_DIR` is the
+/// CIFAR-10 image folder (`scripts/fetch-data.sh cifar10` writes `data/cifar10-jpg`). Either may
+/// be left out to skip that model.
+#[test]
+#[ignore]
+fn shipped_models_reach_their_test_accuracy() {
+    let eval = |model: &str, dataset: &[&str], want: f64| {
+        let mut args = vec!["eval", "--json", "--model", model, "--dataset"];
+        args.extend(dataset);
+        let o = cnn(&repo(), &args);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let acc = v["accuracy"].as_f64().unwrap();
+        println!("{model}: test accuracy {acc:.4} (at least {want})");
+        assert!(acc >= want, "{model}: {acc}");
+    };
+    let mut checked = 0;
+    if let Ok(dir) = std::env::var("CNN_MNIST_DIR") {
+        eval("models/mnist.cnn", &["mnist", "--data-dir", &dir], 0.995);
+        checked += 1;
+    }
+    if let Ok(dir) = std::env::var("CNN_CIFAR_DIR") {
+        // 0.8724 when trained (models/README.md); the project aims at 0.88.
+        eval("models/cifar10.cnn", &[&dir], 0.87);
+        checked += 1;
+    }
+    assert!(checked > 0, "set CNN_MNIST_DIR and/or CNN_CIFAR_DIR");
+}
+
 /// `--time-budget` plans the number of epochs from measured speed and ends on time.
 #[test]
 fn a_time_budget_plans_the_epochs() {
