@@ -5,26 +5,17 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{assert_fails, cnn, digest, mini, repo, text};
+use common::{assert_fails, cnn, digest, mini, repo, text, train_on_mini};
 
-/// A small, fast training run: LeNet-5 on 3,000 digits.
-const TRAIN: &[&str] = &[
-    "train",
-    "--dataset",
-    "mnist",
-    "--arch",
-    "lenet5",
-    "--batch-size",
-    "50",
-    "--quiet",
-];
+/// A small, fast training run: LeNet-5 on 3,000 digits, plus `extra`.
+fn train_args(extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["--arch", "lenet5", "--batch-size", "50", "--quiet"];
+    args.extend(extra);
+    train_on_mini(&args)
+}
 
 fn train(dir: &Path, extra: &[&str]) -> Output {
-    let mini = mini();
-    let mut args: Vec<&str> = TRAIN.to_vec();
-    args.extend(["--data-dir", &mini]);
-    args.extend(extra);
-    cnn(dir, &args)
+    cnn(dir, &train_args(extra))
 }
 
 #[test]
@@ -218,18 +209,7 @@ fn interrupted_and_killed_runs_resume_to_identical_weights() {
     assert!(o.status.success(), "{}", text(&o).1);
     let want = digest(d, "full.cnn");
 
-    let mini = mini();
-    let mut args: Vec<&str> = TRAIN.to_vec();
-    args.extend([
-        "--data-dir",
-        &mini,
-        "--epochs",
-        "3",
-        "--keep",
-        "last",
-        "--out",
-        "part.cnn",
-    ]);
+    let args = train_args(&["--epochs", "3", "--keep", "last", "--out", "part.cnn"]);
     let spawn = || {
         Command::new(env!("CARGO_BIN_EXE_cnn"))
             .args(&args)
@@ -430,22 +410,9 @@ fn shipped_models_reach_their_test_accuracy() {
 fn a_time_budget_plans_the_epochs() {
     let dir = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    let mini = mini();
     let o = cnn(
         dir.path(),
-        &[
-            "train",
-            "--dataset",
-            "mnist",
-            "--data-dir",
-            &mini,
-            "--arch",
-            "lenet5",
-            "--time-budget",
-            "4s",
-            "--out",
-            "m.cnn",
-        ],
+        &train_on_mini(&["--arch", "lenet5", "--time-budget", "4s", "--out", "m.cnn"]),
     );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");

@@ -11,33 +11,17 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{assert_fails, cnn, digest, mini, repo, text};
+use common::{assert_fails, cnn, digest, repo, text, train_on_mini};
 
 /// `cnn train` on the shipped MNIST subset with LeNet-5, batch 100, quietly, plus `extra`.
 fn train_args(extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "train",
-        "--dataset",
-        "mnist",
-        "--data-dir",
-        &mini(),
-        "--arch",
-        "lenet5",
-        "--batch-size",
-        "100",
-        "--quiet",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
+    let mut args = vec!["--arch", "lenet5", "--batch-size", "100", "--quiet"];
+    args.extend(extra);
+    train_on_mini(&args)
 }
 
 fn train(dir: &Path, extra: &[&str]) -> Output {
-    let args = train_args(extra);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    cnn(dir, &args)
+    cnn(dir, &train_args(extra))
 }
 
 /// A model and its checkpoint from one epoch, trained once for the whole file.
@@ -402,20 +386,14 @@ fn an_architecture_too_large_for_memory_is_refused_before_training() {
     )
     .unwrap();
     let t = Instant::now();
-    let mini = mini();
-    let args = [
-        "train",
-        "--dataset",
-        "mnist",
-        "--data-dir",
-        &mini,
+    let args = train_on_mini(&[
         "--arch",
         "wide.arch",
         "--batch-size",
         "2000",
         "--out",
         "w.cnn",
-    ];
+    ]);
     let o = cnn(d, &args);
     assert_fails(
         &o,
@@ -458,18 +436,7 @@ fn an_architecture_too_large_for_memory_is_refused_before_training() {
 #[test]
 fn a_batch_larger_than_the_dataset_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mini = mini();
-    let args = [
-        "train",
-        "--dataset",
-        "mnist",
-        "--data-dir",
-        &mini,
-        "--arch",
-        "lenet5",
-        "--batch-size",
-        "5000",
-    ];
+    let args = train_on_mini(&["--arch", "lenet5", "--batch-size", "5000"]);
     let o = cnn(dir.path(), &args);
     assert_fails(
         &o,

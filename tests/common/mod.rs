@@ -14,8 +14,18 @@ pub fn mini() -> String {
     repo().join("data/mnist-mini").display().to_string()
 }
 
+/// `cnn train` on the shipped MNIST subset, then `extra` (architecture, batch size, ...).
+pub fn train_on_mini(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["train", "--dataset", "mnist", "--data-dir", &mini()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// Runs `cnn ARGS` in `dir`.
-pub fn cnn(dir: &Path, args: &[&str]) -> Output {
+pub fn cnn<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cnn"))
         .args(args)
         .current_dir(dir)
