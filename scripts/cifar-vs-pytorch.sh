@@ -12,7 +12,8 @@
 # Needs: a release build, the CIFAR-10 image folder (scripts/fetch-data.sh cifar10 writes
 # data/cifar10-jpg; set CIFAR_DIR otherwise), python3 with torch and numpy, and the reference
 # script with its data prepared (see ../shared/bench/pytorch_ref.py's header; PYTORCH_REF sets
-# its path). Writes models/cifar10.cnn, models/cifar10-train.csv and logs under $OUT (default
+# its path), which scripts/pytorch-cifar-tta.py runs unchanged, adding the final network's
+# accuracy with flip test-time augmentation. Both sides are measured with and without it. Writes models/cifar10.cnn, models/cifar10-train.csv and logs under $OUT (default
 # /tmp/cifar-vs-pytorch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +32,10 @@ start=$(date +%s)
     --out models/cifar10.cnn --log models/cifar10-train.csv 2>"$out/cnn-train.err" | tee "$out/cnn-train.txt"
 echo "cnn wall time: $(( $(date +%s) - start )) s" | tee -a "$out/cnn-train.txt"
 "$cnn" eval --model models/cifar10.cnn --dataset "$data" | tee "$out/cnn-eval.txt"
+"$cnn" eval --model models/cifar10.cnn --dataset "$data" --tta flip | tee "$out/cnn-eval-tta.txt"
 
 echo "PyTorch: cifar-ref, ${torch_epochs} epochs" >&2
 start=$(date +%s)
-python3 "$ref" acc-cifar --epochs "$torch_epochs" --threads 2 | tee "$out/pytorch.txt"
+PYTORCH_REF="$ref" python3 scripts/pytorch-cifar-tta.py --epochs "$torch_epochs" --threads 2 |
+    tee "$out/pytorch.txt"
 echo "PyTorch wall time: $(( $(date +%s) - start )) s" | tee -a "$out/pytorch.txt"

@@ -218,6 +218,20 @@ mod tests {
     }
 }
 
+/// The dataset a command measures a saved model on (eval, calibrate).
+#[derive(Args, Debug)]
+pub struct ModelDataArgs {
+    /// mnist, fashion-mnist, cifar10, or an image folder (default: the model's training set)
+    #[arg(long, short)]
+    pub dataset: Option<String>,
+    /// Where the named dataset lives (default data/<name>)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Skip unreadable images in folder datasets instead of failing
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
     cnn eval --model models/mnist.cnn --dataset mnist\n  \
@@ -225,11 +239,8 @@ mod tests {
 pub struct EvalArgs {
     #[arg(long, short, default_value = "models/mnist.cnn")]
     pub model: PathBuf,
-    /// mnist, fashion-mnist, cifar10, or an image folder (default: the model's training set)
-    #[arg(long, short)]
-    pub dataset: Option<String>,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: ModelDataArgs,
     /// Also report top-k accuracy for this k
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,
@@ -240,9 +251,6 @@ pub struct EvalArgs {
     pub json: bool,
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Skip unreadable images in folder datasets instead of failing
-    #[arg(long)]
-    pub skip_bad: bool,
     /// Also report coverage (share of images whose top probability is at least P) and the
     /// accuracy on those images
     #[arg(long, value_name = "P", value_parser = parse_probability)]
@@ -250,6 +258,10 @@ pub struct EvalArgs {
     /// Write confusion.png and reliability.png to this folder
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
+    /// Test-time augmentation: `flip` averages the logits of each image and its mirror image
+    /// (for models trained with flips, e.g. CIFAR-10; never for digits)
+    #[arg(long, value_enum, default_value_t = crate::tta::Tta::None)]
+    pub tta: crate::tta::Tta,
 }
 
 #[derive(Args, Debug)]
@@ -267,11 +279,8 @@ pub struct CalibrateArgs {
     /// Where to write the calibrated model (default: over --model)
     #[arg(long, short)]
     pub out: Option<PathBuf>,
-    /// mnist, fashion-mnist, cifar10, or an image folder (default: the model's training set)
-    #[arg(long, short)]
-    pub dataset: Option<String>,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: ModelDataArgs,
     /// Fraction of the training set held out as validation (default: the training run's, as
     /// recorded in the model, else 0.1); ignored for a folder with val/
     #[arg(long)]
@@ -286,9 +295,6 @@ pub struct CalibrateArgs {
     pub json: bool,
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Skip unreadable images in folder datasets instead of failing
-    #[arg(long)]
-    pub skip_bad: bool,
 }
 
 /// A probability in [0, 1].
@@ -330,6 +336,10 @@ pub struct PredictArgs {
     /// Folder for the --explain images (default: the current folder); implies --explain
     #[arg(long, value_name = "DIR")]
     pub explain_dir: Option<PathBuf>,
+    /// Test-time augmentation: `flip` averages the logits of each image and its mirror image
+    /// (for models trained with flips, e.g. CIFAR-10; never for digits)
+    #[arg(long, value_enum, default_value_t = crate::tta::Tta::None)]
+    pub tta: crate::tta::Tta,
     #[arg(long)]
     pub threads: Option<usize>,
 }

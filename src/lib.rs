@@ -40,3 +40,4 @@ pub mod rng;
 pub mod schedule;
 pub mod spec;
 pub mod tensor;
+pub mod tta;

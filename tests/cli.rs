@@ -370,6 +370,51 @@ fn the_shipped_model_reads_the_samples_and_drawn_digits() {
     );
 }
 
+/// `--tta flip` averages the logits of an image and of its mirror image, so a photograph and
+/// its mirror image get exactly the same answer (shipped CIFAR-10 model; no dataset needed).
+#[test]
+fn flip_tta_answers_a_photo_and_its_mirror_image_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // An asymmetric colour pattern, so the model sees two different views.
+    let img = image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 7 + x * x) as u8, ((x * y) % 251) as u8])
+    });
+    img.save(d.join("a.png")).unwrap();
+    image::imageops::flip_horizontal(&img)
+        .save(d.join("b.png"))
+        .unwrap();
+    let model = repo().join("models/cifar10.cnn");
+    let probabilities = |file: &str, tta: &str| -> Vec<f64> {
+        let m = model.to_str().unwrap();
+        let o = cnn(d, &["predict", "--model", m, "--json", "--tta", tta, file]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let p = v["probabilities"].as_object().unwrap();
+        let mut classes: Vec<_> = p.keys().cloned().collect();
+        classes.sort();
+        classes.iter().map(|c| p[c].as_f64().unwrap()).collect()
+    };
+    let (a, b) = (
+        probabilities("a.png", "none"),
+        probabilities("b.png", "none"),
+    );
+    assert_eq!(a.len(), 10);
+    assert_ne!(a, b, "the model should not be mirror-symmetric by itself");
+    let (a, b) = (
+        probabilities("a.png", "flip"),
+        probabilities("b.png", "flip"),
+    );
+    assert_eq!(a, b);
+    assert!((a.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{a:?}");
+    assert_fails(
+        &cnn(d, &["predict", "--tta", "rotate", "a.png"]),
+        2,
+        &["rotate"],
+    );
+}
+
 /// Test accuracy of the shipped models on the full test sets (opt-in: needs the datasets).
 ///
 ///   CNN_MNIST_DIR=data/mnist CNN_CIFAR_DIR=data/cifar10-jpg \
@@ -398,8 +443,10 @@ fn shipped_models_reach_their_test_accuracy() {
         checked += 1;
     }
     if let Ok(dir) = std::env::var("CNN_CIFAR_DIR") {
-        // 0.8724 when trained (models/README.md); the project aims at 0.88.
+        // models/README.md: 0.8724 on the images as they are, 0.8825 with flip test-time
+        // augmentation (the figure the project's 88% target is met with).
         eval("models/cifar10.cnn", &[&dir], 0.87);
+        eval("models/cifar10.cnn", &[&dir, "--tta", "flip"], 0.88);
         checked += 1;
     }
     assert!(checked > 0, "set CNN_MNIST_DIR and/or CNN_CIFAR_DIR");

@@ -11,6 +11,7 @@ use crate::cli::CalibrateArgs;
 use crate::data::{self, LoadOptions};
 use crate::metrics::Report;
 use crate::model_file::Model;
+use crate::tta::Tta;
 use crate::usage;
 use anyhow::{Result, anyhow, bail};
 use serde::Serialize;
@@ -52,6 +53,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         .build_network()
         .map_err(|e| anyhow!("{}: {e:#}", args.model.display()))?;
     let dataset = args
+        .data
         .dataset
         .clone()
         .unwrap_or_else(|| model.provenance.dataset.clone());
@@ -77,19 +79,19 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     }
     let seed = args.seed.unwrap_or(model.provenance.seed);
     let opts = LoadOptions {
-        skip_bad: args.skip_bad,
+        skip_bad: args.data.skip_bad,
         val_split,
         seed,
     };
     // Validation only: `data::load` carves it from the training split (or reads a folder's
     // val/); the test split is loaded alongside but never used.
-    let splits = data::load(&dataset, args.data_dir.as_deref(), model.input, &opts)?;
+    let splits = data::load(&dataset, args.data.data_dir.as_deref(), model.input, &opts)?;
     let Some(val) = splits.val else {
         bail!("{dataset}: no validation images to calibrate on");
     };
     model.check_classes(&args.model, &val.classes)?;
     let norm = model.normalization();
-    let logits = infer_logits(&mut net, &val, &norm, args.batch_size.max(1));
+    let logits = infer_logits(&mut net, &val, &norm, args.batch_size.max(1), Tta::None);
     let labels: Vec<usize> = val.labels.iter().map(|&l| l as usize).collect();
     let before = Figures::of(&logits, &labels, &model.classes, model.temperature);
     let t = calibration::fit_temperature(&logits, &labels, model.classes.len()) as f32;

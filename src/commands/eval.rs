@@ -27,19 +27,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
     init_threads(args.threads)?;
     let (model, mut net) = Model::load_with_network(&args.model)?;
     let dataset = args
+        .data
         .dataset
         .clone()
         .unwrap_or_else(|| model.provenance.dataset.clone());
     let opts = LoadOptions {
-        skip_bad: args.skip_bad,
+        skip_bad: args.data.skip_bad,
         val_split: 0.0,
         seed: 0,
     };
-    let (ds, skipped) = data::load_eval(&dataset, args.data_dir.as_deref(), model.input, &opts)?;
+    let (ds, skipped) =
+        data::load_eval(&dataset, args.data.data_dir.as_deref(), model.input, &opts)?;
     model.check_classes(&args.model, &ds.classes)?;
     let norm = model.normalization();
     let top_k = args.top_k.clamp(1, model.classes.len());
-    let mut logits = infer_logits(&mut net, &ds, &norm, args.batch_size.max(1));
+    let mut logits = infer_logits(&mut net, &ds, &norm, args.batch_size.max(1), args.tta);
     let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
     let uncalibrated = Report::from_logits(&logits, &labels, &ds.classes, top_k);
     // Every figure below uses the model's probabilities, softmax(logits / T); the top class,

@@ -4,12 +4,12 @@ use super::init_threads;
 use crate::cli::PredictArgs;
 use crate::data::{self, Dataset};
 use crate::explain::{OcclusionConfig, occlusion};
-use crate::layers::Mode;
 use crate::loss::softmax;
 use crate::metrics::argmax;
 use crate::model_file::Model;
 use crate::preprocess;
 use crate::tensor::{Tensor, data};
+use crate::tta;
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use std::io::Write;
@@ -84,7 +84,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
             &mut x,
             &mut labels,
         );
-        let logits = data(net.forward(&x, Mode::Eval)).to_vec();
+        let mut logits = Vec::with_capacity(chunk.len() * k);
+        tta::logits(&mut net, &mut x, args.tta, &mut logits);
         let len = x.len() / chunk.len().max(1);
         for (i, ((file, _), z)) in chunk.iter().zip(logits.chunks(k)).enumerate() {
             let scaled: Vec<f32> = z.iter().map(|v| v / model.temperature).collect();

@@ -14,6 +14,7 @@ use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::rng::derive;
 use crate::schedule::{Schedule, ScheduleKind};
 use crate::tensor::{Tensor, data};
+use crate::tta::{self, Tta};
 use crate::{spec, usage};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -621,7 +622,7 @@ pub fn evaluate(
     batch: usize,
     top_k: usize,
 ) -> Report {
-    let logits = infer_logits(net, ds, norm, batch);
+    let logits = infer_logits(net, ds, norm, batch, Tta::None);
     let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
     Report::from_logits(&logits, &labels, &ds.classes, top_k)
 }
@@ -632,13 +633,14 @@ pub fn infer_logits(
     ds: &Dataset,
     norm: &Normalization,
     batch: usize,
+    tta: Tta,
 ) -> Vec<f32> {
     let (mut x, mut labels) = (Tensor::zeros(vec![0]), Vec::new());
     let mut out = Vec::with_capacity(ds.len() * net.classes);
     let idx: Vec<usize> = (0..ds.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
         data::fill_batch(ds, chunk, norm, &Augment::none(), 0, 0, &mut x, &mut labels);
-        out.extend_from_slice(data(net.forward(&x, Mode::Eval)));
+        tta::logits(net, &mut x, tta, &mut out);
     }
     out
 }
