@@ -257,8 +257,9 @@ impl Network {
     /// moments; SGD with momentum keeps one), plus per image: the input batch and, per layer,
     /// the output and input-gradient buffers and what the layer keeps for backward (dense: its
     /// input; batch norm: the normalised input; max pooling: the winners; dropout: the mask;
-    /// convolution: the column matrix, or the larger one of the transposed convolution), and per
-    /// group of `BATCH_CHUNK` (4) images a convolution's weight-gradient partial sum.
+    /// convolution: the column matrix, or the larger one of the transposed convolution; the
+    /// Winograd path keeps only its input, so this is an upper bound there), and per group of
+    /// `BATCH_CHUNK` (4) images a convolution's weight-gradient partial sum.
     /// Allocator overhead and the matrix multiply's packing buffers are not counted.
     pub fn memory_estimate(&mut self, batch: usize) -> u64 {
         let n = batch as u128;

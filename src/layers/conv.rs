@@ -1,18 +1,50 @@
-//! 2-D convolution by im2col + GEMM.
+//! 2-D convolution: Winograd F(2×2, 3×3) for 3×3 stride-1 kernels, im2col + GEMM otherwise.
 //!
-//! Weight `O×C×kh×kw` (PyTorch's layout), optional bias `O`. Each image is lowered to a column
-//! matrix `(C·kh·kw)×(OH·OW)` that forward keeps for backward, so backward's weight gradient needs
-//! no second im2col. Images are processed in parallel; the weight gradient is summed over fixed
-//! groups of images and then over groups in order, so results do not depend on the thread count.
+//! Weight `O×C×kh×kw` (PyTorch's layout), optional bias `O`. On the im2col path each image is
+//! lowered to a column matrix `(C·kh·kw)×(OH·OW)` that forward keeps for backward, so backward's
+//! weight gradient needs no second im2col. On the Winograd path (see `kernels::winograd`) forward
+//! and the input gradient, itself a 3×3 stride-1 convolution, use 4/9 of the multiplications;
+//! forward keeps a copy of its input, which backward lowers one image at a time for the weight
+//! gradient. `CNN_CONV=im2col` turns the Winograd path off, for comparison. Images are processed
+//! in parallel in groups whose size depends on the shapes only; the weight gradient is summed
+//! over fixed groups of images and then over groups in order, so results do not depend on the
+//! thread count.
 
 use super::{BATCH_CHUNK, Layer, Mode, Param};
 use crate::kernels::gemm::sgemm;
 use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::reference::Window;
+use crate::kernels::winograd::Winograd;
 use crate::kernels::{SendPtr, reduce};
 use crate::rng::Rng;
 use crate::tensor::{Tensor, data, data_mut, reuse};
 use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Whether 3×3 stride-1 convolutions use Winograd's algorithm (`CNN_CONV=im2col`: no), read once.
+fn winograd_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CNN_CONV").as_deref() != Ok("im2col"))
+}
+
+/// `buf[slot]` of `len` floats, for the worker thread running this task.
+///
+/// SAFETY (callers): `slots = rayon::current_num_threads()` (or fewer, with the index taken
+/// modulo), `buf` holds `slots · len` floats, and the task neither starts parallel work nor
+/// yields to rayon while it uses the slot, so no two running tasks share one.
+unsafe fn thread_slot<'a>(buf: SendPtr, slots: usize, len: usize) -> &'a mut [f32] {
+    let slot = rayon::current_thread_index().unwrap_or(0) % slots;
+    unsafe { std::slice::from_raw_parts_mut(buf.get().add(slot * len), len) }
+}
+
+/// Adds `bias[o]` to every element of each `p`-long output plane of `y` (`…×O×P`).
+fn add_bias(y: &mut [f32], bias: Option<&[f32]>, p: usize) {
+    if let Some(b) = bias {
+        for (row, &bv) in y.chunks_mut(p).zip(b.iter().cycle()) {
+            row.iter_mut().for_each(|v| *v += bv);
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dConfig {
@@ -43,9 +75,18 @@ pub struct Conv2d {
     weight: Param,
     bias: Option<Param>,
     needs_dx: bool,
-    /// N×(C·kh·kw)×(OH·OW): the lowered input, kept for the weight gradient, then reused as
-    /// scratch for the input gradient.
+    /// im2col path: N×(C·kh·kw)×(OH·OW), the lowered input, kept for the weight gradient, then
+    /// reused as scratch for the input gradient. Winograd path and evaluation: one scratch slot
+    /// per worker thread.
     cols: Vec<f32>,
+    /// F(2×2, 3×3) plans for forward and for the input gradient, when the kernel is 3×3 with
+    /// stride 1 and padding at most 2 (the input gradient's padding is `2 − pad`).
+    winograd: Option<(Winograd, Winograd)>,
+    /// The plans' transformed weights (forward, input gradient).
+    u: Vec<f32>,
+    u_dx: Vec<f32>,
+    /// Winograd path: the input of the last training forward, for the weight gradient.
+    x_saved: Tensor,
     y: Tensor,
     dx: Tensor,
     /// One weight-gradient partial sum per group of BATCH_CHUNK images.
@@ -84,6 +125,17 @@ impl Conv2d {
             ));
         };
         let o = cfg.out_channels;
+        // With fewer than 8 input channels (a first layer) the 16 products are too thin for the
+        // transforms to pay: measured slower than im2col + GEMM on cifar-ref's 3-channel conv1.
+        let winograd = (kh == 3 && kw == 3 && cfg.stride == 1 && cfg.pad <= 2 && c >= 8)
+            .then(|| {
+                Some((
+                    Winograd::new((c, h, w), o, cfg.pad)?,
+                    Winograd::new((o, oh, ow), c, 2 - cfg.pad)?,
+                ))
+            })
+            .flatten()
+            .filter(|_| winograd_enabled());
         let fan_in = c * kh * kw;
         let weight = Param::kaiming("weight", &[o, c, kh, kw], fan_in, rng);
         let bias = cfg
@@ -98,6 +150,10 @@ impl Conv2d {
             bias,
             needs_dx: true,
             cols: Vec::new(),
+            winograd,
+            u: Vec::new(),
+            u_dx: Vec::new(),
+            x_saved: Tensor::zeros(vec![0]),
             y: Tensor::zeros(vec![0]),
             dx: Tensor::zeros(vec![0]),
             dw_parts: Vec::new(),
@@ -132,18 +188,7 @@ impl Conv2d {
         let [o, oh, ow] = self.out;
         let (kh, kw) = (self.win.kh, self.win.kw);
         let k2 = o * kh * kw;
-        self.flipped.resize(c * k2, 0.0);
-        let weight = data(&self.weight.value);
-        for oc in 0..o {
-            for ic in 0..c {
-                for i in 0..kh {
-                    for j in 0..kw {
-                        self.flipped[((ic * o + oc) * kh + i) * kw + j] =
-                            weight[((oc * c + ic) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
-                    }
-                }
-            }
-        }
+        self.flip_weights();
         let win = Window {
             kh,
             kw,
@@ -165,13 +210,105 @@ impl Conv2d {
             });
     }
 
+    /// `flipped` (C×O×kh×kw) = the kernel flipped in space with input and output channels
+    /// swapped, `w'[c][o][i][j] = w[o][c][kh−1−i][kw−1−j]`.
+    fn flip_weights(&mut self) {
+        let (c, o) = (self.input.0, self.out[0]);
+        let (kh, kw) = (self.win.kh, self.win.kw);
+        self.flipped.resize(c * o * kh * kw, 0.0);
+        let weight = data(&self.weight.value);
+        for oc in 0..o {
+            for ic in 0..c {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        self.flipped[((ic * o + oc) * kh + i) * kw + j] =
+                            weight[((oc * c + ic) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
+                    }
+                }
+            }
+        }
+    }
+
+    /// The input gradient as above, the convolution by Winograd's algorithm (`plan`: input
+    /// O×OH×OW, C outputs, padding `2 − pad`).
+    fn input_grad_by_winograd(&mut self, dy: &[f32], plan: Winograd) {
+        self.flip_weights();
+        self.u_dx.resize(plan.weights_len(), 0.0);
+        plan.transform_weights(&self.flipped, &mut self.u_dx);
+        let (c, h, w) = self.input;
+        let (o, p) = (self.out[0], self.p());
+        let g = plan.group();
+        let n = dy.len() / (o * p);
+        let (slots, len) = (
+            rayon::current_num_threads().min(n.div_ceil(g)).max(1),
+            plan.scratch_len(g.min(n)),
+        );
+        if self.cols.len() < slots * len {
+            self.cols.resize(slots * len, 0.0);
+        }
+        let scratch = SendPtr(self.cols.as_mut_ptr());
+        let u = &self.u_dx;
+        data_mut(&mut self.dx)
+            .par_chunks_mut(g * c * h * w)
+            .zip(dy.par_chunks(g * o * p))
+            .for_each(|(dx, dy)| {
+                // SAFETY: see `thread_slot`; the Winograd product runs on this thread only.
+                let s = unsafe { thread_slot(scratch, slots, len) };
+                plan.forward(dy, u, s, dx);
+            });
+    }
+
+    /// Winograd forward: groups of images in parallel, each on its worker thread's scratch.
+    fn forward_by_winograd(&mut self, x: &Tensor, plan: Winograd) {
+        let n = x.shape()[0];
+        let (c, h, w) = self.input;
+        let (o, p) = (self.out[0], self.p());
+        if self.trained {
+            reuse(&mut self.x_saved, x.shape());
+            data_mut(&mut self.x_saved).copy_from_slice(data(x));
+        }
+        self.u.resize(plan.weights_len(), 0.0);
+        plan.transform_weights(data(&self.weight.value), &mut self.u);
+        let g = plan.group();
+        let (slots, len) = (
+            rayon::current_num_threads().min(n.div_ceil(g)).max(1),
+            plan.scratch_len(g.min(n)),
+        );
+        if self.cols.len() < slots * len {
+            self.cols.resize(slots * len, 0.0);
+        }
+        let scratch = SendPtr(self.cols.as_mut_ptr());
+        let (u, bias) = (&self.u, self.bias.as_ref().map(|b| data(&b.value)));
+        data_mut(&mut self.y)
+            .par_chunks_mut(g * o * p)
+            .zip(data(x).par_chunks(g * c * h * w))
+            .for_each(|(y, x)| {
+                // SAFETY: see `thread_slot`; the Winograd product runs on this thread only.
+                let s = unsafe { thread_slot(scratch, slots, len) };
+                plan.forward(x, u, s, y);
+                add_bias(y, bias, p);
+            });
+    }
+
+    /// Tests use this to run the im2col path beside the Winograd one.
+    #[cfg(test)]
+    pub(crate) fn without_winograd(mut self) -> Self {
+        self.winograd = None;
+        self
+    }
+
     /// dx_n = col2im(Wᵀ (K×O) · dy_n (O×P)), for any stride and padding.
     fn input_grad_by_col2im(&mut self, dy: &[f32]) {
         let (k, p, o) = (self.k(), self.p(), self.out[0]);
         let (c, h, w) = self.input;
         let (win, (oh, ow)) = (self.win, (self.out[1], self.out[2]));
         let weight = data(&self.weight.value);
-        // The column buffer is free again after the weight gradient: reuse it.
+        // The column buffer is free again after the weight gradient: reuse it (on the Winograd
+        // path it holds per-thread slots only, so it may need to grow).
+        let n = dy.len() / (o * p);
+        if self.cols.len() < n * k * p {
+            self.cols.resize(n * k * p, 0.0);
+        }
         data_mut(&mut self.dx)
             .par_chunks_mut(c * h * w)
             .zip(self.cols.par_chunks_mut(k * p))
@@ -195,9 +332,13 @@ impl Layer for Conv2d {
         let (c, h, w) = self.input;
         debug_assert_eq!(x.shape()[1..], [c, h, w]);
         reuse(&mut self.y, &[n, o, self.out[1], self.out[2]]);
+        self.trained = matches!(mode, Mode::Train { .. });
+        if let Some((plan, _)) = self.winograd {
+            self.forward_by_winograd(x, plan);
+            return &self.y;
+        }
         // Training keeps every image's columns for backward; evaluation needs one column buffer
         // per worker thread only (a batch of 1,000 CIFAR images would otherwise take gigabytes).
-        self.trained = matches!(mode, Mode::Train { .. });
         let slots = if self.trained {
             n
         } else {
@@ -226,11 +367,7 @@ impl Layer for Conv2d {
                     unsafe { std::slice::from_raw_parts_mut(cols.get().add(slot * k * p), k * p) };
                 im2col(x, (c, h, w), win, oh, ow, cols);
                 sgemm(o, p, k, weight, false, cols, false, y, false);
-                if let Some(b) = bias {
-                    for (row, &bv) in y.chunks_mut(p).zip(b) {
-                        row.iter_mut().for_each(|v| *v += bv);
-                    }
-                }
+                add_bias(y, bias, p);
             });
         &self.y
     }
@@ -255,16 +392,44 @@ impl Layer for Conv2d {
         }
 
         // dW = Σ_n dy_n (O×P) · cols_nᵀ (P×K), summed per group of images, then over groups.
+        // The im2col path kept every image's columns; the Winograd path lowers its saved input
+        // here, one image at a time, into its worker thread's slot.
         let groups = n.div_ceil(BATCH_CHUNK);
         self.dw_parts.resize(groups * o * k, 0.0);
+        let lowered = self.winograd.is_some();
+        let slots = rayon::current_num_threads().min(groups).max(1);
+        if lowered && self.cols.len() < slots * k * p {
+            self.cols.resize(slots * k * p, 0.0);
+        }
+        let cols = SendPtr(self.cols.as_mut_ptr());
+        let (win, (oh, ow)) = (self.win, (self.out[1], self.out[2]));
+        let x = data(&self.x_saved);
         self.dw_parts
             .par_chunks_mut(o * k)
             .zip(dy.par_chunks(BATCH_CHUNK * o * p))
-            .zip(self.cols.par_chunks(BATCH_CHUNK * k * p))
-            .for_each(|((part, dy), cols)| {
-                // Computed transposed, dWᵀ (K×O) = cols_n (K×P) · dy_nᵀ (P×O): the large operand
-                // is then read in its stored order (measured faster than the other way round).
-                for (i, (dy, cols)) in dy.chunks(o * p).zip(cols.chunks(k * p)).enumerate() {
+            .enumerate()
+            .for_each(|(group, (part, dy))| {
+                for (i, dy) in dy.chunks(o * p).enumerate() {
+                    let image = group * BATCH_CHUNK + i;
+                    let cols: &[f32] = if lowered {
+                        // SAFETY: see `thread_slot`; im2col and sgemm run on this thread only.
+                        let slot = unsafe { thread_slot(cols, slots, k * p) };
+                        im2col(
+                            &x[image * c * h * w..][..c * h * w],
+                            (c, h, w),
+                            win,
+                            oh,
+                            ow,
+                            slot,
+                        );
+                        slot
+                    } else {
+                        // SAFETY: a training forward filled `n · k · p` columns; read only.
+                        unsafe { std::slice::from_raw_parts(cols.get().add(image * k * p), k * p) }
+                    };
+                    // Computed transposed, dWᵀ (K×O) = cols_n (K×P) · dy_nᵀ (P×O): the large
+                    // operand is then read in its stored order (measured faster than the other
+                    // way round).
                     sgemm(k, o, p, cols, false, dy, true, part, i > 0);
                 }
             });
@@ -281,10 +446,10 @@ impl Layer for Conv2d {
         if !self.needs_dx {
             return &self.dx;
         }
-        if self.transposed_conv_applies() {
-            self.input_grad_by_convolution(dy, n);
-        } else {
-            self.input_grad_by_col2im(dy);
+        match self.winograd {
+            Some((_, plan)) if !self.force_col2im => self.input_grad_by_winograd(dy, plan),
+            _ if self.transposed_conv_applies() => self.input_grad_by_convolution(dy, n),
+            _ => self.input_grad_by_col2im(dy),
         }
         &self.dx
     }
@@ -445,6 +610,61 @@ mod tests {
                     (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
                     "c={c} h={h} w={w} k={k} pad={pad}: {u} vs {v}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn conv_grad_winograd_path() {
+        let mut l = conv(&[8, 4, 5], 2, (3, 3), 1, 1, true);
+        if winograd_enabled() {
+            assert!(l.winograd.is_some());
+        }
+        check_layer(&mut l, &[2, 8, 4, 5], TRAIN);
+        // A first layer (fewer than 8 channels) keeps im2col + GEMM.
+        assert!(conv(&[3, 8, 8], 4, (3, 3), 1, 1, true).winograd.is_none());
+    }
+
+    /// The Winograd path gives what im2col + GEMM gives, to rounding: output, input gradient,
+    /// weight and bias gradients; batch 1, odd and non-square sizes, padding 0–2, and batches
+    /// that fill one group of images, several, and a partial last one.
+    #[test]
+    fn conv_winograd_matches_im2col() {
+        for &(n, c, h, w, o, pad) in &[
+            (1, 8, 3, 3, 1, 0),
+            (3, 8, 5, 7, 3, 1),
+            (5, 9, 9, 6, 4, 2),
+            (2, 8, 8, 8, 2, 0),
+            (70, 8, 4, 4, 2, 1),
+            (2, 8, 34, 33, 2, 1),
+        ] {
+            let x = seeded(&[n, c, h, w], 11);
+            let run = |mut l: Conv2d| {
+                let y = l.forward(&x, TRAIN).clone();
+                let dx = l.backward(&y).clone();
+                let mut grads = Vec::new();
+                l.visit_params(&mut |p| grads.push(p.grad.clone()));
+                (y, dx, grads)
+            };
+            let fast = conv(&[c, h, w], o, (3, 3), 1, pad, true);
+            if winograd_enabled() {
+                assert!(fast.winograd.is_some());
+            }
+            let plain = conv(&[c, h, w], o, (3, 3), 1, pad, true).without_winograd();
+            let (a, b) = (run(fast), run(plain));
+            let close = |u: &Tensor, v: &Tensor, what: &str| {
+                assert_eq!(u.shape(), v.shape());
+                for (p, q) in u.iter().zip(v.iter()) {
+                    assert!(
+                        (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                        "{what}, n={n} c={c} h={h} w={w} o={o} pad={pad}: {p} vs {q}"
+                    );
+                }
+            };
+            close(&a.0, &b.0, "output");
+            close(&a.1, &b.1, "input gradient");
+            for (ga, gb) in a.2.iter().zip(&b.2) {
+                close(ga, gb, "parameter gradient");
             }
         }
     }

@@ -1,0 +1,417 @@
+//! 3×3 stride-1 convolution by Winograd's minimal filtering algorithm F(2×2, 3×3) (Lavin and
+//! Gray 2016, "Fast Algorithms for Convolutional Neural Networks", arXiv:1509.09308).
+//!
+//! Each 2×2 block ("tile") of output comes from a 4×4 patch `d` of input and the 3×3 kernel `g`
+//! as `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`: 16 multiplications per tile and channel pair instead of
+//! 36. Summed over input channels, the 16 element-wise products become 16 matrix products,
+//! `M_ξ (O×T) = U_ξ (O×C) · V_ξ (C×T)` over the T tiles, so the work is 4/9 of im2col + GEMM's
+//! plus the cheap transforms. The transforms only add and halve, so rounding stays close to the
+//! direct sum (tested against it below and in the conv layer).
+//!
+//! Layout: inputs `g×C×H×W` (a group of images), weights `O×C×3×3` → outputs `g×O×OH×OW`,
+//! where `OH = H + 2·pad − 2` and `OW = W + 2·pad − 2`. There are `TH×TW` tiles per image
+//! (`⌈OH/2⌉×⌈OW/2⌉`). Each padded input channel is split into four phase images,
+//! `P_pq[y][x] = padded[2y + p][2x + q]`, rows `TW + 1` long; numbering tile `(ty, tx)`
+//! `ty·(TW + 1) + tx`, with one unused tile at the end of each row, makes element `(i, j)` of
+//! every tile's patch one contiguous run of a phase image, `P_(i mod 2)(j mod 2)` shifted by
+//! `(i/2)·(TW + 1) + j/2`. So every transform is a handful of loops over whole images, which
+//! vectorise well even when an image is 4 tiles wide. Within a group, tiles are numbered
+//! image-major: `t = image·T + ty·(TW + 1) + tx`, `T = TH·(TW + 1)`.
+
+use super::gemm::sgemm;
+
+/// Tiles per matrix product below which images are grouped: enough columns for the GEMM's
+/// micro-kernel to run at speed, few enough for the group's buffers to stay in cache. Measured
+/// with `cnn bench` on cifar-ref and mnist-ref: 32 to 256 are within the machine's noise.
+const MIN_TILES: usize = 128;
+
+/// The geometry of one 3×3, stride-1 convolution computed by F(2×2, 3×3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Winograd {
+    c: usize,
+    h: usize,
+    w: usize,
+    pad: usize,
+    o: usize,
+    oh: usize,
+    ow: usize,
+    /// Tiles down and across one image: `⌈OH/2⌉`, `⌈OW/2⌉`.
+    th: usize,
+    tw: usize,
+}
+
+/// Defines `$name`, which runs the `#[inline(always)]` method `$body` compiled for AVX-512 when
+/// the CPU has it: the transforms are plain loops that the compiler vectorises, and the default
+/// x86-64 target allows only 128-bit vectors. (The GEMM crate dispatches the same way.)
+macro_rules! with_avx512 {
+    ($name:ident, $fast:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        fn $name(&self, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                return unsafe { self.$fast($($arg),*) };
+            }
+            self.$body($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $fast(&self, $($arg: $ty),*) {
+            self.$body($($arg),*)
+        }
+    };
+}
+
+impl Winograd {
+    with_avx512!(prepare, prepare_avx512, prepare_body, (x: &[f32], buf: &mut [f32]));
+    with_avx512!(
+        transform_input,
+        transform_input_avx512,
+        transform_input_body,
+        (prepared: &[f32], g: usize, v: &mut [f32])
+    );
+    with_avx512!(
+        transform_output,
+        transform_output_avx512,
+        transform_output_body,
+        (m: &[f32], g: usize, phases: &mut [f32], y: &mut [f32])
+    );
+
+    /// The plan for input `C×H×W`, `O` output channels, padding `pad`; `None` when a 3×3 kernel
+    /// does not fit the padded input.
+    pub fn new((c, h, w): (usize, usize, usize), o: usize, pad: usize) -> Option<Self> {
+        let (oh, ow) = ((h + 2 * pad).checked_sub(2)?, (w + 2 * pad).checked_sub(2)?);
+        if oh == 0 || ow == 0 || c == 0 || o == 0 {
+            return None;
+        }
+        Some(Winograd {
+            c,
+            h,
+            w,
+            pad,
+            o,
+            oh,
+            ow,
+            th: oh.div_ceil(2),
+            tw: ow.div_ceil(2),
+        })
+    }
+
+    /// Tiles per row, counting the unused one (see the module doc).
+    fn pitch(&self) -> usize {
+        self.tw + 1
+    }
+
+    /// Tiles per image, counting the unused ones.
+    fn tiles(&self) -> usize {
+        self.th * self.pitch()
+    }
+
+    /// Images per group (per set of 16 matrix products). It depends on the geometry only, so
+    /// results do not depend on the thread count.
+    pub fn group(&self) -> usize {
+        MIN_TILES.div_ceil(self.tiles()).max(1)
+    }
+
+    /// Floats of one phase image: `TH + 1` rows of `TW + 1`, and one more that the last
+    /// (unused) tile's shifted reads reach.
+    fn phase_len(&self) -> usize {
+        (self.th + 1) * self.pitch() + 1
+    }
+
+    /// Floats of one prepared image: four phase images per channel.
+    fn prepared_len(&self) -> usize {
+        self.c * 4 * self.phase_len()
+    }
+
+    /// Scratch floats [`Self::forward`] needs for a group of `g` images.
+    pub fn scratch_len(&self, g: usize) -> usize {
+        let nt = g * self.tiles();
+        g * self.prepared_len() + 16 * self.c * nt + 16 * self.o * nt + 4 * self.tiles()
+    }
+
+    /// The number of floats of the transformed weights `U`.
+    pub fn weights_len(&self) -> usize {
+        16 * self.o * self.c
+    }
+
+    /// `U_ξ = G g Gᵀ` for every kernel `g` of `weight` (`O×C×3×3`), stored `16×O×C`.
+    pub fn transform_weights(&self, weight: &[f32], u: &mut [f32]) {
+        let (o, c) = (self.o, self.c);
+        assert!(weight.len() >= o * c * 9 && u.len() >= 16 * o * c);
+        for oc in 0..o {
+            for ic in 0..c {
+                let g = &weight[(oc * c + ic) * 9..][..9];
+                // G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]], applied to the rows of g...
+                let mut t = [[0.0f32; 3]; 4];
+                for j in 0..3 {
+                    let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+                    t[0][j] = g0;
+                    t[1][j] = 0.5 * (g0 + g1 + g2);
+                    t[2][j] = 0.5 * (g0 - g1 + g2);
+                    t[3][j] = g2;
+                }
+                // ...then to its columns (· Gᵀ).
+                for (i, &[a, b, d]) in t.iter().enumerate() {
+                    let row = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+                    for (j, v) in row.into_iter().enumerate() {
+                        u[((4 * i + j) * o + oc) * c + ic] = v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `y (g×O×OH×OW) = conv(x (g×C×H×W))` without bias, for `g = x.len() / (C·H·W)` images,
+    /// with `u` from [`Self::transform_weights`] and at least [`Self::scratch_len`]`(g)` floats
+    /// of scratch.
+    pub fn forward(&self, x: &[f32], u: &[f32], scratch: &mut [f32], y: &mut [f32]) {
+        let item = self.c * self.h * self.w;
+        let g = x.len() / item;
+        assert!(x.len() == g * item && y.len() == g * self.o * self.oh * self.ow);
+        assert!(scratch.len() >= self.scratch_len(g) && u.len() >= self.weights_len());
+        let nt = g * self.tiles();
+        let (prepared, rest) = scratch.split_at_mut(g * self.prepared_len());
+        let (v, rest) = rest.split_at_mut(16 * self.c * nt);
+        let (m, rest) = rest.split_at_mut(16 * self.o * nt);
+        let phases = &mut rest[..4 * self.tiles()];
+        for (img, buf) in x
+            .chunks_exact(item)
+            .zip(prepared.chunks_exact_mut(self.prepared_len()))
+        {
+            self.prepare(img, buf);
+        }
+        self.transform_input(prepared, g, v);
+        let (o, c) = (self.o, self.c);
+        for xi in 0..16 {
+            sgemm(
+                o,
+                nt,
+                c,
+                &u[xi * o * c..][..o * c],
+                false,
+                &v[xi * c * nt..][..c * nt],
+                false,
+                &mut m[xi * o * nt..][..o * nt],
+                false,
+            );
+        }
+        self.transform_output(m, g, phases, y);
+    }
+
+    /// Splits each channel of one zero-padded image into its four phase images (module doc):
+    /// phase `2p + q` of channel `ch` is at `buf[(4·ch + 2p + q)·phase_len..]`.
+    #[inline(always)]
+    fn prepare_body(&self, x: &[f32], buf: &mut [f32]) {
+        let (h, w, pad, pitch) = (self.h as isize, self.w, self.pad as isize, self.pitch());
+        for (plane, phases) in x
+            .chunks_exact(self.h * w)
+            .zip(buf.chunks_exact_mut(4 * self.phase_len()))
+        {
+            for (pq, phase) in phases.chunks_exact_mut(self.phase_len()).enumerate() {
+                let (p, q) = ((pq / 2) as isize, (pq % 2) as isize);
+                let (rows, tail) = phase.split_at_mut((self.th + 1) * pitch);
+                tail.fill(0.0);
+                for (y, row) in rows.chunks_exact_mut(pitch).enumerate() {
+                    let sy = 2 * y as isize + p - pad;
+                    if sy < 0 || sy >= h {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    // Columns x whose source 2x + q − pad lies inside the row: [lo, hi).
+                    let src = &plane[sy as usize * w..][..w];
+                    let lo = ((pad - q).max(0) as usize).div_ceil(2).min(pitch);
+                    let hi =
+                        (((w as isize + pad - q).max(0) as usize).div_ceil(2)).clamp(lo, pitch);
+                    row[..lo].fill(0.0);
+                    row[hi..].fill(0.0);
+                    let first = (2 * lo as isize + q - pad) as usize;
+                    for (v, &s) in row[lo..hi].iter_mut().zip(src[first..].iter().step_by(2)) {
+                        *v = s;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `V_ξ[c][t] = (Bᵀ d B)[ξ]` for every tile and channel of the prepared group, `16×C×NT`.
+    #[inline(always)]
+    fn transform_input_body(&self, prepared: &[f32], g: usize, v: &mut [f32]) {
+        let (c, t, nt, pitch, len) = (
+            self.c,
+            self.tiles(),
+            g * self.tiles(),
+            self.pitch(),
+            self.phase_len(),
+        );
+        for img in 0..g {
+            for ch in 0..c {
+                let phases = &prepared[(img * c + ch) * 4 * len..][..4 * len];
+                // Element (i, j) of every tile's patch, one run per (i, j).
+                let d: [[&[f32]; 4]; 4] = std::array::from_fn(|i| {
+                    std::array::from_fn(|j| {
+                        let phase = &phases[(2 * (i % 2) + j % 2) * len..][..len];
+                        &phase[(i / 2) * pitch + j / 2..][..t]
+                    })
+                });
+                let at = img * t;
+                // One call per plane: the indices must be constants (see `input_plane`).
+                macro_rules! planes {
+                    ($($i:literal $j:literal),*) => {$(
+                        let xi = 4 * $i + $j;
+                        input_plane::<$i, $j>(&d, &mut v[(xi * c + ch) * nt + at..][..t]);
+                    )*};
+                }
+                planes!(0 0, 0 1, 0 2, 0 3, 1 0, 1 1, 1 2, 1 3, 2 0, 2 1, 2 2, 2 3, 3 0, 3 1, 3 2, 3 3);
+            }
+        }
+    }
+
+    /// `y = Aᵀ m A` for every tile and output channel, `m_ξ` read from `M (16×O×NT)`: first the
+    /// four output phases over whole images into `phases` (`4×T`), then interleaved into `y`,
+    /// dropping the unused tiles and what hangs over an odd-sized output.
+    #[inline(always)]
+    fn transform_output_body(&self, m: &[f32], g: usize, phases: &mut [f32], y: &mut [f32]) {
+        let (o, t, nt, pitch) = (self.o, self.tiles(), g * self.tiles(), self.pitch());
+        let (oh, ow, tw) = (self.oh, self.ow, self.tw);
+        for (plane_index, plane) in y.chunks_exact_mut(oh * ow).enumerate() {
+            let (img, oc) = (plane_index / o, plane_index % o);
+            let mm: [&[f32]; 16] =
+                std::array::from_fn(|xi| &m[(xi * o + oc) * nt + img * t..][..t]);
+            let (p0, rest) = phases.split_at_mut(t);
+            let (p1, rest) = rest.split_at_mut(t);
+            let (p2, p3) = rest.split_at_mut(t);
+            output_phase::<0, 0>(&mm, p0);
+            output_phase::<0, 1>(&mm, p1);
+            output_phase::<1, 0>(&mm, p2);
+            output_phase::<1, 1>(&mm, &mut p3[..t]);
+            let phase = [[&*p0, &*p1], [&*p2, &*p3]];
+            for ty in 0..self.th {
+                for (a, cols) in phase.iter().enumerate() {
+                    let yr = 2 * ty + a;
+                    if yr >= oh {
+                        break;
+                    }
+                    let row = &mut plane[yr * ow..][..ow];
+                    let (even, odd) = (&cols[0][ty * pitch..][..tw], &cols[1][ty * pitch..][..tw]);
+                    for ((pair, &e), &od) in row.chunks_exact_mut(2).zip(even).zip(odd) {
+                        pair[0] = e;
+                        pair[1] = od;
+                    }
+                    if ow % 2 == 1 {
+                        row[ow - 1] = even[tw - 1];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Column `J` of `d B` (B as in `Bᵀ` = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]])
+/// for one patch row `r` (its four columns), at tile `t`.
+#[inline(always)]
+fn input_col<const J: usize>(r: &[&[f32]; 4], t: usize) -> f32 {
+    match J {
+        0 => r[0][t] - r[2][t],
+        1 => r[1][t] + r[2][t],
+        2 => r[2][t] - r[1][t],
+        _ => r[1][t] - r[3][t],
+    }
+}
+
+/// Plane `4I + J` of `Bᵀ d B` for a run of tiles: `d[i][j]` is element (i, j) of every tile's
+/// patch. Const parameters let every plane compile to straight vector code.
+#[inline(always)]
+fn input_plane<const I: usize, const J: usize>(d: &[[&[f32]; 4]; 4], out: &mut [f32]) {
+    let n = out.len();
+    let d: [[&[f32]; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| &d[i][j][..n]));
+    for (t, v) in out.iter_mut().enumerate() {
+        let c = |i: usize| input_col::<J>(&d[i], t);
+        *v = match I {
+            0 => c(0) - c(2),
+            1 => c(1) + c(2),
+            2 => c(2) - c(1),
+            _ => c(1) - c(3),
+        };
+    }
+}
+
+/// Element (A, B) of `Aᵀ m A`, Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]], for a run of tiles: the
+/// output pixel at row `2ty + A`, column `2tx + B` of each tile.
+#[inline(always)]
+fn output_phase<const A: usize, const B: usize>(m: &[&[f32]; 16], out: &mut [f32]) {
+    let n = out.len();
+    let m: [&[f32]; 16] = std::array::from_fn(|xi| &m[xi][..n]);
+    for (t, v) in out.iter_mut().enumerate() {
+        // Row A of Aᵀ applied to column j of m.
+        let r = |j: usize| match A {
+            0 => m[j][t] + m[4 + j][t] + m[8 + j][t],
+            _ => m[4 + j][t] - m[8 + j][t] - m[12 + j][t],
+        };
+        *v = match B {
+            0 => r(0) + r(1) + r(2),
+            _ => r(1) - r(2) - r(3),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::reference::{self, Window};
+
+    fn seeded(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..len).map(|_| rng.uniform() * 2.0 - 1.0).collect()
+    }
+
+    /// Against the definition, on awkward sizes: one image and several, odd and even and
+    /// non-square outputs, padding 0, 1 and 2, widths past one 16-lane run, 1 channel.
+    #[test]
+    fn winograd_matches_the_direct_convolution() {
+        for &(g, c, h, w, o, pad) in &[
+            (1, 1, 3, 3, 1, 0),
+            (1, 2, 5, 7, 3, 0),
+            (2, 3, 6, 9, 4, 1),
+            (3, 4, 7, 4, 5, 1),
+            (1, 2, 4, 37, 2, 1),
+            (2, 5, 9, 8, 3, 2),
+            (1, 3, 35, 34, 2, 1),
+            (1, 1, 1, 1, 2, 1),
+        ] {
+            let plan = Winograd::new((c, h, w), o, pad).unwrap();
+            let x = seeded(g * c * h * w, 3);
+            let weight = seeded(o * c * 9, 4);
+            let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
+            let mut want = vec![0.0; g * o * oh * ow];
+            let win = Window {
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad,
+            };
+            for (xi, yi) in x.chunks(c * h * w).zip(want.chunks_mut(o * oh * ow)) {
+                reference::conv2d(xi, (c, h, w), &weight, None, o, win, yi);
+            }
+            let mut u = vec![0.0; plan.weights_len()];
+            plan.transform_weights(&weight, &mut u);
+            let mut scratch = vec![f32::NAN; plan.scratch_len(g)];
+            let mut y = vec![f32::NAN; want.len()];
+            plan.forward(&x, &u, &mut scratch, &mut y);
+            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()) * (c * 9) as f32,
+                    "g={g} c={c} h={h} w={w} o={o} pad={pad} at {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn winograd_declines_what_a_3x3_kernel_does_not_fit() {
+        assert!(Winograd::new((1, 2, 5), 1, 0).is_none());
+        assert!(Winograd::new((1, 1, 1), 1, 1).is_some());
+        assert_eq!(Winograd::new((3, 32, 32), 8, 1).unwrap().group(), 1);
+        assert_eq!(Winograd::new((3, 8, 8), 8, 1).unwrap().group(), 7);
+    }
+}
