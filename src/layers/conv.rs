@@ -37,6 +37,37 @@ unsafe fn thread_slot<'a>(buf: SendPtr, slots: usize, len: usize) -> &'a mut [f3
     unsafe { std::slice::from_raw_parts_mut(buf.get().add(slot * len), len) }
 }
 
+/// `y = conv(x) + bias` by `plan` for a whole batch (`x`: N×C×H×W, `y`: N×O×OH×OW, `u`: the
+/// transformed weights): groups of images in parallel, each on its worker thread's slot of
+/// `scratch`, which grows if needed.
+fn winograd_batch(
+    plan: &Winograd,
+    u: &[f32],
+    x: &[f32],
+    y: &mut [f32],
+    bias: Option<&[f32]>,
+    scratch: &mut Vec<f32>,
+) {
+    let (item_in, item_out) = (plan.input_len(), plan.output_len());
+    let n = x.len() / item_in;
+    let g = plan.group();
+    let slots = rayon::current_num_threads().min(n.div_ceil(g)).max(1);
+    let len = plan.scratch_len(g.min(n));
+    if scratch.len() < slots * len {
+        scratch.resize(slots * len, 0.0);
+    }
+    let buf = SendPtr(scratch.as_mut_ptr());
+    let plane = plan.output_plane();
+    y.par_chunks_mut(g * item_out)
+        .zip(x.par_chunks(g * item_in))
+        .for_each(|(y, x)| {
+            // SAFETY: see `thread_slot`; the Winograd product runs on this thread only.
+            let s = unsafe { thread_slot(buf, slots, len) };
+            plan.forward(x, u, s, y);
+            add_bias(y, bias, plane);
+        });
+}
+
 /// Adds `bias[o]` to every element of each `p`-long output plane of `y` (`…×O×P`).
 fn add_bias(y: &mut [f32], bias: Option<&[f32]>, p: usize) {
     if let Some(b) = bias {
@@ -235,59 +266,21 @@ impl Conv2d {
         self.flip_weights();
         self.u_dx.resize(plan.weights_len(), 0.0);
         plan.transform_weights(&self.flipped, &mut self.u_dx);
-        let (c, h, w) = self.input;
-        let (o, p) = (self.out[0], self.p());
-        let g = plan.group();
-        let n = dy.len() / (o * p);
-        let (slots, len) = (
-            rayon::current_num_threads().min(n.div_ceil(g)).max(1),
-            plan.scratch_len(g.min(n)),
-        );
-        if self.cols.len() < slots * len {
-            self.cols.resize(slots * len, 0.0);
-        }
-        let scratch = SendPtr(self.cols.as_mut_ptr());
-        let u = &self.u_dx;
-        data_mut(&mut self.dx)
-            .par_chunks_mut(g * c * h * w)
-            .zip(dy.par_chunks(g * o * p))
-            .for_each(|(dx, dy)| {
-                // SAFETY: see `thread_slot`; the Winograd product runs on this thread only.
-                let s = unsafe { thread_slot(scratch, slots, len) };
-                plan.forward(dy, u, s, dx);
-            });
+        let dx = data_mut(&mut self.dx);
+        winograd_batch(&plan, &self.u_dx, dy, dx, None, &mut self.cols);
     }
 
-    /// Winograd forward: groups of images in parallel, each on its worker thread's scratch.
+    /// Winograd forward; in training, keeps the input for the weight gradient.
     fn forward_by_winograd(&mut self, x: &Tensor, plan: Winograd) {
-        let n = x.shape()[0];
-        let (c, h, w) = self.input;
-        let (o, p) = (self.out[0], self.p());
         if self.trained {
             reuse(&mut self.x_saved, x.shape());
             data_mut(&mut self.x_saved).copy_from_slice(data(x));
         }
         self.u.resize(plan.weights_len(), 0.0);
         plan.transform_weights(data(&self.weight.value), &mut self.u);
-        let g = plan.group();
-        let (slots, len) = (
-            rayon::current_num_threads().min(n.div_ceil(g)).max(1),
-            plan.scratch_len(g.min(n)),
-        );
-        if self.cols.len() < slots * len {
-            self.cols.resize(slots * len, 0.0);
-        }
-        let scratch = SendPtr(self.cols.as_mut_ptr());
-        let (u, bias) = (&self.u, self.bias.as_ref().map(|b| data(&b.value)));
-        data_mut(&mut self.y)
-            .par_chunks_mut(g * o * p)
-            .zip(data(x).par_chunks(g * c * h * w))
-            .for_each(|(y, x)| {
-                // SAFETY: see `thread_slot`; the Winograd product runs on this thread only.
-                let s = unsafe { thread_slot(scratch, slots, len) };
-                plan.forward(x, u, s, y);
-                add_bias(y, bias, p);
-            });
+        let bias = self.bias.as_ref().map(|b| data(&b.value));
+        let y = data_mut(&mut self.y);
+        winograd_batch(&plan, &self.u, data(x), y, bias, &mut self.cols);
     }
 
     /// Tests use this to run the im2col path beside the Winograd one.
