@@ -7,16 +7,19 @@
 //! pixel hurts the prediction (evidence for it), negative where hiding it helps.
 
 use crate::graph::Network;
-use crate::layers::Mode;
 use crate::loss::softmax;
-use crate::tensor::{Tensor, data, data_mut};
+use crate::tensor::{Tensor, data_mut};
+use crate::tta::{self, Tta};
 
-/// Patch geometry and how many occluded copies go through the network at once.
+/// Patch geometry, how many occluded copies go through the network at once, and the
+/// test-time augmentation the prediction being explained used (the map must measure the same
+/// probability the prediction reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OcclusionConfig {
     pub patch: usize,
     pub stride: usize,
     pub batch: usize,
+    pub tta: Tta,
 }
 
 impl OcclusionConfig {
@@ -29,6 +32,7 @@ impl OcclusionConfig {
             patch,
             stride: (side / 64).max(1),
             batch: 128,
+            tta: Tta::None,
         }
     }
 }
@@ -60,17 +64,16 @@ pub fn occlusion(
     let len = c * h * w;
     debug_assert_eq!(x.len(), len);
     let patch = cfg.patch.min(h).min(w).max(1);
-    let prob = |net: &mut Network, batch: &Tensor| -> Vec<f32> {
-        let logits: Vec<f32> = data(net.forward(batch, Mode::Eval))
-            .iter()
-            .map(|z| z / temperature)
-            .collect();
+    let prob = |net: &mut Network, batch: &mut Tensor| -> Vec<f32> {
+        let mut logits = Vec::new();
+        tta::logits(net, batch, cfg.tta, &mut logits);
+        logits.iter_mut().for_each(|z| *z /= temperature);
         let mut p = vec![0f32; logits.len()];
         softmax(&logits, k, &mut p);
         p.chunks(k).map(|row| row[class]).collect()
     };
-    let one = Tensor::from_shape_vec(vec![1, c, h, w], x.to_vec()).expect("C×H×W image");
-    let base = prob(net, &one)[0];
+    let mut one = Tensor::from_shape_vec(vec![1, c, h, w], x.to_vec()).expect("C×H×W image");
+    let base = prob(net, &mut one)[0];
     let positions: Vec<(usize, usize)> = starts(h, patch, cfg.stride)
         .into_iter()
         .flat_map(|top| {
@@ -91,7 +94,7 @@ pub fn occlusion(
                 }
             }
         }
-        for (&(top, left), p) in chunk.iter().zip(prob(net, &batch)) {
+        for (&(top, left), p) in chunk.iter().zip(prob(net, &mut batch)) {
             for y in top..top + patch {
                 for xx in left..left + patch {
                     sum[y * w + xx] += base - p;
@@ -139,6 +142,7 @@ mod tests {
             patch: 2,
             stride: 1,
             batch: 7,
+            tta: Tta::None,
         };
         let heat = occlusion(&mut net, &x, [1, 6, 6], 0, 1.0, &cfg);
         // Base p0 = σ(5) = 0.99331; with the pixel hidden, p0 = 1/2: a drop of 0.49331, and
@@ -147,5 +151,15 @@ mod tests {
         // Pixel (1, 1) lies under 4 positions, one of which hides (0, 0).
         assert!((heat[7] - 0.493_307 / 4.0).abs() < 1e-4, "{}", heat[7]);
         assert!(heat[14..].iter().all(|&v| v.abs() < 1e-6));
+
+        // With flip test-time augmentation the probability is that of the mean logit,
+        // ½(5·x(0,0) + 5·x(0,5)) = 2.5: base σ(2.5) = 0.924142, hidden 1/2; the map measures
+        // that drop, the one the prediction reports.
+        let flip = OcclusionConfig {
+            tta: Tta::Flip,
+            ..cfg
+        };
+        let heat = occlusion(&mut net, &x, [1, 6, 6], 0, 1.0, &flip);
+        assert!((heat[0] - 0.424_142).abs() < 1e-4, "{}", heat[0]);
     }
 }

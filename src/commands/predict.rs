@@ -9,7 +9,7 @@ use crate::metrics::argmax;
 use crate::model_file::Model;
 use crate::preprocess;
 use crate::tensor::{Tensor, data};
-use crate::tta;
+use crate::tta::{self, Tta};
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use std::io::Write;
@@ -108,6 +108,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
                         image,
                         pred,
                         probs[pred],
+                        args.tta,
                     )?)
                 }
                 None => None,
@@ -183,6 +184,7 @@ fn explain(
     image: &Result<Vec<u8>>,
     class: usize,
     prob: f32,
+    tta: Tta,
 ) -> Result<PathBuf> {
     let Ok(image) = image else {
         bail!("{}: no image to explain", file.display());
@@ -203,7 +205,10 @@ fn explain(
         bail!("{}: would overwrite the input image", path.display());
     }
     let [_, h, w] = model.input;
-    let cfg = OcclusionConfig::for_input(h, w);
+    let cfg = OcclusionConfig {
+        tta,
+        ..OcclusionConfig::for_input(h, w)
+    };
     let heat = occlusion(net, x, model.input, class, model.temperature, &cfg);
     let name = &model.classes[class];
     let title = format!(

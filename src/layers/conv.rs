@@ -348,16 +348,15 @@ impl Layer for Conv2d {
             .zip(data(x).par_chunks(c * h * w))
             .enumerate()
             .for_each(|(i, (y, x))| {
-                let slot = if trained {
-                    i
-                } else {
-                    rayon::current_thread_index().unwrap_or(0) % slots
-                };
                 // SAFETY: in training each image has its own slot; in evaluation each worker
-                // thread does (a task runs start to finish on one thread, and im2col and sgemm
-                // start no parallel work that could interleave another task on it).
-                let cols =
-                    unsafe { std::slice::from_raw_parts_mut(cols.get().add(slot * k * p), k * p) };
+                // thread does (see `thread_slot`: im2col and sgemm run on this thread only).
+                let cols = unsafe {
+                    if trained {
+                        std::slice::from_raw_parts_mut(cols.get().add(i * k * p), k * p)
+                    } else {
+                        thread_slot(cols, slots, k * p)
+                    }
+                };
                 im2col(x, (c, h, w), win, oh, ow, cols);
                 sgemm(o, p, k, weight, false, cols, false, y, false);
                 add_bias(y, bias, p);
