@@ -182,9 +182,9 @@ impl Winograd {
     /// with `u` from [`Self::transform_weights`] and at least [`Self::scratch_len`]`(g)` floats
     /// of scratch.
     pub fn forward(&self, x: &[f32], u: &[f32], scratch: &mut [f32], y: &mut [f32]) {
-        let item = self.c * self.h * self.w;
+        let item = self.input_len();
         let g = x.len() / item;
-        assert!(x.len() == g * item && y.len() == g * self.o * self.oh * self.ow);
+        assert!(x.len() == g * item && y.len() == g * self.output_len());
         assert!(scratch.len() >= self.scratch_len(g) && u.len() >= self.weights_len());
         let nt = g * self.tiles();
         let (prepared, rest) = scratch.split_at_mut(g * self.prepared_len());
