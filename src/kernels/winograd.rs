@@ -17,6 +17,11 @@
 //! `(i/2)·(TW + 1) + j/2`. So every transform is a handful of loops over whole images, which
 //! vectorise well even when an image is 4 tiles wide. Within a group, tiles are numbered
 //! image-major: `t = image·T + ty·(TW + 1) + tx`, `T = TH·(TW + 1)`.
+//!
+//! The weight gradient follows from the same identity by the chain rule: with `Z = A dY Aᵀ` for
+//! each 2×2 tile of output gradient (zero where the tile hangs over the output),
+//! `dg = Gᵀ [Σ_tiles Z ⊙ (Bᵀ d B)] G`, so it is again 16 matrix products,
+//! `S_ξ (O×C) += Z_ξ (O×T) · V_ξᵀ (T×C)`, followed by one small transform per kernel.
 
 use super::gemm::sgemm;
 
@@ -76,6 +81,12 @@ impl Winograd {
         transform_output_avx512,
         transform_output_body,
         (m: &[f32], g: usize, phases: &mut [f32], y: &mut [f32])
+    );
+    with_avx512!(
+        transform_grad,
+        transform_grad_avx512,
+        transform_grad_body,
+        (dy: &[f32], g: usize, phases: &mut [f32], z: &mut [f32])
     );
 
     /// The plan for input `C×H×W`, `O` output channels, padding `pad`; `None` when a 3×3 kernel
@@ -215,6 +226,89 @@ impl Winograd {
         self.transform_output(m, g, phases, y);
     }
 
+    /// Images per partial sum of the weight gradient: a fixed number (never the thread count),
+    /// so the sum order is fixed; enough images that the `16×O×C` partials stay few, and at
+    /// least one group.
+    pub fn grad_chunk(&self) -> usize {
+        self.group().max(8)
+    }
+
+    /// Floats of one weight-gradient partial sum `S` (`16×O×C`).
+    pub fn grad_len(&self) -> usize {
+        16 * self.o * self.c
+    }
+
+    /// `S_ξ (O×C) (+)= Σ_tiles Z_ξ · V_ξᵀ` for `g` images `x` (`g×C×H×W`) and their output
+    /// gradients `dy` (`g×O×OH×OW`), with [`Self::scratch_len`]`(g)` floats of scratch; `s` is
+    /// overwritten unless `accumulate`. [`Self::weight_grad`] turns the sum into `dW`.
+    pub fn accumulate_weight_grad(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        scratch: &mut [f32],
+        s: &mut [f32],
+        accumulate: bool,
+    ) {
+        let item = self.input_len();
+        let g = x.len() / item;
+        assert!(x.len() == g * item && dy.len() == g * self.output_len());
+        assert!(scratch.len() >= self.scratch_len(g) && s.len() >= self.grad_len());
+        let nt = g * self.tiles();
+        let (prepared, rest) = scratch.split_at_mut(g * self.prepared_len());
+        let (v, rest) = rest.split_at_mut(16 * self.c * nt);
+        let (z, rest) = rest.split_at_mut(16 * self.o * nt);
+        let phases = &mut rest[..4 * self.tiles()];
+        for (img, buf) in x
+            .chunks_exact(item)
+            .zip(prepared.chunks_exact_mut(self.prepared_len()))
+        {
+            self.prepare(img, buf);
+        }
+        self.transform_input(prepared, g, v);
+        self.transform_grad(dy, g, phases, z);
+        let (o, c) = (self.o, self.c);
+        for xi in 0..16 {
+            sgemm(
+                o,
+                c,
+                nt,
+                &z[xi * o * nt..][..o * nt],
+                false,
+                &v[xi * c * nt..][..c * nt],
+                true,
+                &mut s[xi * o * c..][..o * c],
+                accumulate,
+            );
+        }
+    }
+
+    /// `dW (O×C×3×3) += Gᵀ S G` for every kernel, `S` (`16×O×C`) from
+    /// [`Self::accumulate_weight_grad`].
+    pub fn weight_grad(&self, s: &[f32], dw: &mut [f32]) {
+        let (o, c) = (self.o, self.c);
+        assert!(s.len() >= 16 * o * c && dw.len() >= o * c * 9);
+        for (k, g) in dw.chunks_exact_mut(9).take(o * c).enumerate() {
+            let at = |xi: usize| s[xi * o * c + k];
+            // Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]], applied to the columns of S...
+            let t: [[f32; 4]; 3] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| {
+                    let (u0, u1, u2, u3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
+                    match i {
+                        0 => u0 + 0.5 * (u1 + u2),
+                        1 => 0.5 * (u1 - u2),
+                        _ => 0.5 * (u1 + u2) + u3,
+                    }
+                })
+            });
+            // ...then to its rows (· G).
+            for (i, &[u0, u1, u2, u3]) in t.iter().enumerate() {
+                g[3 * i] += u0 + 0.5 * (u1 + u2);
+                g[3 * i + 1] += 0.5 * (u1 - u2);
+                g[3 * i + 2] += 0.5 * (u1 + u2) + u3;
+            }
+        }
+    }
+
     /// Splits each channel of one zero-padded image into its four phase images (module doc):
     /// phase `2p + q` of channel `ch` is at `buf[(4·ch + 2p + q)·phase_len..]`.
     #[inline(always)]
@@ -321,6 +415,81 @@ impl Winograd {
             }
         }
     }
+
+    /// `Z_ξ[o][t] = (A dy Aᵀ)[ξ]` for every tile and output channel of `dy` (`g×O×OH×OW`),
+    /// into `z` (`16×O×NT`): first the tile's four pixels over whole planes into `phases`
+    /// (`4×T`, zero for the unused tiles and past an odd-sized output), then the 16 planes.
+    #[inline(always)]
+    fn transform_grad_body(&self, dy: &[f32], g: usize, phases: &mut [f32], z: &mut [f32]) {
+        let (o, t, nt, pitch) = (self.o, self.tiles(), g * self.tiles(), self.pitch());
+        let (oh, ow, tw) = (self.oh, self.ow, self.tw);
+        for (plane_index, plane) in dy[..g * self.output_len()]
+            .chunks_exact(oh * ow)
+            .enumerate()
+        {
+            let (img, oc) = (plane_index / o, plane_index % o);
+            phases.fill(0.0);
+            let (p0, rest) = phases.split_at_mut(t);
+            let (p1, rest) = rest.split_at_mut(t);
+            let (p2, p3) = rest.split_at_mut(t);
+            let mut phase = [[p0, p1], [p2, &mut p3[..t]]];
+            for ty in 0..self.th {
+                for (a, cols) in phase.iter_mut().enumerate() {
+                    let yr = 2 * ty + a;
+                    if yr >= oh {
+                        break;
+                    }
+                    let row = &plane[yr * ow..][..ow];
+                    let [even, odd] = cols;
+                    let (even, odd) = (&mut even[ty * pitch..][..tw], &mut odd[ty * pitch..][..tw]);
+                    for ((pair, e), od) in
+                        row.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut())
+                    {
+                        *e = pair[0];
+                        *od = pair[1];
+                    }
+                    if ow % 2 == 1 {
+                        even[tw - 1] = row[ow - 1];
+                    }
+                }
+            }
+            let e = [
+                [&*phase[0][0], &*phase[0][1]],
+                [&*phase[1][0], &*phase[1][1]],
+            ];
+            let at = img * t;
+            macro_rules! planes {
+                ($($i:literal $j:literal),*) => {$(
+                    let xi = 4 * $i + $j;
+                    grad_plane::<$i, $j>(&e, &mut z[(xi * o + oc) * nt + at..][..t]);
+                )*};
+            }
+            planes!(0 0, 0 1, 0 2, 0 3, 1 0, 1 1, 1 2, 1 3, 2 0, 2 1, 2 2, 2 3, 3 0, 3 1, 3 2, 3 3);
+        }
+    }
+}
+
+/// Element (I, J) of `A dy Aᵀ` (A = [[1, 0], [1, 1], [1, −1], [0, −1]]) for a run of tiles:
+/// `e[a][b]` is the output gradient at row `2ty + a`, column `2tx + b` of every tile.
+#[inline(always)]
+fn grad_plane<const I: usize, const J: usize>(e: &[[&[f32]; 2]; 2], out: &mut [f32]) {
+    let n = out.len();
+    let e: [[&[f32]; 2]; 2] = std::array::from_fn(|a| std::array::from_fn(|b| &e[a][b][..n]));
+    for (t, v) in out.iter_mut().enumerate() {
+        // Row J of A applied to row a of the tile.
+        let r = |a: usize| match J {
+            0 => e[a][0][t],
+            1 => e[a][0][t] + e[a][1][t],
+            2 => e[a][0][t] - e[a][1][t],
+            _ => -e[a][1][t],
+        };
+        *v = match I {
+            0 => r(0),
+            1 => r(0) + r(1),
+            2 => r(0) - r(1),
+            _ => -r(1),
+        };
+    }
 }
 
 /// Column `J` of `d B` (B as in `Bᵀ` = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]])
@@ -417,6 +586,70 @@ mod tests {
             for (i, (a, b)) in y.iter().zip(&want).enumerate() {
                 assert!(
                     (a - b).abs() <= 1e-5 * (1.0 + b.abs()) * (c * 9) as f32,
+                    "g={g} c={c} h={h} w={w} o={o} pad={pad} at {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    /// The weight gradient against its definition, `dW[o][c][i][j] = Σ dy[o][y][x] ·
+    /// x_padded[c][y + i][x + j]`, on the same awkward sizes, accumulated over two calls.
+    #[test]
+    fn winograd_weight_gradient_matches_the_definition() {
+        for &(g, c, h, w, o, pad) in &[
+            (1, 1, 3, 3, 1, 0),
+            (1, 2, 5, 7, 3, 0),
+            (2, 3, 6, 9, 4, 1),
+            (3, 4, 7, 4, 5, 1),
+            (1, 2, 4, 37, 2, 1),
+            (2, 5, 9, 8, 3, 2),
+            (1, 3, 35, 34, 2, 1),
+            (1, 1, 1, 1, 2, 1),
+        ] {
+            let plan = Winograd::new((c, h, w), o, pad).unwrap();
+            let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
+            let x = seeded(2 * g * c * h * w, 5);
+            let dy = seeded(2 * g * o * oh * ow, 6);
+            let mut want = vec![0.0f64; o * c * 9];
+            for (xi, di) in x.chunks(c * h * w).zip(dy.chunks(o * oh * ow)) {
+                for oc in 0..o {
+                    for ic in 0..c {
+                        for k in 0..9 {
+                            let (i, j) = (k / 3, k % 3);
+                            for yy in 0..oh {
+                                for xx in 0..ow {
+                                    let (sy, sx) = (yy + i, xx + j);
+                                    if sy < pad || sx < pad || sy - pad >= h || sx - pad >= w {
+                                        continue;
+                                    }
+                                    want[(oc * c + ic) * 9 + k] += di[(oc * oh + yy) * ow + xx]
+                                        as f64
+                                        * xi[(ic * h + sy - pad) * w + sx - pad] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let mut scratch = vec![f32::NAN; plan.scratch_len(g)];
+            let mut s = vec![f32::NAN; plan.grad_len()];
+            let (x_item, dy_item) = (g * c * h * w, g * o * oh * ow);
+            for half in 0..2 {
+                plan.accumulate_weight_grad(
+                    &x[half * x_item..][..x_item],
+                    &dy[half * dy_item..][..dy_item],
+                    &mut scratch,
+                    &mut s,
+                    half > 0,
+                );
+            }
+            let mut dw = vec![1.0; o * c * 9];
+            plan.weight_grad(&s, &mut dw);
+            let terms = (2 * g * oh * ow) as f32;
+            for (i, (a, b)) in dw.iter().zip(&want).enumerate() {
+                let b = *b as f32 + 1.0;
+                assert!(
+                    (a - b).abs() <= 1e-6 * (1.0 + b.abs()) * terms,
                     "g={g} c={c} h={h} w={w} o={o} pad={pad} at {i}: {a} vs {b}"
                 );
             }

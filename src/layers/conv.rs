@@ -2,10 +2,10 @@
 //!
 //! Weight `O×C×kh×kw` (PyTorch's layout), optional bias `O`. On the im2col path each image is
 //! lowered to a column matrix `(C·kh·kw)×(OH·OW)` that forward keeps for backward, so backward's
-//! weight gradient needs no second im2col. On the Winograd path (see `kernels::winograd`) forward
-//! and the input gradient, itself a 3×3 stride-1 convolution, use 4/9 of the multiplications;
-//! forward keeps a copy of its input, which backward lowers one image at a time for the weight
-//! gradient. `CNN_CONV=im2col` turns the Winograd path off, for comparison. Images are processed
+//! weight gradient needs no second im2col. On the Winograd path (see `kernels::winograd`)
+//! forward, the input gradient (itself a 3×3 stride-1 convolution) and the weight gradient all
+//! use 4/9 of the multiplications; forward keeps a copy of its input for the weight gradient.
+//! `CNN_CONV=im2col` turns the Winograd path off, for comparison. Images are processed
 //! in parallel in groups whose size depends on the shapes only; the weight gradient is summed
 //! over fixed groups of images and then over groups in order, so results do not depend on the
 //! thread count.
@@ -270,6 +270,73 @@ impl Conv2d {
         winograd_batch(&plan, &self.u_dx, dy, dx, None, &mut self.cols);
     }
 
+    /// dW = Σ_n dy_n (O×P) · cols_nᵀ (P×K) from the columns forward kept, summed per group of
+    /// BATCH_CHUNK images, then over groups in order.
+    fn weight_grad_by_im2col(&mut self, dy: &[f32]) {
+        let (k, p, o) = (self.k(), self.p(), self.out[0]);
+        let n = dy.len() / (o * p);
+        self.dw_parts.resize(n.div_ceil(BATCH_CHUNK) * o * k, 0.0);
+        let cols = &self.cols;
+        self.dw_parts
+            .par_chunks_mut(o * k)
+            .zip(dy.par_chunks(BATCH_CHUNK * o * p))
+            .zip(cols.par_chunks(BATCH_CHUNK * k * p))
+            .for_each(|((part, dy), cols)| {
+                for (i, (dy, cols)) in dy.chunks(o * p).zip(cols.chunks(k * p)).enumerate() {
+                    // Computed transposed, dWᵀ (K×O) = cols_n (K×P) · dy_nᵀ (P×O): the large
+                    // operand is then read in its stored order (measured faster than the other
+                    // way round).
+                    sgemm(k, o, p, cols, false, dy, true, part, i > 0);
+                }
+            });
+        let dw = data_mut(&mut self.weight.grad);
+        for part in self.dw_parts.chunks(o * k) {
+            for (oc, row) in dw.chunks_mut(k).enumerate() {
+                row.iter_mut()
+                    .enumerate()
+                    .for_each(|(j, g)| *g += part[j * o + oc]);
+            }
+        }
+    }
+
+    /// dW by Winograd's algorithm from the input forward kept: one `16×O×C` partial sum per
+    /// fixed chunk of images (groups of images within it in order), then the partials summed in
+    /// order and transformed back.
+    fn weight_grad_by_winograd(&mut self, dy: &[f32], plan: Winograd) {
+        let x = data(&self.x_saved);
+        let (item_in, item_out) = (plan.input_len(), plan.output_len());
+        let n = x.len() / item_in;
+        let (chunk, g, len) = (plan.grad_chunk(), plan.group(), plan.grad_len());
+        let parts = n.div_ceil(chunk);
+        let slots = rayon::current_num_threads().min(parts).max(1);
+        let scratch = plan.scratch_len(g.min(n));
+        if self.cols.len() < slots * scratch {
+            self.cols.resize(slots * scratch, 0.0);
+        }
+        let buf = SendPtr(self.cols.as_mut_ptr());
+        self.dw_parts.resize(parts * len, 0.0);
+        self.dw_parts
+            .par_chunks_mut(len)
+            .zip(x.par_chunks(chunk * item_in))
+            .zip(dy.par_chunks(chunk * item_out))
+            .for_each(|((s, x), dy)| {
+                // SAFETY: see `thread_slot`; the products run on this thread only.
+                let slot = unsafe { thread_slot(buf, slots, scratch) };
+                for (i, (x, dy)) in x
+                    .chunks(g * item_in)
+                    .zip(dy.chunks(g * item_out))
+                    .enumerate()
+                {
+                    plan.accumulate_weight_grad(x, dy, slot, s, i > 0);
+                }
+            });
+        let (first, rest) = self.dw_parts.split_at_mut(len);
+        for part in rest.chunks(len) {
+            first.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        }
+        plan.weight_grad(first, data_mut(&mut self.weight.grad));
+    }
+
     /// Winograd forward; in training, keeps the input for the weight gradient.
     fn forward_by_winograd(&mut self, x: &Tensor, plan: Winograd) {
         if self.trained {
@@ -370,7 +437,7 @@ impl Layer for Conv2d {
             "conv backward needs the columns of a training-mode forward"
         );
         let n = dy.shape()[0];
-        let (k, p, o) = (self.k(), self.p(), self.out[0]);
+        let (p, o) = (self.p(), self.out[0]);
         let (c, h, w) = self.input;
         let dy = data(dy);
 
@@ -383,55 +450,9 @@ impl Layer for Conv2d {
             }
         }
 
-        // dW = Σ_n dy_n (O×P) · cols_nᵀ (P×K), summed per group of images, then over groups.
-        // The im2col path kept every image's columns; the Winograd path lowers its saved input
-        // here, one image at a time, into its worker thread's slot.
-        let groups = n.div_ceil(BATCH_CHUNK);
-        self.dw_parts.resize(groups * o * k, 0.0);
-        let lowered = self.winograd.is_some();
-        let slots = rayon::current_num_threads().min(groups).max(1);
-        if lowered && self.cols.len() < slots * k * p {
-            self.cols.resize(slots * k * p, 0.0);
-        }
-        let cols = SendPtr(self.cols.as_mut_ptr());
-        let (win, (oh, ow)) = (self.win, (self.out[1], self.out[2]));
-        let x = data(&self.x_saved);
-        self.dw_parts
-            .par_chunks_mut(o * k)
-            .zip(dy.par_chunks(BATCH_CHUNK * o * p))
-            .enumerate()
-            .for_each(|(group, (part, dy))| {
-                for (i, dy) in dy.chunks(o * p).enumerate() {
-                    let image = group * BATCH_CHUNK + i;
-                    let cols: &[f32] = if lowered {
-                        // SAFETY: see `thread_slot`; im2col and sgemm run on this thread only.
-                        let slot = unsafe { thread_slot(cols, slots, k * p) };
-                        im2col(
-                            &x[image * c * h * w..][..c * h * w],
-                            (c, h, w),
-                            win,
-                            oh,
-                            ow,
-                            slot,
-                        );
-                        slot
-                    } else {
-                        // SAFETY: a training forward filled `n · k · p` columns; read only.
-                        unsafe { std::slice::from_raw_parts(cols.get().add(image * k * p), k * p) }
-                    };
-                    // Computed transposed, dWᵀ (K×O) = cols_n (K×P) · dy_nᵀ (P×O): the large
-                    // operand is then read in its stored order (measured faster than the other
-                    // way round).
-                    sgemm(k, o, p, cols, false, dy, true, part, i > 0);
-                }
-            });
-        let dw = data_mut(&mut self.weight.grad);
-        for part in self.dw_parts.chunks(o * k) {
-            for (oc, row) in dw.chunks_mut(k).enumerate() {
-                row.iter_mut()
-                    .enumerate()
-                    .for_each(|(j, g)| *g += part[j * o + oc]);
-            }
+        match self.winograd {
+            Some((plan, _)) => self.weight_grad_by_winograd(dy, plan),
+            None => self.weight_grad_by_im2col(dy),
         }
 
         reuse(&mut self.dx, &[n, c, h, w]);
