@@ -1,10 +1,11 @@
-//! Hot kernels: matrix multiply, im2col/col2im, Winograd convolution, vectorised sums, and the
-//! plain reference versions they are tested against.
+//! Hot kernels: matrix multiply, im2col/col2im, Winograd convolution, transpose, vectorised sums,
+//! and the plain reference versions they are tested against.
 
 pub mod gemm;
 pub mod im2col;
 pub mod reduce;
 pub mod reference;
+pub mod transpose;
 pub mod winograd;
 
 /// A raw pointer that may cross threads. Each parallel task writes a disjoint region of the

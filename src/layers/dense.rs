@@ -2,6 +2,7 @@
 
 use super::{Layer, Mode, Param};
 use crate::kernels::gemm::par_sgemm;
+use crate::kernels::transpose::transpose;
 use crate::rng::Rng;
 use crate::tensor::{Tensor, data, data_mut, reuse};
 
@@ -13,6 +14,8 @@ pub struct Dense {
     needs_dx: bool,
     /// The last input, kept for the weight gradient.
     x: Tensor,
+    /// The weight transposed, `F×O`, for forward (see `kernels::transpose`).
+    wt: Vec<f32>,
     y: Tensor,
     dx: Tensor,
 }
@@ -41,6 +44,7 @@ impl Dense {
             bias: bias.then(|| Param::trainable("bias", Tensor::zeros(vec![outputs]))),
             needs_dx: true,
             x: Tensor::zeros(vec![0]),
+            wt: Vec::new(),
             y: Tensor::zeros(vec![0]),
             dx: Tensor::zeros(vec![0]),
         })
@@ -59,17 +63,9 @@ impl Layer for Dense {
         data_mut(&mut self.x).copy_from_slice(data(x));
         reuse(&mut self.y, &[n, o]);
         let y = data_mut(&mut self.y);
-        par_sgemm(
-            n,
-            o,
-            f,
-            data(x),
-            false,
-            data(&self.weight.value),
-            true,
-            y,
-            false,
-        );
+        self.wt.resize(f * o, 0.0);
+        transpose(data(&self.weight.value), o, f, &mut self.wt);
+        par_sgemm(n, o, f, data(x), false, &self.wt, false, y, false);
         if let Some(b) = &self.bias {
             for row in y.chunks_mut(o) {
                 row.iter_mut()
