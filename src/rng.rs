@@ -5,10 +5,14 @@
 //! run resumed from a checkpoint replays exactly the same decisions from its cursor alone, and
 //! work split across threads draws the same numbers whatever the thread count.
 
+/// SplitMix64's increment, 2^64 / φ (Steele, Lea and Flood 2014): `mix(seed + i·GOLDEN)` is
+/// draw `i + 1` of the SplitMix64 stream that starts at `seed`.
+pub const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// SplitMix64's finaliser: a fast, well-mixed 64-bit hash.
 /// Constants from Steele, Lea and Flood, "Fast splittable pseudorandom number generators" (2014).
 pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = z.wrapping_add(GOLDEN);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -31,7 +35,7 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.state = self.state.wrapping_add(GOLDEN);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
