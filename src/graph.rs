@@ -10,7 +10,8 @@ use crate::layers::{
 };
 use crate::rng::{Rng, derive};
 use crate::spec::{ArchSpec, LayerSpec, Width, fmt_shape};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, data_mut};
+use rayon::prelude::*;
 use std::time::{Duration, Instant};
 
 struct Node {
@@ -231,7 +232,9 @@ impl Network {
     pub fn zero_grad(&mut self) {
         self.visit_params(&mut |_, p| {
             if p.kind == ParamKind::Trainable {
-                p.grad.fill(0.0);
+                data_mut(&mut p.grad)
+                    .par_chunks_mut(1 << 14)
+                    .for_each(|g| g.fill(0.0));
             }
         });
     }

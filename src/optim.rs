@@ -11,8 +11,12 @@
 use crate::graph::Network;
 use crate::layers::ParamKind;
 use crate::tensor::{Tensor, data, data_mut};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Elements per parallel task of an update.
+const CHUNK: usize = 1 << 14;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OptimizerKind {
@@ -80,46 +84,54 @@ impl Optimizer {
                 OptimizerKind::Sgd => 1,
                 OptimizerKind::Adam | OptimizerKind::AdamW => 2,
             };
+            // New parameters (and state restored for another rule) start from zero moments.
+            if state.get(name).is_none_or(|st| st.len() != slots) {
+                let moments = (0..slots).map(|_| Tensor::zeros(p.value.shape())).collect();
+                state.insert(name.to_string(), moments);
+            }
             let st = state
-                .entry(name.to_string())
-                .or_insert_with(|| (0..slots).map(|_| Tensor::zeros(p.value.shape())).collect());
+                .get_mut(name)
+                .expect("inserted above with `slots` moments");
             let (w, g) = (data_mut(&mut p.value), data(&p.grad));
-            match c.kind {
-                OptimizerKind::Sgd => {
-                    if slots == 0 {
-                        for (w, &g) in w.iter_mut().zip(g) {
-                            *w -= lr * (g + c.weight_decay * *w);
-                        }
-                    } else {
-                        let v = data_mut(&mut st[0]);
-                        for ((w, &g), v) in w.iter_mut().zip(g).zip(v) {
-                            let g = g + c.weight_decay * *w;
-                            *v = c.momentum * *v + g;
-                            *w -= lr * if c.nesterov { g + c.momentum * *v } else { *v };
-                        }
+            // Element-wise rules: chunks run in parallel with the same result for any thread
+            // count (a large layer's update is a few milliseconds of memory traffic).
+            let w = w.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
+            match (c.kind, &mut st[..]) {
+                (OptimizerKind::Sgd, []) => w.for_each(|(w, g)| {
+                    for (w, &g) in w.iter_mut().zip(g) {
+                        *w -= lr * (g + c.weight_decay * *w);
                     }
+                }),
+                (OptimizerKind::Sgd, [v]) => {
+                    w.zip(data_mut(v).par_chunks_mut(CHUNK))
+                        .for_each(|((w, g), v)| {
+                            for ((w, &g), v) in w.iter_mut().zip(g).zip(v) {
+                                let g = g + c.weight_decay * *w;
+                                *v = c.momentum * *v + g;
+                                *w -= lr * if c.nesterov { g + c.momentum * *v } else { *v };
+                            }
+                        })
                 }
-                OptimizerKind::Adam | OptimizerKind::AdamW => {
+                (OptimizerKind::Adam | OptimizerKind::AdamW, [m, v]) => {
                     let decoupled = c.kind == OptimizerKind::AdamW;
-                    let [m, v] = &mut st[..] else {
-                        unreachable!("Adam keeps two moments")
-                    };
-                    for ((w, &g), (m, v)) in w
-                        .iter_mut()
-                        .zip(g)
-                        .zip(data_mut(m).iter_mut().zip(data_mut(v)))
-                    {
-                        let g = if decoupled {
-                            *w -= lr * c.weight_decay * *w;
-                            g
-                        } else {
-                            g + c.weight_decay * *w
-                        };
-                        *m = c.beta1 * *m + (1.0 - c.beta1) * g;
-                        *v = c.beta2 * *v + (1.0 - c.beta2) * g * g;
-                        *w -= lr * (*m / bc1) / ((*v / bc2).sqrt() + c.eps);
-                    }
+                    let mv = data_mut(m)
+                        .par_chunks_mut(CHUNK)
+                        .zip(data_mut(v).par_chunks_mut(CHUNK));
+                    w.zip(mv).for_each(|((w, g), (m, v))| {
+                        for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(m.iter_mut().zip(v)) {
+                            let g = if decoupled {
+                                *w -= lr * c.weight_decay * *w;
+                                g
+                            } else {
+                                g + c.weight_decay * *w
+                            };
+                            *m = c.beta1 * *m + (1.0 - c.beta1) * g;
+                            *v = c.beta2 * *v + (1.0 - c.beta2) * g * g;
+                            *w -= lr * (*m / bc1) / ((*v / bc2).sqrt() + c.eps);
+                        }
+                    })
                 }
+                _ => unreachable!("the state has `slots` moments"),
             }
         });
     }
