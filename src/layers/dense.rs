@@ -2,7 +2,7 @@
 
 use super::{Layer, Mode, Param};
 use crate::kernels::gemm::par_sgemm;
-use crate::kernels::transpose::transpose;
+use crate::kernels::transpose::par_transpose;
 use crate::rng::Rng;
 use crate::tensor::{Tensor, data, data_mut, reuse};
 
@@ -64,7 +64,7 @@ impl Layer for Dense {
         reuse(&mut self.y, &[n, o]);
         let y = data_mut(&mut self.y);
         self.wt.resize(f * o, 0.0);
-        transpose(data(&self.weight.value), o, f, &mut self.wt);
+        par_transpose(data(&self.weight.value), o, f, &mut self.wt);
         par_sgemm(n, o, f, data(x), false, &self.wt, false, y, false);
         if let Some(b) = &self.bias {
             for row in y.chunks_mut(o) {
