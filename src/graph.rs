@@ -20,6 +20,8 @@ struct Node {
     /// Shape of one input item, without the batch axis.
     in_shape: Vec<usize>,
     layer: Box<dyn Layer>,
+    /// A ReLU that the layer before applies itself ([`Layer::fuse_relu`]): skipped.
+    fused: bool,
     /// Time spent in forward and backward since profiling was switched on.
     times: Option<(Duration, Duration)>,
 }
@@ -61,6 +63,8 @@ pub struct LayerSummary {
     pub out_shape: Vec<usize>,
     pub params: usize,
     pub macs: u64,
+    /// A ReLU computed inside the layer before it.
+    pub fused: bool,
 }
 
 impl Network {
@@ -78,6 +82,17 @@ impl Network {
         classes: usize,
         seed: Option<u64>,
         limits: &BuildLimits,
+    ) -> Result<Network, String> {
+        Network::build_with(spec, classes, seed, limits, fusion_enabled())
+    }
+
+    /// [`Network::build_limited`], with ReLUs fused into the layers before them or not.
+    fn build_with(
+        spec: &ArchSpec,
+        classes: usize,
+        seed: Option<u64>,
+        limits: &BuildLimits,
+        fuse: bool,
     ) -> Result<Network, String> {
         if classes < 2 {
             return Err(format!(
@@ -155,6 +170,7 @@ impl Network {
                 spec: ls.clone(),
                 in_shape,
                 layer,
+                fused: false,
                 times: None,
             });
         }
@@ -167,6 +183,9 @@ impl Network {
         }
         // No one needs the gradient of the image itself.
         nodes[0].layer.set_needs_input_grad(false);
+        if fuse {
+            fuse_relus(&mut nodes);
+        }
         Ok(Network {
             spec: spec.clone(),
             classes,
@@ -190,6 +209,9 @@ impl Network {
                 },
                 Mode::Eval => Mode::Eval,
             };
+            if node.fused {
+                continue;
+            }
             match &mut node.times {
                 None => cur = node.layer.forward(cur, m),
                 Some((fwd, _)) => {
@@ -206,7 +228,7 @@ impl Network {
     /// parameter gradient. Shapes: dlogits `N×K`.
     pub fn backward(&mut self, dlogits: &Tensor) {
         let mut g = dlogits;
-        for node in self.nodes.iter_mut().rev() {
+        for node in self.nodes.iter_mut().rev().filter(|n| !n.fused) {
             match &mut node.times {
                 None => g = node.layer.backward(g),
                 Some((_, bwd)) => {
@@ -314,6 +336,7 @@ impl Network {
                 out_shape: node.layer.out_shape().to_vec(),
                 params,
                 macs: node.layer.macs(),
+                fused: node.fused,
             });
         }
         rows
@@ -335,6 +358,25 @@ impl Network {
                 (n.name.clone(), f, b)
             })
             .collect()
+    }
+}
+
+/// Whether a ReLU may run inside the layer before it (`CNN_FUSE=off`: no, for comparison), read
+/// once.
+fn fusion_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CNN_FUSE").as_deref() != Ok("off"))
+}
+
+/// Hands every ReLU to the layer before it when that layer can apply it (conv, batch norm): one
+/// pass over the activations fewer each way, with bit-identical results.
+fn fuse_relus(nodes: &mut [Node]) {
+    for i in 1..nodes.len() {
+        let (before, rest) = nodes.split_at_mut(i);
+        let (prev, node) = (&mut before[i - 1], &mut rest[0]);
+        if matches!(node.spec, LayerSpec::Relu) && !prev.fused && prev.layer.fuse_relu() {
+            node.fused = true;
+        }
     }
 }
 
@@ -436,6 +478,44 @@ mod tests {
         assert_eq!(params_of("cifar-ref"), 551_018);
         // LeNet-5 on 28×28 with padding 2 in C1: 156 + 2,416 + 48,120 + 10,164 + 850.
         assert_eq!(params_of("lenet5"), 61_706);
+    }
+
+    /// ReLUs run inside the conv and batch-norm layers before them, with results bit-identical
+    /// to separate layers: logits in training and evaluation, and every parameter gradient.
+    /// Covers the Winograd and im2col convolutions, with and without bias, and batch norm.
+    #[test]
+    fn fused_relus_change_no_result() {
+        let spec = parse(
+            "input 8 9 7\nconv 8 3 pad=1\nrelu\nconv 6 3 stride=2 bias=no\nrelu\n\
+             conv 8 3 pad=1 bias=no\nbatchnorm\nrelu\nrelu\nmaxpool 2\nflatten\n\
+             dense 5\nrelu\ndense classes\n",
+        )
+        .unwrap();
+        let limits = BuildLimits::default();
+        let mut fused = Network::build_with(&spec, 4, Some(3), &limits, true).unwrap();
+        let mut plain = Network::build_with(&spec, 4, Some(3), &limits, false).unwrap();
+        let skipped: Vec<bool> = fused.summary().iter().map(|r| r.fused).collect();
+        assert_eq!(
+            skipped,
+            [
+                false, true, false, true, false, false, true, false, false, false, false, false,
+                false
+            ]
+        );
+        let x = crate::layers::gradcheck::seeded(&[3, 8, 9, 7], 4);
+        let labels = [0, 3, 1];
+        let mut grads = Vec::new();
+        for net in [&mut fused, &mut plain] {
+            let eval = net.forward(&x, Mode::Eval).clone();
+            let mut loss = Loss::new(LossKind::CrossEntropy, 0.0);
+            let logits = net.forward(&x, Mode::Train { seed: 5 }).clone();
+            loss.forward(&logits, &labels);
+            net.backward(loss.backward());
+            let mut g = vec![eval, logits];
+            net.visit_params(&mut |_, p| g.push(p.grad.clone()));
+            grads.push(g);
+        }
+        assert_eq!(grads[0], grads[1]);
     }
 
     #[test]

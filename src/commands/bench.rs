@@ -45,6 +45,8 @@ struct LayerTime {
     name: String,
     forward_ms: f64,
     backward_ms: f64,
+    /// A ReLU computed inside the layer before it (its time is that layer's).
+    fused: bool,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -150,10 +152,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         conv_share_of_sgemm_peak: conv_gflops / peak,
         layers: profile
             .into_iter()
-            .map(|(name, f, b)| LayerTime {
+            .zip(net.summary())
+            .map(|((name, f, b), row)| LayerTime {
                 name,
                 forward_ms: ms(f) / steps,
                 backward_ms: ms(b) / steps,
+                fused: row.fused,
             })
             .collect(),
     };
@@ -197,6 +201,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     )?;
     let (mut tf, mut tb) = (0.0, 0.0);
     for l in &report.layers {
+        if l.fused {
+            writeln!(out, "{:<10} {:>19}", l.name, "(in the layer above)")?;
+            continue;
+        }
         writeln!(
             out,
             "{:<10} {:>9.3} {:>9.3}",

@@ -4,6 +4,10 @@
 //! Training normalises with the batch mean and biased variance over the `M = N·H·W` values of a
 //! channel and updates running statistics with momentum 0.1 using the unbiased variance; eval
 //! uses the running statistics. Defaults follow PyTorch (`momentum = 0.1`, `eps = 1e-5`).
+//!
+//! A ReLU that follows can be applied here ([`Layer::fuse_relu`]): on the way out of the
+//! normalising pass, and on the way in of backward's, which saves the ReLU's two passes over
+//! memory. `y > 0` is recomputed from `x̂` as `γ·x̂ + β > 0`, the same test the ReLU makes.
 
 use super::{Layer, Mode, Param};
 use crate::kernels::{SendPtr, reduce};
@@ -26,6 +30,8 @@ pub struct BatchNorm {
     xhat: Tensor,
     inv_std: Vec<f32>,
     trained: bool,
+    /// Whether the output goes through a ReLU (fused, see the module doc).
+    relu: bool,
     y: Tensor,
     dx: Tensor,
 }
@@ -54,6 +60,7 @@ impl BatchNorm {
             xhat: Tensor::zeros(vec![0]),
             inv_std: vec![0.0; channels],
             trained: false,
+            relu: false,
             y: Tensor::zeros(vec![0]),
             dx: Tensor::zeros(vec![0]),
         })
@@ -72,7 +79,7 @@ impl Layer for BatchNorm {
         reuse(&mut self.y, x.shape());
         reuse(&mut self.xhat, x.shape());
         self.trained = matches!(mode, Mode::Train { .. });
-        let trained = self.trained;
+        let (trained, relu) = (self.trained, self.relu);
         let x = data(x);
         let (gamma, beta) = (data(&self.gamma.value), data(&self.beta.value));
         let (rmean, rvar) = (
@@ -115,9 +122,17 @@ impl Layer for BatchNorm {
                             std::slice::from_raw_parts_mut(y_ptr.get().add(s), plane),
                         )
                     };
-                    for ((xh, y), &v) in xh.iter_mut().zip(y.iter_mut()).zip(&x[s..s + plane]) {
-                        *xh = (v - mean) * inv_std;
-                        *y = g * *xh + b;
+                    let values = xh.iter_mut().zip(y.iter_mut()).zip(&x[s..s + plane]);
+                    if relu {
+                        for ((xh, y), &v) in values {
+                            *xh = (v - mean) * inv_std;
+                            *y = (g * *xh + b).max(0.0);
+                        }
+                    } else {
+                        for ((xh, y), &v) in values {
+                            *xh = (v - mean) * inv_std;
+                            *y = g * *xh + b;
+                        }
                     }
                 }
                 (mean, inv_std, batch_mean, unbiased)
@@ -142,34 +157,53 @@ impl Layer for BatchNorm {
         reuse(&mut self.dx, dy.shape());
         let (dy, xhat) = (data(dy), data(&self.xhat));
         let dx_ptr = SendPtr(data_mut(&mut self.dx).as_mut_ptr());
-        let (gamma, inv_std, trained) = (data(&self.gamma.value), &self.inv_std, self.trained);
+        let (gamma, beta) = (data(&self.gamma.value), data(&self.beta.value));
+        let (inv_std, trained, relu) = (&self.inv_std, self.trained, self.relu);
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {
                 let runs = (0..n).map(|i| (i * c + ch) * plane);
+                // SAFETY: run [s, s+plane) of dx belongs to channel `ch` alone.
+                let dx_run = |s: usize| unsafe {
+                    std::slice::from_raw_parts_mut(dx_ptr.get().add(s), plane)
+                };
+                let (g, b) = (gamma[ch], beta[ch]);
                 let (mut sum_dy, mut sum_dy_xhat) = (0.0f32, 0.0f32);
                 for s in runs.clone() {
-                    let (sd, sdx) = reduce::sum_and_dot(&dy[s..s + plane], &xhat[s..s + plane]);
+                    let xh = &xhat[s..s + plane];
+                    // With a fused ReLU the gradient passes where its output was positive; the
+                    // masked gradient goes to dx first, to be read back below.
+                    let d = if relu {
+                        let masked = dx_run(s);
+                        for ((m, &d), &xh) in masked.iter_mut().zip(&dy[s..s + plane]).zip(xh) {
+                            *m = if g * xh + b > 0.0 { d } else { 0.0 };
+                        }
+                        &*masked
+                    } else {
+                        &dy[s..s + plane]
+                    };
+                    let (sd, sdx) = reduce::sum_and_dot(d, xh);
                     sum_dy += sd;
                     sum_dy_xhat += sdx;
                 }
                 // dx = k·dy in eval; in training the mean and variance depend on x too:
                 // dx = k/m · (m·dy − Σdy − x̂·Σ(dy·x̂)) = k·dy + shift + slope·x̂.
-                let k = gamma[ch] * inv_std[ch];
+                let k = g * inv_std[ch];
                 let (shift, slope) = if trained {
                     (-k * sum_dy / m, -k * sum_dy_xhat / m)
                 } else {
                     (0.0, 0.0)
                 };
                 for s in runs {
-                    // SAFETY: run [s, s+plane) belongs to channel `ch` alone.
-                    let dx = unsafe { std::slice::from_raw_parts_mut(dx_ptr.get().add(s), plane) };
-                    for ((dx, &d), &xh) in dx
-                        .iter_mut()
-                        .zip(&dy[s..s + plane])
-                        .zip(&xhat[s..s + plane])
-                    {
-                        *dx = k * d + shift + slope * xh;
+                    let (dx, xh) = (dx_run(s), &xhat[s..s + plane]);
+                    if relu {
+                        for (dx, &xh) in dx.iter_mut().zip(xh) {
+                            *dx = k * *dx + shift + slope * xh;
+                        }
+                    } else {
+                        for ((dx, &d), &xh) in dx.iter_mut().zip(&dy[s..s + plane]).zip(xh) {
+                            *dx = k * d + shift + slope * xh;
+                        }
                     }
                 }
                 (sum_dy, sum_dy_xhat)
@@ -184,6 +218,11 @@ impl Layer for BatchNorm {
             *db += sum_dy;
         }
         &self.dx
+    }
+
+    fn fuse_relu(&mut self) -> bool {
+        self.relu = true;
+        true
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {

@@ -14,6 +14,7 @@ use super::{BATCH_CHUNK, Layer, Mode, Param};
 use crate::kernels::gemm::sgemm;
 use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::reference::Window;
+use crate::kernels::transpose::transpose;
 use crate::kernels::winograd::Winograd;
 use crate::kernels::{SendPtr, reduce};
 use crate::rng::Rng;
@@ -21,37 +22,46 @@ use crate::tensor::{Tensor, data, data_mut, reuse};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
+/// Elements per parallel task of the fused ReLU's gradient mask.
+const RELU_CHUNK: usize = 1 << 15;
+
 /// Whether 3×3 stride-1 convolutions use Winograd's algorithm (`CNN_CONV=im2col`: no), read once.
 fn winograd_enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("CNN_CONV").as_deref() != Ok("im2col"))
 }
 
+/// Scratch slots a parallel loop needs for [`thread_slot`]: one per worker thread. (Fewer, even
+/// when there are fewer tasks than threads, would not do: any worker may pick up a task.)
+fn slot_count() -> usize {
+    rayon::current_num_threads()
+}
+
 /// `buf[slot]` of `len` floats, for the worker thread running this task.
 ///
-/// SAFETY (callers): `slots = rayon::current_num_threads()` (or fewer, with the index taken
-/// modulo), `buf` holds `slots · len` floats, and the task neither starts parallel work nor
-/// yields to rayon while it uses the slot, so no two running tasks share one.
-unsafe fn thread_slot<'a>(buf: SendPtr, slots: usize, len: usize) -> &'a mut [f32] {
-    let slot = rayon::current_thread_index().unwrap_or(0) % slots;
+/// SAFETY (callers): `buf` holds [`slot_count`]` · len` floats, and the task neither starts
+/// parallel work nor yields to rayon while it uses the slot, so no two running tasks share one.
+unsafe fn thread_slot<'a>(buf: SendPtr, len: usize) -> &'a mut [f32] {
+    let slot = rayon::current_thread_index().unwrap_or(0);
+    debug_assert!(slot < slot_count());
     unsafe { std::slice::from_raw_parts_mut(buf.get().add(slot * len), len) }
 }
 
 /// `y = conv(x) + bias` by `plan` for a whole batch (`x`: N×C×H×W, `y`: N×O×OH×OW, `u`: the
-/// transformed weights): groups of images in parallel, each on its worker thread's slot of
-/// `scratch`, which grows if needed.
+/// transformed weights), then `max(0, y)` if `relu`: groups of images in parallel, each on its
+/// worker thread's slot of `scratch`, which grows if needed.
 fn winograd_batch(
     plan: &Winograd,
     u: &[f32],
     x: &[f32],
     y: &mut [f32],
-    bias: Option<&[f32]>,
+    (bias, relu): (Option<&[f32]>, bool),
     scratch: &mut Vec<f32>,
 ) {
     let (item_in, item_out) = (plan.input_len(), plan.output_len());
     let n = x.len() / item_in;
     let g = plan.group();
-    let slots = rayon::current_num_threads().min(n.div_ceil(g)).max(1);
+    let slots = slot_count();
     let len = plan.scratch_len(g.min(n));
     if scratch.len() < slots * len {
         scratch.resize(slots * len, 0.0);
@@ -62,18 +72,22 @@ fn winograd_batch(
         .zip(x.par_chunks(g * item_in))
         .for_each(|(y, x)| {
             // SAFETY: see `thread_slot`; the Winograd product runs on this thread only.
-            let s = unsafe { thread_slot(buf, slots, len) };
+            let s = unsafe { thread_slot(buf, len) };
             plan.forward(x, u, s, y);
-            add_bias(y, bias, plane);
+            finish_output(y, bias, relu, plane);
         });
 }
 
-/// Adds `bias[o]` to every element of each `p`-long output plane of `y` (`…×O×P`).
-fn add_bias(y: &mut [f32], bias: Option<&[f32]>, p: usize) {
+/// Adds `bias[o]` to every element of each `p`-long output plane of `y` (`…×O×P`), then applies
+/// a fused ReLU, while the planes are still in cache.
+fn finish_output(y: &mut [f32], bias: Option<&[f32]>, relu: bool, p: usize) {
     if let Some(b) = bias {
         for (row, &bv) in y.chunks_mut(p).zip(b.iter().cycle()) {
             row.iter_mut().for_each(|v| *v += bv);
         }
+    }
+    if relu {
+        y.iter_mut().for_each(|v| *v = v.max(0.0));
     }
 }
 
@@ -128,6 +142,12 @@ pub struct Conv2d {
     pub(crate) force_col2im: bool,
     /// Whether the last forward was in training mode (and so kept every image's columns).
     trained: bool,
+    /// Whether the output goes through a ReLU (fused, see [`Layer::fuse_relu`]).
+    relu: bool,
+    /// With a fused ReLU: the incoming gradient where the output was positive, else 0.
+    dy_masked: Vec<f32>,
+    /// im2col path: one image's output gradient transposed (P×O), per worker thread.
+    dy_t: Vec<f32>,
 }
 
 impl Conv2d {
@@ -191,6 +211,9 @@ impl Conv2d {
             flipped: Vec::new(),
             force_col2im: false,
             trained: false,
+            relu: false,
+            dy_masked: Vec::new(),
+            dy_t: Vec::new(),
         })
     }
 
@@ -267,7 +290,7 @@ impl Conv2d {
         self.u_dx.resize(plan.weights_len(), 0.0);
         plan.transform_weights(&self.flipped, &mut self.u_dx);
         let dx = data_mut(&mut self.dx);
-        winograd_batch(&plan, &self.u_dx, dy, dx, None, &mut self.cols);
+        winograd_batch(&plan, &self.u_dx, dy, dx, (None, false), &mut self.cols);
     }
 
     /// dW = Σ_n dy_n (O×P) · cols_nᵀ (P×K) from the columns forward kept, summed per group of
@@ -275,18 +298,25 @@ impl Conv2d {
     fn weight_grad_by_im2col(&mut self, dy: &[f32]) {
         let (k, p, o) = (self.k(), self.p(), self.out[0]);
         let n = dy.len() / (o * p);
-        self.dw_parts.resize(n.div_ceil(BATCH_CHUNK) * o * k, 0.0);
+        let groups = n.div_ceil(BATCH_CHUNK);
+        self.dw_parts.resize(groups * o * k, 0.0);
+        let slots = slot_count();
+        self.dy_t.resize(slots * p * o, 0.0);
+        let dy_t = SendPtr(self.dy_t.as_mut_ptr());
         let cols = &self.cols;
         self.dw_parts
             .par_chunks_mut(o * k)
             .zip(dy.par_chunks(BATCH_CHUNK * o * p))
             .zip(cols.par_chunks(BATCH_CHUNK * k * p))
             .for_each(|((part, dy), cols)| {
+                // SAFETY: see `thread_slot`; transpose and sgemm run on this thread only.
+                let dy_t = unsafe { thread_slot(dy_t, p * o) };
                 for (i, (dy, cols)) in dy.chunks(o * p).zip(cols.chunks(k * p)).enumerate() {
-                    // Computed transposed, dWᵀ (K×O) = cols_n (K×P) · dy_nᵀ (P×O): the large
-                    // operand is then read in its stored order (measured faster than the other
-                    // way round).
-                    sgemm(k, o, p, cols, false, dy, true, part, i > 0);
+                    // Computed transposed, dWᵀ (K×O) = cols_n (K×P) · dy_nᵀ (P×O), with dy_n
+                    // transposed first: both operands then in the layout the GEMM runs fastest
+                    // on (see `kernels::transpose`).
+                    transpose(dy, o, p, dy_t);
+                    sgemm(k, o, p, cols, false, dy_t, false, part, i > 0);
                 }
             });
         let dw = data_mut(&mut self.weight.grad);
@@ -308,7 +338,7 @@ impl Conv2d {
         let n = x.len() / item_in;
         let (chunk, g, len) = (plan.grad_chunk(), plan.group(), plan.grad_len());
         let parts = n.div_ceil(chunk);
-        let slots = rayon::current_num_threads().min(parts).max(1);
+        let slots = slot_count();
         let scratch = plan.scratch_len(g.min(n));
         if self.cols.len() < slots * scratch {
             self.cols.resize(slots * scratch, 0.0);
@@ -321,7 +351,7 @@ impl Conv2d {
             .zip(dy.par_chunks(chunk * item_out))
             .for_each(|((s, x), dy)| {
                 // SAFETY: see `thread_slot`; the products run on this thread only.
-                let slot = unsafe { thread_slot(buf, slots, scratch) };
+                let slot = unsafe { thread_slot(buf, scratch) };
                 for (i, (x, dy)) in x
                     .chunks(g * item_in)
                     .zip(dy.chunks(g * item_out))
@@ -347,7 +377,14 @@ impl Conv2d {
         plan.transform_weights(data(&self.weight.value), &mut self.u);
         let bias = self.bias.as_ref().map(|b| data(&b.value));
         let y = data_mut(&mut self.y);
-        winograd_batch(&plan, &self.u, data(x), y, bias, &mut self.cols);
+        winograd_batch(
+            &plan,
+            &self.u,
+            data(x),
+            y,
+            (bias, self.relu),
+            &mut self.cols,
+        );
     }
 
     /// Tests use this to run the im2col path beside the Winograd one.
@@ -399,17 +436,14 @@ impl Layer for Conv2d {
         }
         // Training keeps every image's columns for backward; evaluation needs one column buffer
         // per worker thread only (a batch of 1,000 CIFAR images would otherwise take gigabytes).
-        let slots = if self.trained {
-            n
-        } else {
-            rayon::current_num_threads().min(n)
-        };
+        let slots = if self.trained { n } else { slot_count() };
         self.cols.resize(slots * k * p, 0.0);
         let cols = SendPtr(self.cols.as_mut_ptr());
         let trained = self.trained;
         let (win, (oh, ow)) = (self.win, (self.out[1], self.out[2]));
         let weight = data(&self.weight.value);
         let bias = self.bias.as_ref().map(|b| data(&b.value));
+        let relu = self.relu;
         data_mut(&mut self.y)
             .par_chunks_mut(o * p)
             .zip(data(x).par_chunks(c * h * w))
@@ -421,12 +455,12 @@ impl Layer for Conv2d {
                     if trained {
                         std::slice::from_raw_parts_mut(cols.get().add(i * k * p), k * p)
                     } else {
-                        thread_slot(cols, slots, k * p)
+                        thread_slot(cols, k * p)
                     }
                 };
                 im2col(x, (c, h, w), win, oh, ow, cols);
                 sgemm(o, p, k, weight, false, cols, false, y, false);
-                add_bias(y, bias, p);
+                finish_output(y, bias, relu, p);
             });
         &self.y
     }
@@ -439,7 +473,23 @@ impl Layer for Conv2d {
         let n = dy.shape()[0];
         let (p, o) = (self.p(), self.out[0]);
         let (c, h, w) = self.input;
-        let dy = data(dy);
+        // The buffer is taken out of `self` for the duration, so that `dy` may borrow it.
+        let mut masked = std::mem::take(&mut self.dy_masked);
+        let dy = if self.relu {
+            masked.resize(dy.len(), 0.0);
+            masked
+                .par_chunks_mut(RELU_CHUNK)
+                .zip(data(dy).par_chunks(RELU_CHUNK))
+                .zip(data(&self.y).par_chunks(RELU_CHUNK))
+                .for_each(|((m, dy), y)| {
+                    for ((m, &g), &y) in m.iter_mut().zip(dy).zip(y) {
+                        *m = if y > 0.0 { g } else { 0.0 };
+                    }
+                });
+            &masked[..]
+        } else {
+            data(dy)
+        };
 
         if let Some(b) = &mut self.bias {
             let db = data_mut(&mut b.grad);
@@ -456,14 +506,14 @@ impl Layer for Conv2d {
         }
 
         reuse(&mut self.dx, &[n, c, h, w]);
-        if !self.needs_dx {
-            return &self.dx;
+        if self.needs_dx {
+            match self.winograd {
+                Some((_, plan)) if !self.force_col2im => self.input_grad_by_winograd(dy, plan),
+                _ if self.transposed_conv_applies() => self.input_grad_by_convolution(dy, n),
+                _ => self.input_grad_by_col2im(dy),
+            }
         }
-        match self.winograd {
-            Some((_, plan)) if !self.force_col2im => self.input_grad_by_winograd(dy, plan),
-            _ if self.transposed_conv_applies() => self.input_grad_by_convolution(dy, n),
-            _ => self.input_grad_by_col2im(dy),
-        }
+        self.dy_masked = masked;
         &self.dx
     }
 
@@ -480,6 +530,11 @@ impl Layer for Conv2d {
 
     fn set_needs_input_grad(&mut self, needed: bool) {
         self.needs_dx = needed;
+    }
+
+    fn fuse_relu(&mut self) -> bool {
+        self.relu = true;
+        true
     }
 }
 
@@ -702,26 +757,33 @@ mod tests {
         assert!(err.contains("5×5") && err.contains("3×3"), "{err}");
     }
 
+    /// im2col (3 channels) and Winograd (8 channels) paths, with fewer groups of images than
+    /// threads (where per-thread scratch once collided).
     #[test]
     fn conv_results_do_not_depend_on_thread_count() {
-        let x = seeded(&[7, 3, 9, 8], 5);
-        let run = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                let mut c = conv(&[3, 9, 8], 5, (3, 3), 1, 1, true);
-                let y = c.forward(&x, TRAIN).clone();
-                let dx = c.backward(&y).clone();
-                let mut grads = Vec::new();
-                c.visit_params(&mut |p| grads.push(p.grad.clone()));
-                (y, dx, grads)
-            })
-        };
-        let (a, b) = (run(1), run(3));
-        assert_eq!(a.0, b.0);
-        assert_eq!(a.1, b.1);
-        assert_eq!(a.2, b.2);
+        for channels in [3, 8] {
+            let x = seeded(&[7, channels, 9, 8], 5);
+            let run = |threads| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let mut c = conv(&[channels, 9, 8], 5, (3, 3), 1, 1, true);
+                    let y = c.forward(&x, TRAIN).clone();
+                    let dx = c.backward(&y).clone();
+                    let mut grads = Vec::new();
+                    c.visit_params(&mut |p| grads.push(p.grad.clone()));
+                    (y, dx, grads)
+                })
+            };
+            let one = run(1);
+            for threads in [3, 4] {
+                let many = run(threads);
+                assert_eq!(one.0, many.0, "{channels} channels, {threads} threads");
+                assert_eq!(one.1, many.1, "{channels} channels, {threads} threads");
+                assert_eq!(one.2, many.2, "{channels} channels, {threads} threads");
+            }
+        }
     }
 }

@@ -9,6 +9,8 @@
 //!   input. It never changes a weight: only the optimizer does.
 //! - Parameters are reached only through [`Layer::visit_params`], the one path that the
 //!   optimizer, gradient zeroing and the model file all use.
+//! - A layer may take over the ReLU that follows it ([`Layer::fuse_relu`]); the results are
+//!   bit-identical to running the two layers one after the other.
 
 pub mod avgpool;
 pub mod batchnorm;
@@ -125,6 +127,13 @@ pub trait Layer: Send {
     /// Tells the layer whether anyone needs its input gradient (not the first layer), so that
     /// it may skip that work.
     fn set_needs_input_grad(&mut self, _needed: bool) {}
+
+    /// Asks the layer to apply the ReLU that follows it: `max(0, y)` as it writes its output,
+    /// and the ReLU's mask on the incoming gradient, saving the ReLU's own passes over memory.
+    /// Returns whether it will (then the graph skips the ReLU layer).
+    fn fuse_relu(&mut self) -> bool {
+        false
+    }
 }
 
 /// The per-image chunking used by layers that reduce over the batch in parallel. Fixed, so that
