@@ -76,7 +76,8 @@ impl Optimizer {
         let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
         let state = &mut self.state;
         net.visit_params(&mut |name, p| {
-            if p.kind != ParamKind::Trainable {
+            // Buffers are not trained; a parameter no backward pass has reached has no gradient.
+            if p.kind != ParamKind::Trainable || p.grad.len() != p.value.len() {
                 return;
             }
             let slots = match c.kind {
@@ -159,7 +160,7 @@ mod tests {
         let mut net = tiny();
         let mut opt = Optimizer::new(cfg);
         for &g in grads {
-            net.visit_params(&mut |_, p| p.grad.fill(g));
+            net.visit_params(&mut |_, p| p.grad_mut().fill(g));
             opt.step(&mut net, lr);
         }
         let mut w = 0.0;

@@ -209,10 +209,7 @@ impl Layer for BatchNorm {
                 (sum_dy, sum_dy_xhat)
             })
             .collect();
-        let (dgamma, dbeta) = (
-            data_mut(&mut self.gamma.grad),
-            data_mut(&mut self.beta.grad),
-        );
+        let (dgamma, dbeta) = (self.gamma.grad_mut(), self.beta.grad_mut());
         for ((dg, db), (sum_dy, sum_dy_xhat)) in dgamma.iter_mut().zip(dbeta.iter_mut()).zip(sums) {
             *dg += sum_dy_xhat;
             *db += sum_dy;

@@ -37,6 +37,15 @@ fn slot_count() -> usize {
     rayon::current_num_threads()
 }
 
+/// Makes scratch `buf` at least `len` floats long. New space comes zeroed from the allocator,
+/// which leaves fresh pages unmapped until written: a slot no thread uses costs nothing
+/// (`Vec::resize` would write every float; `cnn predict` on one image uses one slot of two).
+fn grow(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        *buf = vec![0.0; len];
+    }
+}
+
 /// `buf[slot]` of `len` floats, for the worker thread running this task.
 ///
 /// SAFETY (callers): `buf` holds [`slot_count`]` · len` floats, and the task neither starts
@@ -63,9 +72,7 @@ fn winograd_batch(
     let g = plan.group();
     let slots = slot_count();
     let len = plan.scratch_len(g.min(n));
-    if scratch.len() < slots * len {
-        scratch.resize(slots * len, 0.0);
-    }
+    grow(scratch, slots * len);
     let buf = SendPtr(scratch.as_mut_ptr());
     let plane = plan.output_plane();
     y.par_chunks_mut(g * item_out)
@@ -301,7 +308,7 @@ impl Conv2d {
         let groups = n.div_ceil(BATCH_CHUNK);
         self.dw_parts.resize(groups * o * k, 0.0);
         let slots = slot_count();
-        self.dy_t.resize(slots * p * o, 0.0);
+        grow(&mut self.dy_t, slots * p * o);
         let dy_t = SendPtr(self.dy_t.as_mut_ptr());
         let cols = &self.cols;
         self.dw_parts
@@ -319,7 +326,7 @@ impl Conv2d {
                     sgemm(k, o, p, cols, false, dy_t, false, part, i > 0);
                 }
             });
-        let dw = data_mut(&mut self.weight.grad);
+        let dw = self.weight.grad_mut();
         for part in self.dw_parts.chunks(o * k) {
             for (oc, row) in dw.chunks_mut(k).enumerate() {
                 row.iter_mut()
@@ -340,9 +347,7 @@ impl Conv2d {
         let parts = n.div_ceil(chunk);
         let slots = slot_count();
         let scratch = plan.scratch_len(g.min(n));
-        if self.cols.len() < slots * scratch {
-            self.cols.resize(slots * scratch, 0.0);
-        }
+        grow(&mut self.cols, slots * scratch);
         let buf = SendPtr(self.cols.as_mut_ptr());
         self.dw_parts.resize(parts * len, 0.0);
         self.dw_parts
@@ -364,7 +369,7 @@ impl Conv2d {
         for part in rest.chunks(len) {
             first.iter_mut().zip(part).for_each(|(a, b)| *a += b);
         }
-        plan.weight_grad(first, data_mut(&mut self.weight.grad));
+        plan.weight_grad(first, self.weight.grad_mut());
     }
 
     /// Winograd forward; in training, keeps the input for the weight gradient.
@@ -437,7 +442,7 @@ impl Layer for Conv2d {
         // Training keeps every image's columns for backward; evaluation needs one column buffer
         // per worker thread only (a batch of 1,000 CIFAR images would otherwise take gigabytes).
         let slots = if self.trained { n } else { slot_count() };
-        self.cols.resize(slots * k * p, 0.0);
+        grow(&mut self.cols, slots * k * p);
         let cols = SendPtr(self.cols.as_mut_ptr());
         let trained = self.trained;
         let (win, (oh, ow)) = (self.win, (self.out[1], self.out[2]));
@@ -492,7 +497,7 @@ impl Layer for Conv2d {
         };
 
         if let Some(b) = &mut self.bias {
-            let db = data_mut(&mut b.grad);
+            let db = b.grad_mut();
             for img in dy.chunks(o * p) {
                 for (g, row) in db.iter_mut().zip(img.chunks(p)) {
                     *g += reduce::sum(row);

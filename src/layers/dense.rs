@@ -14,7 +14,7 @@ pub struct Dense {
     needs_dx: bool,
     /// The last input, kept for the weight gradient.
     x: Tensor,
-    /// The weight transposed, `F×O`, for forward (see `kernels::transpose`).
+    /// The weight transposed, `F×O`, for forward on 8 images or more (see `kernels::transpose`).
     wt: Vec<f32>,
     y: Tensor,
     dx: Tensor,
@@ -63,9 +63,18 @@ impl Layer for Dense {
         data_mut(&mut self.x).copy_from_slice(data(x));
         reuse(&mut self.y, &[n, o]);
         let y = data_mut(&mut self.y);
-        self.wt.resize(f * o, 0.0);
-        par_transpose(data(&self.weight.value), o, f, &mut self.wt);
-        par_sgemm(n, o, f, data(x), false, &self.wt, false, y, false);
+        // From 8 images the GEMM crate multiplies by the transposed copy up to 3× faster (e.g.
+        // 2.09 → 0.70 ms for 8×128×9216, transposition included); below that it runs a
+        // matrix-vector kernel that reads the weight as stored at full speed, and copying it
+        // would only add (0.08 → 0.64 ms for one image).
+        let weight = data(&self.weight.value);
+        if n >= 8 {
+            self.wt.resize(f * o, 0.0);
+            par_transpose(weight, o, f, &mut self.wt);
+            par_sgemm(n, o, f, data(x), false, &self.wt, false, y, false);
+        } else {
+            par_sgemm(n, o, f, data(x), false, weight, true, y, false);
+        }
         if let Some(b) = &self.bias {
             for row in y.chunks_mut(o) {
                 row.iter_mut()
@@ -89,11 +98,11 @@ impl Layer for Dense {
             true,
             data(&self.x),
             false,
-            data_mut(&mut self.weight.grad),
+            self.weight.grad_mut(),
             true,
         );
         if let Some(b) = &mut self.bias {
-            let db = data_mut(&mut b.grad);
+            let db = b.grad_mut();
             for row in dy.chunks(o) {
                 db.iter_mut().zip(row).for_each(|(g, v)| *g += v);
             }
@@ -147,6 +156,32 @@ mod tests {
             &[3, 9],
             Mode::Eval,
         );
+        // 8 images or more: forward multiplies by the transposed copy of the weight.
+        check_layer(
+            &mut Dense::new(&[37], 5, true, Some(&mut Rng::new(3))).unwrap(),
+            &[9, 37],
+            Mode::Eval,
+        );
+    }
+
+    /// Both forward paths give each image the same output as a batch of one does.
+    #[test]
+    fn dense_batches_of_any_size_agree_with_one_image_at_a_time() {
+        let mut d = Dense::new(&[37], 5, true, Some(&mut Rng::new(4))).unwrap();
+        let x = crate::layers::gradcheck::seeded(&[9, 37], 5);
+        let batch = d.forward(&x, Mode::Eval).clone();
+        for (i, row) in data(&x).chunks(37).enumerate() {
+            let one = Tensor::from_shape_vec(vec![1, 37], row.to_vec()).unwrap();
+            for (a, b) in data(d.forward(&one, Mode::Eval))
+                .iter()
+                .zip(&data(&batch)[i * 5..])
+            {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "image {i}: {a} vs {b}"
+                );
+            }
+        }
     }
 
     /// Hand-worked: W = [[1, 2], [0, -1], [3, 0]], b = [0.5, 0, -1], x = [2, 3]

@@ -54,7 +54,8 @@ pub enum ParamKind {
     Buffer,
 }
 
-/// A named tensor of a layer with its gradient (empty for buffers).
+/// A named tensor of a layer with its gradient (empty for buffers, and for parameters until a
+/// backward pass reaches them).
 #[derive(Clone, Debug)]
 pub struct Param {
     /// The name within the layer (`weight`); the graph prefixes the layer name (`conv1.weight`).
@@ -65,14 +66,23 @@ pub struct Param {
 }
 
 impl Param {
+    /// A trained parameter. Its gradient is allocated by the first backward pass (see
+    /// [`Param::grad_mut`]): a network that only predicts never needs one.
     pub fn trainable(name: &'static str, value: Tensor) -> Self {
-        let grad = Tensor::zeros(value.shape());
         Param {
             name,
             kind: ParamKind::Trainable,
             value,
-            grad,
+            grad: Tensor::zeros(ndarray::IxDyn(&[0])),
         }
+    }
+
+    /// The gradient, to accumulate into; zeros of the value's shape on first use.
+    pub fn grad_mut(&mut self) -> &mut [f32] {
+        if self.grad.shape() != self.value.shape() {
+            self.grad = Tensor::zeros(self.value.shape());
+        }
+        crate::tensor::data_mut(&mut self.grad)
     }
 
     pub fn buffer(name: &'static str, value: Tensor) -> Self {
