@@ -18,7 +18,7 @@ use crate::kernels::transpose::transpose;
 use crate::kernels::winograd::Winograd;
 use crate::kernels::{SendPtr, reduce};
 use crate::rng::Rng;
-use crate::tensor::{Tensor, data, data_mut, reuse};
+use crate::tensor::{Tensor, data, data_mut, par_copy, reuse};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -326,14 +326,19 @@ impl Conv2d {
                     sgemm(k, o, p, cols, false, dy_t, false, part, i > 0);
                 }
             });
-        let dw = self.weight.grad_mut();
-        for part in self.dw_parts.chunks(o * k) {
-            for (oc, row) in dw.chunks_mut(k).enumerate() {
-                row.iter_mut()
-                    .enumerate()
-                    .for_each(|(j, g)| *g += part[j * o + oc]);
-            }
-        }
+        // Rows of dW in parallel, each element summing the (transposed) partials in order.
+        let parts = &self.dw_parts;
+        self.weight
+            .grad_mut()
+            .par_chunks_mut(k)
+            .enumerate()
+            .for_each(|(oc, row)| {
+                for part in parts.chunks(o * k) {
+                    row.iter_mut()
+                        .enumerate()
+                        .for_each(|(j, g)| *g += part[j * o + oc]);
+                }
+            });
     }
 
     /// dW by Winograd's algorithm from the input forward kept: one `16×O×C` partial sum per
@@ -365,10 +370,18 @@ impl Conv2d {
                     plan.accumulate_weight_grad(x, dy, slot, s, i > 0);
                 }
             });
+        // Element-wise in parallel, each element summing the partials in order.
         let (first, rest) = self.dw_parts.split_at_mut(len);
-        for part in rest.chunks(len) {
-            first.iter_mut().zip(part).for_each(|(a, b)| *a += b);
-        }
+        const CHUNK: usize = 1 << 12;
+        first
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, sum)| {
+                for part in rest.chunks(len) {
+                    let part = &part[i * CHUNK..][..sum.len()];
+                    sum.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+                }
+            });
         plan.weight_grad(first, self.weight.grad_mut());
     }
 
@@ -376,7 +389,7 @@ impl Conv2d {
     fn forward_by_winograd(&mut self, x: &Tensor, plan: Winograd) {
         if self.trained {
             reuse(&mut self.x_saved, x.shape());
-            data_mut(&mut self.x_saved).copy_from_slice(data(x));
+            par_copy(data(x), data_mut(&mut self.x_saved));
         }
         self.u.resize(plan.weights_len(), 0.0);
         plan.transform_weights(data(&self.weight.value), &mut self.u);
@@ -497,12 +510,12 @@ impl Layer for Conv2d {
         };
 
         if let Some(b) = &mut self.bias {
-            let db = b.grad_mut();
-            for img in dy.chunks(o * p) {
-                for (g, row) in db.iter_mut().zip(img.chunks(p)) {
-                    *g += reduce::sum(row);
+            // Output channels in parallel, each summed over the images in order.
+            b.grad_mut().par_iter_mut().enumerate().for_each(|(oc, g)| {
+                for img in dy.chunks(o * p) {
+                    *g += reduce::sum(&img[oc * p..][..p]);
                 }
-            }
+            });
         }
 
         match self.winograd {

@@ -4,7 +4,7 @@ use super::{Layer, Mode, Param};
 use crate::kernels::gemm::par_sgemm;
 use crate::kernels::transpose::par_transpose;
 use crate::rng::Rng;
-use crate::tensor::{Tensor, data, data_mut, reuse};
+use crate::tensor::{Tensor, data, data_mut, par_copy, reuse};
 
 pub struct Dense {
     inputs: usize,
@@ -60,7 +60,7 @@ impl Layer for Dense {
         let n = x.shape()[0];
         let (f, o) = (self.inputs, self.out[0]);
         reuse(&mut self.x, x.shape());
-        data_mut(&mut self.x).copy_from_slice(data(x));
+        par_copy(data(x), data_mut(&mut self.x));
         reuse(&mut self.y, &[n, o]);
         let y = data_mut(&mut self.y);
         // From 8 images the GEMM crate multiplies by the transposed copy up to 3× faster (e.g.

@@ -7,8 +7,11 @@
 
 use super::{Layer, Mode};
 use crate::rng::{GOLDEN, mix};
-use crate::tensor::{Tensor, data, data_mut, reuse};
+use crate::tensor::{Tensor, data, data_mut, par_copy, reuse};
 use rayon::prelude::*;
+
+/// Elements per parallel task (even: two elements share a random draw).
+const CHUNK: usize = 1 << 14;
 
 pub struct Dropout {
     p: f32,
@@ -52,7 +55,6 @@ impl Layer for Dropout {
                 let seed = mix(seed);
                 self.mask.resize(x.len(), 0.0);
                 // Each element's mask depends on its index alone, so chunks can run anywhere.
-                const CHUNK: usize = 1 << 14;
                 self.mask
                     .par_chunks_mut(CHUNK)
                     .zip(y.par_chunks_mut(CHUNK))
@@ -89,7 +91,7 @@ impl Layer for Dropout {
             }
             _ => {
                 self.mask.clear();
-                y.copy_from_slice(data(x));
+                par_copy(data(x), y);
             }
         }
         &self.y
@@ -99,11 +101,16 @@ impl Layer for Dropout {
         reuse(&mut self.dx, dy.shape());
         let dx = data_mut(&mut self.dx);
         if self.mask.is_empty() {
-            dx.copy_from_slice(data(dy));
+            par_copy(data(dy), dx);
         } else {
-            for ((d, &g), &m) in dx.iter_mut().zip(data(dy)).zip(&self.mask) {
-                *d = g * m;
-            }
+            dx.par_chunks_mut(CHUNK)
+                .zip(data(dy).par_chunks(CHUNK))
+                .zip(self.mask.par_chunks(CHUNK))
+                .for_each(|((dx, dy), mask)| {
+                    for ((d, &g), &m) in dx.iter_mut().zip(dy).zip(mask) {
+                        *d = g * m;
+                    }
+                });
         }
         &self.dx
     }

@@ -1,7 +1,7 @@
 //! Flatten: `N×C×H×W` → `N×(C·H·W)`, in row-major order (as PyTorch's `flatten(1)`).
 
 use super::{Layer, Mode};
-use crate::tensor::{Tensor, data, data_mut, reuse};
+use crate::tensor::{Tensor, data, data_mut, par_copy, reuse};
 
 pub struct Flatten {
     input: Vec<usize>,
@@ -29,7 +29,7 @@ impl Layer for Flatten {
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> &Tensor {
         reuse(&mut self.y, &[x.shape()[0], self.out[0]]);
-        data_mut(&mut self.y).copy_from_slice(data(x));
+        par_copy(data(x), data_mut(&mut self.y));
         &self.y
     }
 
@@ -37,7 +37,7 @@ impl Layer for Flatten {
         let mut shape = vec![dy.shape()[0]];
         shape.extend_from_slice(&self.input);
         reuse(&mut self.dx, &shape);
-        data_mut(&mut self.dx).copy_from_slice(data(dy));
+        par_copy(data(dy), data_mut(&mut self.dx));
         &self.dx
     }
 }
