@@ -222,23 +222,48 @@ pub fn read(path: &Path, expected: Kind) -> Result<Container> {
     if metadata.is_dir() {
         return Err(fail(format!("is a directory, not a {}", expected.noun())));
     }
-    read_from(BufReader::new(file), metadata.len(), &shown, expected)
+    let len = metadata.len();
+    if len > MAX_FILE_BYTES {
+        // Parsing stops, with the right message, before reading much of it.
+        let parsed = parse(BufReader::new(file), len, &shown, expected);
+        return Err(parsed.err().unwrap_or_else(|| fail("is too large".into())));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(len)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    read_bytes(&bytes, &shown, expected)
 }
 
 /// [`read`] on the bytes of a file, with `name` standing for it in error messages: the same
 /// checks, for fuzzing and for files already in memory.
+///
+/// The checksum is computed on another thread while this one parses: SHA-256 of a 3.5 MB model
+/// takes about 2 ms, a fifth of `cnn predict`'s whole run.
 pub fn read_bytes(bytes: &[u8], name: &str, expected: Kind) -> Result<Container> {
-    read_from(bytes, bytes.len() as u64, name, expected)
+    let body = bytes.len().checked_sub(CHECKSUM_BYTES as usize);
+    let (computed, parsed) = rayon::join(
+        || body.map(|b| Sha256::digest(&bytes[..b])),
+        || parse(bytes, bytes.len() as u64, name, expected),
+    );
+    let (container, stored) = parsed?;
+    let computed = computed.expect("a parsed file holds a checksum");
+    if computed[..] != stored[..] {
+        return Err(anyhow!(
+            "{name}: corrupt: checksum mismatch (stored SHA-256 {}, computed {})",
+            hex(&stored),
+            hex(&computed)
+        ));
+    }
+    Ok(container)
 }
 
-/// Reads a container of `len` bytes from `inner`; `shown` names the file in errors.
-fn read_from(inner: impl Read, len: u64, shown: &str, expected: Kind) -> Result<Container> {
+/// Parses a container of `len` bytes from `inner`; `shown` names the file in errors. Returns it
+/// with the checksum stored at its end, for the caller to compare with the bytes' SHA-256.
+fn parse(inner: impl Read, len: u64, shown: &str, expected: Kind) -> Result<(Container, [u8; 32])> {
     let fail = |msg: String| anyhow!("{shown}: {msg}");
     let io_fail = |e: io::Error| fail(format!("cannot read: {e}"));
-    let mut r = HashingReader {
-        inner,
-        hasher: Sha256::new(),
-    };
+    let mut r = inner;
 
     // Magic: which kind of file this is, if any.
     if len == 0 {
@@ -367,22 +392,15 @@ fn read_from(inner: impl Read, len: u64, shown: &str, expected: Kind) -> Result<
         });
     }
 
-    // Checksum of everything before it.
-    let computed = r.hasher.finalize();
+    // The checksum of everything before it.
     let mut stored = [0u8; 32];
-    r.inner.read_exact(&mut stored).map_err(io_fail)?;
-    if computed[..] != stored[..] {
-        return Err(fail(format!(
-            "corrupt: checksum mismatch (stored SHA-256 {}, computed {})",
-            hex(&stored),
-            hex(&computed)
-        )));
-    }
-    Ok(Container {
+    r.read_exact(&mut stored).map_err(io_fail)?;
+    let container = Container {
         kind: expected,
         meta: header.meta,
         tensors,
-    })
+    };
+    Ok((container, stored))
 }
 
 fn check_version(version: u32) -> Result<(), String> {
@@ -414,20 +432,6 @@ impl Write for HashingWriter<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
-    }
-}
-
-/// Passes reads through and hashes every byte read.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
     }
 }
 
