@@ -19,6 +19,7 @@ const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp"];
 
 pub fn run(args: PredictArgs) -> Result<()> {
     init_threads(args.threads)?;
+    crate::kernels::gemm::warm_up_in_background();
     let (model, mut net) = Model::load_with_network(&args.model)?;
     let files = expand(&args.images)?;
     let digits = model

@@ -151,6 +151,17 @@ struct SendMat(Mat);
 unsafe impl Send for SendMat {}
 unsafe impl Sync for SendMat {}
 
+/// Starts, on a worker thread, the backend's one-time set-up (the `gemm` crate reads the CPU's
+/// cache sizes from /sys on its first product, about half a millisecond), so that it overlaps
+/// whatever the caller does next instead of delaying its first product.
+pub fn warm_up_in_background() {
+    rayon::spawn(|| {
+        const N: usize = 64;
+        let (a, mut c) = (vec![0.0f32; N * N], vec![0.0f32; N * N]);
+        sgemm(N, N, N, &a, false, &a, false, &mut c, false);
+    });
+}
+
 /// `c = a·b (+ c)`, with `c` row-major with row stride `c_rs`.
 ///
 /// # Safety
