@@ -193,23 +193,10 @@ impl Winograd {
     /// with `u` from [`Self::transform_weights`] and at least [`Self::scratch_len`]`(g)` floats
     /// of scratch.
     pub fn forward(&self, x: &[f32], u: &[f32], scratch: &mut [f32], y: &mut [f32]) {
-        let item = self.input_len();
-        let g = x.len() / item;
-        assert!(x.len() == g * item && y.len() == g * self.output_len());
-        assert!(scratch.len() >= self.scratch_len(g) && u.len() >= self.weights_len());
-        let nt = g * self.tiles();
-        let (prepared, rest) = scratch.split_at_mut(g * self.prepared_len());
-        let (v, rest) = rest.split_at_mut(16 * self.c * nt);
-        let (m, rest) = rest.split_at_mut(16 * self.o * nt);
-        let phases = &mut rest[..4 * self.tiles()];
-        for (img, buf) in x
-            .chunks_exact(item)
-            .zip(prepared.chunks_exact_mut(self.prepared_len()))
-        {
-            self.prepare(img, buf);
-        }
-        self.transform_input(prepared, g, v);
-        let (o, c) = (self.o, self.c);
+        let g = x.len() / self.input_len();
+        assert!(y.len() == g * self.output_len() && u.len() >= self.weights_len());
+        let (v, m, phases) = self.input_transformed(x, scratch);
+        let (o, c, nt) = (self.o, self.c, g * self.tiles());
         for xi in 0..16 {
             sgemm(
                 o,
@@ -224,6 +211,32 @@ impl Winograd {
             );
         }
         self.transform_output(m, g, phases, y);
+    }
+
+    /// Splits the scratch for the `g` images of `x` (`g×C×H×W`, at least
+    /// [`Self::scratch_len`]`(g)` floats) into `V` (`16×C×NT`), a `16×O×NT` buffer and a `4×T`
+    /// one, and fills `V` with the transformed input.
+    fn input_transformed<'s>(
+        &self,
+        x: &[f32],
+        scratch: &'s mut [f32],
+    ) -> (&'s mut [f32], &'s mut [f32], &'s mut [f32]) {
+        let item = self.input_len();
+        let g = x.len() / item;
+        assert!(x.len() == g * item && scratch.len() >= self.scratch_len(g));
+        let nt = g * self.tiles();
+        let (prepared, rest) = scratch.split_at_mut(g * self.prepared_len());
+        let (v, rest) = rest.split_at_mut(16 * self.c * nt);
+        let (out, rest) = rest.split_at_mut(16 * self.o * nt);
+        let phases = &mut rest[..4 * self.tiles()];
+        for (img, buf) in x
+            .chunks_exact(item)
+            .zip(prepared.chunks_exact_mut(self.prepared_len()))
+        {
+            self.prepare(img, buf);
+        }
+        self.transform_input(prepared, g, v);
+        (v, out, phases)
     }
 
     /// Images per partial sum of the weight gradient: a fixed number (never the thread count),
@@ -249,24 +262,11 @@ impl Winograd {
         s: &mut [f32],
         accumulate: bool,
     ) {
-        let item = self.input_len();
-        let g = x.len() / item;
-        assert!(x.len() == g * item && dy.len() == g * self.output_len());
-        assert!(scratch.len() >= self.scratch_len(g) && s.len() >= self.grad_len());
-        let nt = g * self.tiles();
-        let (prepared, rest) = scratch.split_at_mut(g * self.prepared_len());
-        let (v, rest) = rest.split_at_mut(16 * self.c * nt);
-        let (z, rest) = rest.split_at_mut(16 * self.o * nt);
-        let phases = &mut rest[..4 * self.tiles()];
-        for (img, buf) in x
-            .chunks_exact(item)
-            .zip(prepared.chunks_exact_mut(self.prepared_len()))
-        {
-            self.prepare(img, buf);
-        }
-        self.transform_input(prepared, g, v);
+        let g = x.len() / self.input_len();
+        assert!(dy.len() == g * self.output_len() && s.len() >= self.grad_len());
+        let (v, z, phases) = self.input_transformed(x, scratch);
         self.transform_grad(dy, g, phases, z);
-        let (o, c) = (self.o, self.c);
+        let (o, c, nt) = (self.o, self.c, g * self.tiles());
         for xi in 0..16 {
             sgemm(
                 o,
@@ -550,20 +550,23 @@ mod tests {
         (0..len).map(|_| rng.uniform() * 2.0 - 1.0).collect()
     }
 
-    /// Against the definition, on awkward sizes: one image and several, odd and even and
-    /// non-square outputs, padding 0, 1 and 2, widths past one 16-lane run, 1 channel.
+    /// (images, C, H, W, O, pad): one image and several, odd and even and non-square outputs,
+    /// padding 0, 1 and 2, widths past one 16-lane run, 1 channel.
+    const CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
+        (1, 1, 3, 3, 1, 0),
+        (1, 2, 5, 7, 3, 0),
+        (2, 3, 6, 9, 4, 1),
+        (3, 4, 7, 4, 5, 1),
+        (1, 2, 4, 37, 2, 1),
+        (2, 5, 9, 8, 3, 2),
+        (1, 3, 35, 34, 2, 1),
+        (1, 1, 1, 1, 2, 1),
+    ];
+
+    /// Against the definition, on the awkward sizes of `CASES`.
     #[test]
     fn winograd_matches_the_direct_convolution() {
-        for &(g, c, h, w, o, pad) in &[
-            (1, 1, 3, 3, 1, 0),
-            (1, 2, 5, 7, 3, 0),
-            (2, 3, 6, 9, 4, 1),
-            (3, 4, 7, 4, 5, 1),
-            (1, 2, 4, 37, 2, 1),
-            (2, 5, 9, 8, 3, 2),
-            (1, 3, 35, 34, 2, 1),
-            (1, 1, 1, 1, 2, 1),
-        ] {
+        for &(g, c, h, w, o, pad) in CASES {
             let plan = Winograd::new((c, h, w), o, pad).unwrap();
             let x = seeded(g * c * h * w, 3);
             let weight = seeded(o * c * 9, 4);
@@ -593,19 +596,10 @@ mod tests {
     }
 
     /// The weight gradient against its definition, `dW[o][c][i][j] = Σ dy[o][y][x] ·
-    /// x_padded[c][y + i][x + j]`, on the same awkward sizes, accumulated over two calls.
+    /// x_padded[c][y + i][x + j]`, on `CASES`, accumulated over two calls.
     #[test]
     fn winograd_weight_gradient_matches_the_definition() {
-        for &(g, c, h, w, o, pad) in &[
-            (1, 1, 3, 3, 1, 0),
-            (1, 2, 5, 7, 3, 0),
-            (2, 3, 6, 9, 4, 1),
-            (3, 4, 7, 4, 5, 1),
-            (1, 2, 4, 37, 2, 1),
-            (2, 5, 9, 8, 3, 2),
-            (1, 3, 35, 34, 2, 1),
-            (1, 1, 1, 1, 2, 1),
-        ] {
+        for &(g, c, h, w, o, pad) in CASES {
             let plan = Winograd::new((c, h, w), o, pad).unwrap();
             let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
             let x = seeded(2 * g * c * h * w, 5);
