@@ -202,16 +202,14 @@ impl Network {
     pub fn forward<'a>(&'a mut self, x: &'a Tensor, mode: Mode) -> &'a Tensor {
         assert_eq!(x.shape()[1..], self.spec.input, "input shape");
         let mut cur = x;
-        for (i, node) in self.nodes.iter_mut().enumerate() {
+        // Seeds are derived from each layer's index, fused ones counted, so fusing changes none.
+        for (i, node) in self.nodes.iter_mut().enumerate().filter(|(_, n)| !n.fused) {
             let m = match mode {
                 Mode::Train { seed } => Mode::Train {
                     seed: derive(seed, i as u64),
                 },
                 Mode::Eval => Mode::Eval,
             };
-            if node.fused {
-                continue;
-            }
             match &mut node.times {
                 None => cur = node.layer.forward(cur, m),
                 Some((fwd, _)) => {

@@ -257,9 +257,7 @@ impl Conv2d {
             pad: kh - 1 - self.win.pad,
         };
         let hw = h * w;
-        if self.cols.len() < n * k2 * hw {
-            self.cols.resize(n * k2 * hw, 0.0);
-        }
+        grow(&mut self.cols, n * k2 * hw);
         let flipped = &self.flipped;
         data_mut(&mut self.dx)
             .par_chunks_mut(c * hw)
@@ -421,9 +419,7 @@ impl Conv2d {
         // The column buffer is free again after the weight gradient: reuse it (on the Winograd
         // path it holds per-thread slots only, so it may need to grow).
         let n = dy.len() / (o * p);
-        if self.cols.len() < n * k * p {
-            self.cols.resize(n * k * p, 0.0);
-        }
+        grow(&mut self.cols, n * k * p);
         data_mut(&mut self.dx)
             .par_chunks_mut(c * h * w)
             .zip(self.cols.par_chunks_mut(k * p))
