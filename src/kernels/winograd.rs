@@ -310,34 +310,42 @@ impl Winograd {
     }
 
     /// Splits each channel of one zero-padded image into its four phase images (module doc):
-    /// phase `2p + q` of channel `ch` is at `buf[(4·ch + 2p + q)·phase_len..]`.
+    /// phase `2p + q` of channel `ch` is at `buf[(4·ch + 2p + q)·phase_len..]`. Each source
+    /// row is split into its even and odd columns in one pass (phases `2p` and `2p + 1`), which
+    /// compiles to vector shuffles; a stride-2 gather per phase compiled to scalar moves.
     #[inline(always)]
     fn prepare_body(&self, x: &[f32], buf: &mut [f32]) {
-        let (h, w, pad, pitch) = (self.h as isize, self.w, self.pad as isize, self.pitch());
-        for (plane, phases) in x
-            .chunks_exact(self.h * w)
-            .zip(buf.chunks_exact_mut(4 * self.phase_len()))
-        {
-            for (pq, phase) in phases.chunks_exact_mut(self.phase_len()).enumerate() {
-                let (p, q) = ((pq / 2) as isize, (pq % 2) as isize);
-                let (rows, tail) = phase.split_at_mut((self.th + 1) * pitch);
-                tail.fill(0.0);
-                for (y, row) in rows.chunks_exact_mut(pitch).enumerate() {
-                    let sy = 2 * y as isize + p - pad;
-                    if sy < 0 || sy >= h {
-                        row.fill(0.0);
+        let (h, w, pad, pitch, len) = (self.h, self.w, self.pad, self.pitch(), self.phase_len());
+        // Padded column `2x + q` holds source column `2x + q − pad`: with `pad = 2a` source
+        // pairs land at `x = k + a` (even, odd); with `pad = 2a + 1`, the pair's first element
+        // is odd column `k + a`, its second even column `k + a + 1`.
+        let a = pad / 2;
+        for (plane, phases) in x.chunks_exact(h * w).zip(buf.chunks_exact_mut(4 * len)) {
+            phases.fill(0.0);
+            for (p, rows) in phases.chunks_exact_mut(2 * len).enumerate() {
+                let (even, odd) = rows.split_at_mut(len);
+                for y in 0..=self.th {
+                    let Some(sy) = (2 * y + p).checked_sub(pad).filter(|&sy| sy < h) else {
                         continue;
+                    };
+                    let src = &plane[sy * w..][..w];
+                    let (e, o) = (
+                        &mut even[y * pitch..][..pitch],
+                        &mut odd[y * pitch..][..pitch],
+                    );
+                    let (first, second) = if pad % 2 == 0 {
+                        (&mut e[a..], &mut o[a..])
+                    } else {
+                        (&mut o[a..], &mut e[a + 1..])
+                    };
+                    for ((pair, f), s) in src.chunks_exact(2).zip(first.iter_mut()).zip(second) {
+                        *f = pair[0];
+                        *s = pair[1];
                     }
-                    // Columns x whose source 2x + q − pad lies inside the row: [lo, hi).
-                    let src = &plane[sy as usize * w..][..w];
-                    let lo = ((pad - q).max(0) as usize).div_ceil(2).min(pitch);
-                    let hi =
-                        (((w as isize + pad - q).max(0) as usize).div_ceil(2)).clamp(lo, pitch);
-                    row[..lo].fill(0.0);
-                    row[hi..].fill(0.0);
-                    let first = (2 * lo as isize + q - pad) as usize;
-                    for (v, &s) in row[lo..hi].iter_mut().zip(src[first..].iter().step_by(2)) {
-                        *v = s;
+                    if w % 2 == 1 {
+                        // The last column starts a pair of its own: its first element.
+                        let last = if pad % 2 == 0 { e } else { o };
+                        last[a + w / 2] = src[w - 1];
                     }
                 }
             }
@@ -551,7 +559,8 @@ mod tests {
     }
 
     /// (images, C, H, W, O, pad): one image and several, odd and even and non-square outputs,
-    /// padding 0, 1 and 2, widths past one 16-lane run, 1 channel.
+    /// padding 0, 1 and 2, widths past one 16-lane run, exactly one run (4×14 → 2×8 tiles,
+    /// counting the unused column), odd widths with every padding, 1 channel.
     const CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
         (1, 1, 3, 3, 1, 0),
         (1, 2, 5, 7, 3, 0),
@@ -561,6 +570,8 @@ mod tests {
         (2, 5, 9, 8, 3, 2),
         (1, 3, 35, 34, 2, 1),
         (1, 1, 1, 1, 2, 1),
+        (2, 2, 4, 14, 3, 1),
+        (1, 2, 5, 7, 2, 2),
     ];
 
     /// Against the definition, on the awkward sizes of `CASES`.
