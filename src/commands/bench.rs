@@ -5,7 +5,7 @@
 //! repeated; the median repetition is reported. FLOP counts: training = MACs × 2 × 3 (forward,
 //! input gradient, weight gradient), inference = MACs × 2.
 
-use super::{init_threads, load_arch};
+use super::{load_arch, with_threads};
 use crate::cli::BenchArgs;
 use crate::graph::Network;
 use crate::layers::Mode;
@@ -38,6 +38,12 @@ struct BenchReport {
     conv_train_gflops: f64,
     conv_share_of_sgemm_peak: f64,
     layers: Vec<LayerTime>,
+    /// Per training step, outside the layers: gradient zeroing, loss (forward and gradient),
+    /// optimizer update; and the whole step (at the median repetition's rate).
+    zero_grad_ms: f64,
+    loss_ms: f64,
+    update_ms: f64,
+    step_ms: f64,
 }
 
 #[derive(Serialize)]
@@ -63,7 +69,10 @@ fn synthetic(n: usize, shape: [usize; 3], classes: usize, seed: u64) -> (Tensor,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    init_threads(args.threads)?;
+    with_threads(args.threads, || execute(args))
+}
+
+fn execute(args: BenchArgs) -> Result<()> {
     let spec = load_arch(&args.arch)?;
     let mut net = Network::build(&spec, args.classes, 1)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.arch))?;
@@ -81,22 +90,34 @@ pub fn run(args: BenchArgs) -> Result<()> {
         momentum: 0.9,
         ..Default::default()
     });
-    let mut step = |net: &mut Network, i: u64| {
+    // Time outside the layers, summed over the timed steps: zeroing, loss, update.
+    let mut outside = [Duration::ZERO; 3];
+    let mut step = |net: &mut Network, i: u64, outside: &mut [Duration; 3]| {
+        let t0 = Instant::now();
         net.zero_grad();
+        let t1 = Instant::now();
         let logits = net.forward(&x, Mode::Train { seed: i });
+        let t2 = Instant::now();
         loss.forward(logits, &labels);
-        net.backward(loss.backward());
+        let dlogits = loss.backward();
+        let t3 = Instant::now();
+        net.backward(dlogits);
+        let t4 = Instant::now();
         opt.step(net, 0.01);
+        let t5 = Instant::now();
+        outside[0] += t1 - t0;
+        outside[1] += t3 - t2;
+        outside[2] += t5 - t4;
     };
     for i in 0..args.warmup {
-        step(&mut net, i);
+        step(&mut net, i, &mut [Duration::ZERO; 3]);
     }
     let mut train = Vec::new();
     net.start_profiling();
     for r in 0..args.reps {
         let t = Instant::now();
         for i in 0..args.iters {
-            step(&mut net, 1000 + r * args.iters + i);
+            step(&mut net, 1000 + r * args.iters + i, &mut outside);
         }
         train.push((args.iters as usize * args.batch_size) as f64 / t.elapsed().as_secs_f64());
     }
@@ -160,6 +181,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 fused: row.fused,
             })
             .collect(),
+        zero_grad_ms: ms(outside[0]) / steps,
+        loss_ms: ms(outside[1]) / steps,
+        update_ms: ms(outside[2]) / steps,
+        step_ms: 1e3 * args.batch_size as f64 / tr,
     };
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -214,6 +239,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         tb += l.backward_ms;
     }
     writeln!(out, "{:<10} {:>9.3} {:>9.3}", "total", tf, tb)?;
+    writeln!(
+        out,
+        "outside the layers: zero grad {:.3}, loss {:.3}, update {:.3}; whole step {:.3}",
+        report.zero_grad_ms, report.loss_ms, report.update_ms, report.step_ms
+    )?;
     Ok(())
 }
 
