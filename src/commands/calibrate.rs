@@ -4,8 +4,8 @@
 //! negative log-likelihood is found by [`calibration::fit_temperature`]. The test split is never
 //! read, so `cnn eval` afterwards measures the calibrated model on unseen images.
 
-use super::init_threads;
 use super::train::infer_logits;
+use super::with_threads;
 use crate::calibration;
 use crate::cli::CalibrateArgs;
 use crate::data::{self, LoadOptions};
@@ -47,7 +47,10 @@ impl Figures {
 }
 
 pub fn run(args: CalibrateArgs) -> Result<()> {
-    init_threads(args.threads)?;
+    with_threads(args.threads, || execute(args))
+}
+
+fn execute(args: CalibrateArgs) -> Result<()> {
     let mut model = Model::load(&args.model)?;
     let mut net = model
         .build_network()

@@ -1,7 +1,7 @@
 //! `cnn eval`: measure a saved model on a dataset's test split.
 
-use super::init_threads;
 use super::train::infer_logits;
+use super::with_threads;
 use crate::calibration;
 use crate::cli::EvalArgs;
 use crate::data::{self, LoadOptions};
@@ -24,7 +24,10 @@ struct Confidence {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    init_threads(args.threads)?;
+    with_threads(args.threads, || execute(args))
+}
+
+fn execute(args: EvalArgs) -> Result<()> {
     let (model, mut net) = Model::load_with_network(&args.model)?;
     let dataset = args
         .data

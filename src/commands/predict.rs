@@ -1,6 +1,6 @@
 //! `cnn predict`: the class probabilities of image files.
 
-use super::init_threads;
+use super::with_threads;
 use crate::cli::PredictArgs;
 use crate::data::{self, Dataset};
 use crate::explain::{OcclusionConfig, occlusion};
@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp"];
 
 pub fn run(args: PredictArgs) -> Result<()> {
-    init_threads(args.threads)?;
+    with_threads(args.threads, || execute(args))
+}
+
+fn execute(args: PredictArgs) -> Result<()> {
     crate::kernels::gemm::warm_up_in_background();
     let (model, mut net) = Model::load_with_network(&args.model)?;
     let files = expand(&args.images)?;

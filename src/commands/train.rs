@@ -1,7 +1,7 @@
 //! `cnn train`: resolve the settings, load the data, run the epochs; progress, per-epoch lines,
 //! CSV log, checkpoints, best-model keeping and exact resume.
 
-use super::{init_threads, load_arch};
+use super::{load_arch, with_threads};
 use crate::checkpoint::{self, EpochRecord, TrainConfig, TrainState};
 use crate::cli::{AugmentArg, KeepArg, LossArg, OptimizerArg, ScheduleArg, TrainArgs};
 use crate::data::{self, Augment, Dataset, LoadOptions, Normalization};
@@ -43,7 +43,10 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 pub struct Interrupted(pub String);
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    init_threads(args.threads)?;
+    with_threads(args.threads, || execute(args))
+}
+
+fn execute(args: TrainArgs) -> Result<()> {
     let quiet = args.quiet;
     let (config, resumed) = match &args.resume {
         Some(path) => {
