@@ -155,6 +155,8 @@ pub struct Conv2d {
     dy_masked: Vec<f32>,
     /// im2col path: one image's output gradient transposed (P×O), per worker thread.
     dy_t: Vec<f32>,
+    /// With a bias: the sum of each output-gradient plane (N×O), for the bias gradient.
+    plane_sums: Vec<f32>,
 }
 
 impl Conv2d {
@@ -221,6 +223,7 @@ impl Conv2d {
             relu: false,
             dy_masked: Vec::new(),
             dy_t: Vec::new(),
+            plane_sums: Vec::new(),
         })
     }
 
@@ -403,6 +406,42 @@ impl Conv2d {
         );
     }
 
+    /// One pass over the output gradient `dy` (`N×O×P`), output planes in parallel: with a
+    /// fused ReLU, `masked` = `dy` where the output was positive, else 0; with a bias, the sum
+    /// of each (masked) plane into `plane_sums` (`N×O`). Returns the gradient to go on with.
+    /// (Apart, these were a pass each over megabytes that the cores share: 2.1 ms of a
+    /// 1-thread mnist-ref step, measured inside the layer.)
+    fn mask_and_sum<'a>(&mut self, dy: &'a [f32], masked: &'a mut Vec<f32>) -> &'a [f32] {
+        let (p, bias) = (self.p(), self.bias.is_some());
+        let per_task = (RELU_CHUNK / p).max(1);
+        self.plane_sums.resize(dy.len() / p, 0.0);
+        let sums = self.plane_sums.par_iter_mut();
+        if self.relu {
+            masked.resize(dy.len(), 0.0);
+            masked
+                .par_chunks_mut(p)
+                .zip(dy.par_chunks(p))
+                .zip(data(&self.y).par_chunks(p))
+                .zip(sums)
+                .with_min_len(per_task)
+                .for_each(|(((m, dy), y), s)| {
+                    for ((m, &g), &y) in m.iter_mut().zip(dy).zip(y) {
+                        *m = if y > 0.0 { g } else { 0.0 };
+                    }
+                    if bias {
+                        *s = reduce::sum(m);
+                    }
+                });
+            return masked;
+        }
+        if bias {
+            sums.zip(dy.par_chunks(p))
+                .with_min_len(per_task)
+                .for_each(|(s, dy)| *s = reduce::sum(dy));
+        }
+        dy
+    }
+
     /// Tests use this to run the im2col path beside the Winograd one.
     #[cfg(test)]
     pub(crate) fn without_winograd(mut self) -> Self {
@@ -485,33 +524,19 @@ impl Layer for Conv2d {
             "conv backward needs the columns of a training-mode forward"
         );
         let n = dy.shape()[0];
-        let (p, o) = (self.p(), self.out[0]);
+        let o = self.out[0];
         let (c, h, w) = self.input;
         // The buffer is taken out of `self` for the duration, so that `dy` may borrow it.
         let mut masked = std::mem::take(&mut self.dy_masked);
-        let dy = if self.relu {
-            masked.resize(dy.len(), 0.0);
-            masked
-                .par_chunks_mut(RELU_CHUNK)
-                .zip(data(dy).par_chunks(RELU_CHUNK))
-                .zip(data(&self.y).par_chunks(RELU_CHUNK))
-                .for_each(|((m, dy), y)| {
-                    for ((m, &g), &y) in m.iter_mut().zip(dy).zip(y) {
-                        *m = if y > 0.0 { g } else { 0.0 };
-                    }
-                });
-            &masked[..]
-        } else {
-            data(dy)
-        };
-
+        let dy = self.mask_and_sum(data(dy), &mut masked);
         if let Some(b) = &mut self.bias {
-            // Output channels in parallel, each summed over the images in order.
-            b.grad_mut().par_iter_mut().enumerate().for_each(|(oc, g)| {
-                for img in dy.chunks(o * p) {
-                    *g += reduce::sum(&img[oc * p..][..p]);
-                }
-            });
+            // Each channel summed over the images in order.
+            for (oc, g) in b.grad_mut().iter_mut().enumerate() {
+                self.plane_sums[oc..]
+                    .iter()
+                    .step_by(o)
+                    .for_each(|s| *g += s);
+            }
         }
 
         match self.winograd {
