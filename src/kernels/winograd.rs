@@ -24,6 +24,8 @@
 //! `S_ξ (O×C) += Z_ξ (O×T) · V_ξᵀ (T×C)`, followed by one small transform per kernel.
 
 use super::gemm::sgemm;
+#[cfg(target_arch = "x86_64")]
+use super::winograd_avx512 as avx512;
 
 /// Tiles per matrix product below which images are grouped: enough columns for the GEMM's
 /// micro-kernel to run at speed, few enough for the group's buffers to stay in cache and for
@@ -66,6 +68,24 @@ macro_rules! with_avx512 {
             self.$body($($arg),*)
         }
     };
+    // A body with a `const AVX512: bool` parameter: `true` where the CPU has AVX-512, for the
+    // hand-written kernels of `winograd_avx512`, `false` (the portable loops) elsewhere.
+    ($name:ident, $fast:ident, $body:ident::<AVX512>, ($($arg:ident: $ty:ty),*)) => {
+        fn $name(&self, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                return unsafe { self.$fast($($arg),*) };
+            }
+            self.$body::<false>($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $fast(&self, $($arg: $ty),*) {
+            self.$body::<true>($($arg),*)
+        }
+    };
 }
 
 impl Winograd {
@@ -73,19 +93,19 @@ impl Winograd {
     with_avx512!(
         transform_input,
         transform_input_avx512,
-        transform_input_body,
+        transform_input_body::<AVX512>,
         (prepared: &[f32], g: usize, v: &mut [f32])
     );
     with_avx512!(
         transform_output,
         transform_output_avx512,
-        transform_output_body,
+        transform_output_body::<AVX512>,
         (m: &[f32], g: usize, phases: &mut [f32], y: &mut [f32])
     );
     with_avx512!(
         transform_grad,
         transform_grad_avx512,
-        transform_grad_body,
+        transform_grad_body::<AVX512>,
         (dy: &[f32], g: usize, phases: &mut [f32], z: &mut [f32])
     );
 
@@ -354,7 +374,7 @@ impl Winograd {
 
     /// `V_ξ[c][t] = (Bᵀ d B)[ξ]` for every tile and channel of the prepared group, `16×C×NT`.
     #[inline(always)]
-    fn transform_input_body(&self, prepared: &[f32], g: usize, v: &mut [f32]) {
+    fn transform_input_body<const AVX512: bool>(&self, prepared: &[f32], g: usize, v: &mut [f32]) {
         let (c, t, nt, pitch, len) = (
             self.c,
             self.tiles(),
@@ -373,6 +393,12 @@ impl Winograd {
                     })
                 });
                 let at = img * t;
+                #[cfg(target_arch = "x86_64")]
+                if AVX512 {
+                    // SAFETY: `AVX512` is true only where the CPU has AVX-512F.
+                    unsafe { avx512::input_tiles(&d, t, &mut v[ch * nt + at..], c * nt) };
+                    continue;
+                }
                 // One call per plane: the indices must be constants (see `input_plane`).
                 macro_rules! planes {
                     ($($i:literal $j:literal),*) => {$(
@@ -389,7 +415,13 @@ impl Winograd {
     /// four output phases over whole images into `phases` (`4×T`), then interleaved into `y`,
     /// dropping the unused tiles and what hangs over an odd-sized output.
     #[inline(always)]
-    fn transform_output_body(&self, m: &[f32], g: usize, phases: &mut [f32], y: &mut [f32]) {
+    fn transform_output_body<const AVX512: bool>(
+        &self,
+        m: &[f32],
+        g: usize,
+        phases: &mut [f32],
+        y: &mut [f32],
+    ) {
         let (o, t, nt, pitch) = (self.o, self.tiles(), g * self.tiles(), self.pitch());
         let (oh, ow, tw) = (self.oh, self.ow, self.tw);
         for (plane_index, plane) in y.chunks_exact_mut(oh * ow).enumerate() {
@@ -399,10 +431,21 @@ impl Winograd {
             let (p0, rest) = phases.split_at_mut(t);
             let (p1, rest) = rest.split_at_mut(t);
             let (p2, p3) = rest.split_at_mut(t);
-            output_phase::<0, 0>(&mm, p0);
-            output_phase::<0, 1>(&mm, p1);
-            output_phase::<1, 0>(&mm, p2);
-            output_phase::<1, 1>(&mm, &mut p3[..t]);
+            let p3 = &mut p3[..t];
+            #[cfg(target_arch = "x86_64")]
+            let done = AVX512 && {
+                // SAFETY: `AVX512` is true only where the CPU has AVX-512F.
+                unsafe { avx512::output_phases(&mm, t, [&mut *p0, &mut *p1, &mut *p2, &mut *p3]) };
+                true
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let done = false;
+            if !done {
+                output_phase::<0, 0>(&mm, p0);
+                output_phase::<0, 1>(&mm, p1);
+                output_phase::<1, 0>(&mm, p2);
+                output_phase::<1, 1>(&mm, p3);
+            }
             let phase = [[&*p0, &*p1], [&*p2, &*p3]];
             for ty in 0..self.th {
                 for (a, cols) in phase.iter().enumerate() {
@@ -428,7 +471,13 @@ impl Winograd {
     /// into `z` (`16×O×NT`): first the tile's four pixels over whole planes into `phases`
     /// (`4×T`, zero for the unused tiles and past an odd-sized output), then the 16 planes.
     #[inline(always)]
-    fn transform_grad_body(&self, dy: &[f32], g: usize, phases: &mut [f32], z: &mut [f32]) {
+    fn transform_grad_body<const AVX512: bool>(
+        &self,
+        dy: &[f32],
+        g: usize,
+        phases: &mut [f32],
+        z: &mut [f32],
+    ) {
         let (o, t, nt, pitch) = (self.o, self.tiles(), g * self.tiles(), self.pitch());
         let (oh, ow, tw) = (self.oh, self.ow, self.tw);
         for (plane_index, plane) in dy[..g * self.output_len()]
@@ -466,6 +515,12 @@ impl Winograd {
                 [&*phase[1][0], &*phase[1][1]],
             ];
             let at = img * t;
+            #[cfg(target_arch = "x86_64")]
+            if AVX512 {
+                // SAFETY: `AVX512` is true only where the CPU has AVX-512F.
+                unsafe { avx512::grad_tiles(&e, t, &mut z[oc * nt + at..], o * nt) };
+                continue;
+            }
             macro_rules! planes {
                 ($($i:literal $j:literal),*) => {$(
                     let xi = 4 * $i + $j;
@@ -658,6 +713,75 @@ mod tests {
                     "g={g} c={c} h={h} w={w} o={o} pad={pad} at {i}: {a} vs {b}"
                 );
             }
+        }
+    }
+
+    /// The AVX-512 transforms against the portable ones, bit for bit, on `CASES` (where the CPU
+    /// has AVX-512; elsewhere only the portable ones exist). Inputs include zeros, so a −0
+    /// turned into +0 would show, and full mantissas, so would a change in the order of a sum.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx512_transforms_match_the_portable_ones_exactly() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512 on this CPU: nothing to compare");
+            return;
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // Full 24-bit mantissas (`seeded` values have fewer, and sums of those are exact in
+        // any order, which would hide a change of order).
+        let full = |len, seed| -> Vec<f32> { seeded(len, seed).iter().map(|v| v / 3.0).collect() };
+        for &(g, c, h, w, o, pad) in CASES {
+            let plan = Winograd::new((c, h, w), o, pad).unwrap();
+            let nt = g * plan.tiles();
+            let mut x = full(g * c * h * w, 7);
+            x.iter_mut().step_by(5).for_each(|v| *v = 0.0);
+            let mut prepared = vec![0.0; g * plan.prepared_len()];
+            for (img, buf) in x
+                .chunks(c * h * w)
+                .zip(prepared.chunks_mut(plan.prepared_len()))
+            {
+                plan.prepare(img, buf);
+            }
+            let (mut a, mut b) = (vec![f32::NAN; 16 * c * nt], vec![f32::NAN; 16 * c * nt]);
+            plan.transform_input_body::<false>(&prepared, g, &mut a);
+            // SAFETY: the CPU has AVX-512F (checked above).
+            unsafe { plan.transform_input_avx512(&prepared, g, &mut b) };
+            assert_eq!(
+                bits(&a),
+                bits(&b),
+                "input transform, case {:?}",
+                (g, c, h, w, o, pad)
+            );
+
+            let mut m = full(16 * o * nt, 8);
+            m.iter_mut().step_by(3).for_each(|v| *v = -0.0);
+            let mut phases = vec![0.0; 4 * plan.tiles()];
+            let (mut a, mut b) = (
+                vec![f32::NAN; g * plan.output_len()],
+                vec![0.0; g * plan.output_len()],
+            );
+            plan.transform_output_body::<false>(&m, g, &mut phases, &mut a);
+            // SAFETY: as above.
+            unsafe { plan.transform_output_avx512(&m, g, &mut phases, &mut b) };
+            assert_eq!(
+                bits(&a),
+                bits(&b),
+                "output transform, case {:?}",
+                (g, c, h, w, o, pad)
+            );
+
+            let mut dy = full(g * plan.output_len(), 9);
+            dy.iter_mut().step_by(4).for_each(|v| *v = 0.0);
+            let (mut a, mut b) = (vec![f32::NAN; 16 * o * nt], vec![f32::NAN; 16 * o * nt]);
+            plan.transform_grad_body::<false>(&dy, g, &mut phases, &mut a);
+            // SAFETY: as above.
+            unsafe { plan.transform_grad_avx512(&dy, g, &mut phases, &mut b) };
+            assert_eq!(
+                bits(&a),
+                bits(&b),
+                "gradient transform, case {:?}",
+                (g, c, h, w, o, pad)
+            );
         }
     }
 
