@@ -732,6 +732,10 @@ mod tests {
         let full = |len, seed| -> Vec<f32> { seeded(len, seed).iter().map(|v| v / 3.0).collect() };
         for &(g, c, h, w, o, pad) in CASES {
             let plan = Winograd::new((c, h, w), o, pad).unwrap();
+            let same = |what, a: &[f32], b: &[f32]| {
+                let case = (g, c, h, w, o, pad);
+                assert_eq!(bits(a), bits(b), "{what} transform, case {case:?}");
+            };
             let nt = g * plan.tiles();
             let mut x = full(g * c * h * w, 7);
             x.iter_mut().step_by(5).for_each(|v| *v = 0.0);
@@ -746,29 +750,19 @@ mod tests {
             plan.transform_input_body::<false>(&prepared, g, &mut a);
             // SAFETY: the CPU has AVX-512F (checked above).
             unsafe { plan.transform_input_avx512(&prepared, g, &mut b) };
-            assert_eq!(
-                bits(&a),
-                bits(&b),
-                "input transform, case {:?}",
-                (g, c, h, w, o, pad)
-            );
+            same("input", &a, &b);
 
             let mut m = full(16 * o * nt, 8);
             m.iter_mut().step_by(3).for_each(|v| *v = -0.0);
             let mut phases = vec![0.0; 4 * plan.tiles()];
             let (mut a, mut b) = (
                 vec![f32::NAN; g * plan.output_len()],
-                vec![0.0; g * plan.output_len()],
+                vec![f32::NAN; g * plan.output_len()],
             );
             plan.transform_output_body::<false>(&m, g, &mut phases, &mut a);
             // SAFETY: as above.
             unsafe { plan.transform_output_avx512(&m, g, &mut phases, &mut b) };
-            assert_eq!(
-                bits(&a),
-                bits(&b),
-                "output transform, case {:?}",
-                (g, c, h, w, o, pad)
-            );
+            same("output", &a, &b);
 
             let mut dy = full(g * plan.output_len(), 9);
             dy.iter_mut().step_by(4).for_each(|v| *v = 0.0);
@@ -776,12 +770,7 @@ mod tests {
             plan.transform_grad_body::<false>(&dy, g, &mut phases, &mut a);
             // SAFETY: as above.
             unsafe { plan.transform_grad_avx512(&dy, g, &mut phases, &mut b) };
-            assert_eq!(
-                bits(&a),
-                bits(&b),
-                "gradient transform, case {:?}",
-                (g, c, h, w, o, pad)
-            );
+            same("gradient", &a, &b);
         }
     }
 
