@@ -432,15 +432,13 @@ impl Winograd {
             let (p1, rest) = rest.split_at_mut(t);
             let (p2, p3) = rest.split_at_mut(t);
             let p3 = &mut p3[..t];
-            #[cfg(target_arch = "x86_64")]
-            let done = AVX512 && {
-                // SAFETY: `AVX512` is true only where the CPU has AVX-512F.
-                unsafe { avx512::output_phases(&mm, t, [&mut *p0, &mut *p1, &mut *p2, &mut *p3]) };
-                true
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let done = false;
-            if !done {
+            if AVX512 {
+                // SAFETY: `AVX512` is true only where the CPU has AVX-512F (so never off x86-64).
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    avx512::output_phases(&mm, t, [&mut *p0, &mut *p1, &mut *p2, &mut *p3])
+                };
+            } else {
                 output_phase::<0, 0>(&mm, p0);
                 output_phase::<0, 1>(&mm, p1);
                 output_phase::<1, 0>(&mm, p2);
