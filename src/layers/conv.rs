@@ -193,7 +193,9 @@ pub struct Conv2d {
     trained: bool,
     /// Whether the output goes through a ReLU (fused, see [`Layer::fuse_relu`]).
     relu: bool,
-    /// With a fused ReLU: the incoming gradient where the output was positive, else 0.
+    /// With a fused ReLU: the incoming gradient where the output was positive, else 0 (on the
+    /// Winograd path only when tests force another input-gradient path: it masks a few images
+    /// at a time into thread scratch).
     dy_masked: Vec<f32>,
     /// im2col path: one image's output gradient transposed (P×O), per worker thread.
     dy_t: Vec<f32>,
@@ -378,9 +380,11 @@ impl Conv2d {
     /// convolution of `dy` with the flipped kernel, input O×OH×OW, C outputs, padding
     /// `2 − pad`), in one pass over the batch: fixed chunks of images in parallel, and within a
     /// chunk, a few images at a time, their output gradient masked and summed
-    /// ([`mask_planes`]), added into the chunk's `16×O×C` weight-gradient partial sum and, if
-    /// `with_dx`, turned into their input gradient, while it is in cache. The partials are then
-    /// summed in order and transformed back. Returns the (masked) output gradient.
+    /// ([`mask_planes`]; masked into the thread's scratch), added into the chunk's `16×O×C`
+    /// weight-gradient partial sum and turned into their input gradient, while it is in cache.
+    /// The partials are then summed in order and transformed back. When tests want the input
+    /// gradient by another path (`force_col2im`), the masked gradient is kept in `masked` and
+    /// returned for it.
     ///
     /// As three passes over the batch, each image's gradient came from memory three times and
     /// each pass ended with the threads waiting for each other: mnist-ref's second convolution,
@@ -390,8 +394,9 @@ impl Conv2d {
         dy: &'a [f32],
         masked: &'a mut Vec<f32>,
         (plan, plan_dx): (Winograd, Winograd),
-        with_dx: bool,
-    ) -> &'a [f32] {
+    ) -> Option<&'a [f32]> {
+        let with_dx = self.needs_dx && !self.force_col2im;
+        let (relu, keep) = (self.relu, self.needs_dx && !with_dx);
         if with_dx {
             self.flip_weights();
             self.u_dx.resize(plan_dx.weights_len(), 0.0);
@@ -409,12 +414,14 @@ impl Conv2d {
         if with_dx {
             scratch = scratch.max(plan_dx.scratch_len(g_dx.min(n)));
         }
-        grow(&mut self.cols, slots * scratch);
+        // Then the masked gradient of `step` images, unless it goes to `masked`.
+        let own_len = if relu && !keep { step * item_out } else { 0 };
+        grow(&mut self.cols, slots * (scratch + own_len));
         let buf = SendPtr(self.cols.as_mut_ptr());
         self.dw_parts.resize(n.div_ceil(chunk) * len, 0.0);
         self.plane_sums.resize(n * o, 0.0);
-        let (relu, bias) = (self.relu, self.bias.is_some());
-        masked.resize(if relu { dy.len() } else { 0 }, 0.0);
+        let bias = self.bias.is_some();
+        masked.resize(if relu && keep { dy.len() } else { 0 }, 0.0);
         let u_dx = &self.u_dx;
         let work = |(((part, dx), sums), mut masked): Chunk, i: usize| {
             let m = sums.len() / o;
@@ -425,11 +432,14 @@ impl Conv2d {
                 &y[at * item_out..][..m * item_out],
             );
             // SAFETY: see `thread_slot`; the products run on this thread only.
-            let slot = unsafe { thread_slot(buf, scratch) };
+            let (slot, own) = unsafe { thread_slot(buf, scratch + own_len) }.split_at_mut(scratch);
             for j in (0..m).step_by(step) {
                 let k = step.min(m - j);
                 let (a, b) = (j * item_out, k * item_out);
-                let masked = masked.as_deref_mut().map(|v| &mut v[a..][..b]);
+                let masked = match masked.as_deref_mut() {
+                    Some(kept) => Some(&mut kept[a..][..b]),
+                    None => relu.then(|| &mut own[..b]),
+                };
                 let sums = bias.then(|| &mut sums[j * o..][..k * o]);
                 let dy = mask_planes(&dy[a..][..b], &y[a..][..b], masked, sums, p);
                 let x = &x[j * item_in..][..k * item_in];
@@ -456,7 +466,7 @@ impl Conv2d {
             .par_chunks_mut(len)
             .zip(data_mut(&mut self.dx).par_chunks_mut(chunk * item_in))
             .zip(self.plane_sums.par_chunks_mut(chunk * o));
-        if relu {
+        if relu && keep {
             chunks
                 .zip(masked.par_chunks_mut(chunk * item_out).map(Some))
                 .enumerate()
@@ -477,7 +487,7 @@ impl Conv2d {
                 }
             });
         plan.weight_grad(first, self.weight.grad_mut());
-        if relu { masked } else { dy }
+        keep.then_some(if relu { masked } else { dy })
     }
 
     /// Winograd forward; in training, keeps the input for the weight gradient.
@@ -614,13 +624,13 @@ impl Layer for Conv2d {
         // The buffer is taken out of `self` for the duration, so that `dy` may borrow it.
         let mut masked = std::mem::take(&mut self.dy_masked);
         reuse(&mut self.dx, &[n, c, h, w]);
-        let winograd_dx = self.needs_dx && !self.force_col2im;
-        let dy = match self.winograd {
-            Some(plans) => self.backward_by_winograd(data(dy), &mut masked, plans, winograd_dx),
+        // The gradient for an input gradient still to compute.
+        let rest = match self.winograd {
+            Some(plans) => self.backward_by_winograd(data(dy), &mut masked, plans),
             None => {
                 let dy = self.mask_and_sum(data(dy), &mut masked);
                 self.weight_grad_by_im2col(dy);
-                dy
+                self.needs_dx.then_some(dy)
             }
         };
         if let Some(b) = &mut self.bias {
@@ -632,7 +642,7 @@ impl Layer for Conv2d {
                     .for_each(|s| *g += s);
             }
         }
-        if self.needs_dx && !(self.winograd.is_some() && winograd_dx) {
+        if let Some(dy) = rest {
             if self.transposed_conv_applies() {
                 self.input_grad_by_convolution(dy, n);
             } else {
