@@ -5,6 +5,7 @@ pub mod gemm;
 pub mod im2col;
 pub mod reduce;
 pub mod reference;
+pub mod small_gemm;
 pub mod transpose;
 pub mod winograd;
 mod winograd_avx512;

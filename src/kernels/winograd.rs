@@ -24,6 +24,7 @@
 //! `S_ξ (O×C) += Z_ξ (O×T) · V_ξᵀ (T×C)`, followed by one small transform per kernel.
 
 use super::gemm::sgemm;
+use super::small_gemm::product;
 #[cfg(target_arch = "x86_64")]
 use super::winograd_avx512 as avx512;
 
@@ -218,16 +219,13 @@ impl Winograd {
         let (v, m, phases) = self.input_transformed(x, scratch);
         let (o, c, nt) = (self.o, self.c, g * self.tiles());
         for xi in 0..16 {
-            sgemm(
+            product(
                 o,
                 nt,
                 c,
                 &u[xi * o * c..][..o * c],
-                false,
                 &v[xi * c * nt..][..c * nt],
-                false,
                 &mut m[xi * o * nt..][..o * nt],
-                false,
             );
         }
         self.transform_output(m, g, phases, y);
