@@ -337,23 +337,44 @@ impl Conv2d {
 
     /// dW = Σ_n dy_n (O×P) · cols_nᵀ (P×K) from the columns forward kept, summed per group of
     /// BATCH_CHUNK images, then over groups in order.
-    fn weight_grad_by_im2col(&mut self, dy: &[f32]) {
+    ///
+    /// With `mask`, `dy` is the incoming gradient, masked and summed here ([`mask_planes`]) one
+    /// image at a time into thread scratch, for a layer whose input gradient is not needed (a
+    /// first layer): a pass of its own wrote and re-read the whole batch's gradient (mnist-ref's
+    /// conv1 backward, batch 64: 1.70 → 1.19 ms on 1 thread, 1.15 → 0.77 on 2).
+    fn weight_grad_by_im2col(&mut self, dy: &[f32], mask: bool) {
         let (k, p, o) = (self.k(), self.p(), self.out[0]);
         let n = dy.len() / (o * p);
         let groups = n.div_ceil(BATCH_CHUNK);
         self.dw_parts.resize(groups * o * k, 0.0);
         let slots = slot_count();
-        grow(&mut self.dy_t, slots * p * o);
+        let (relu, bias) = (self.relu, self.bias.is_some());
+        let own_len = if mask && relu { o * p } else { 0 };
+        grow(&mut self.dy_t, slots * (p * o + own_len));
         let dy_t = SendPtr(self.dy_t.as_mut_ptr());
-        let cols = &self.cols;
+        self.plane_sums.resize(n * o, 0.0);
+        let (cols, y) = (&self.cols, data(&self.y));
         self.dw_parts
             .par_chunks_mut(o * k)
             .zip(dy.par_chunks(BATCH_CHUNK * o * p))
             .zip(cols.par_chunks(BATCH_CHUNK * k * p))
-            .for_each(|((part, dy), cols)| {
+            .zip(y.par_chunks(BATCH_CHUNK * o * p))
+            .zip(self.plane_sums.par_chunks_mut(BATCH_CHUNK * o))
+            .for_each(|((((part, dy), cols), y), sums)| {
                 // SAFETY: see `thread_slot`; transpose and sgemm run on this thread only.
-                let dy_t = unsafe { thread_slot(dy_t, p * o) };
-                for (i, (dy, cols)) in dy.chunks(o * p).zip(cols.chunks(k * p)).enumerate() {
+                let slot = unsafe { thread_slot(dy_t, p * o + own_len) };
+                let (dy_t, own) = slot.split_at_mut(p * o);
+                let images = dy.chunks(o * p).zip(cols.chunks(k * p));
+                for (i, ((dy, cols), (y, sums))) in images
+                    .zip(y.chunks(o * p).zip(sums.chunks_mut(o)))
+                    .enumerate()
+                {
+                    let dy = if mask {
+                        let own = relu.then_some(&mut own[..]);
+                        mask_planes(dy, y, own, bias.then_some(sums), p)
+                    } else {
+                        dy
+                    };
                     // Computed transposed, dWᵀ (K×O) = cols_n (K×P) · dy_nᵀ (P×O), with dy_n
                     // transposed first: both operands then in the layout the GEMM runs fastest
                     // on (see `kernels::transpose`).
@@ -627,10 +648,14 @@ impl Layer for Conv2d {
         // The gradient for an input gradient still to compute.
         let rest = match self.winograd {
             Some(plans) => self.backward_by_winograd(data(dy), &mut masked, plans),
+            None if !self.needs_dx => {
+                self.weight_grad_by_im2col(data(dy), true);
+                None
+            }
             None => {
                 let dy = self.mask_and_sum(data(dy), &mut masked);
-                self.weight_grad_by_im2col(dy);
-                self.needs_dx.then_some(dy)
+                self.weight_grad_by_im2col(dy, false);
+                Some(dy)
             }
         };
         if let Some(b) = &mut self.bias {
@@ -890,6 +915,39 @@ mod tests {
                 for (ga, gb) in a.2.iter().zip(&b.2) {
                     close(ga, gb, "parameter gradient");
                 }
+            }
+        }
+    }
+
+    /// A layer without an input gradient (a first layer) masks and sums its incoming gradient
+    /// inside the weight-gradient loop: the same parameter gradients as the separate pass.
+    #[test]
+    fn conv_without_input_gradient_matches_the_separate_mask_pass() {
+        // (N, C, H, W, O, kernel, stride, pad): a batch that is no multiple of BATCH_CHUNK,
+        // non-square, strided.
+        for &(n, c, h, w, o, k, stride, pad) in
+            &[(5, 1, 7, 6, 3, (3, 3), 1, 0), (3, 2, 9, 8, 4, (3, 2), 2, 1)]
+        {
+            for (bias, relu) in [(true, true), (true, false), (false, true), (false, false)] {
+                let x = seeded(&[n, c, h, w], 21);
+                let grads = |needs_dx: bool| {
+                    let mut l = conv(&[c, h, w], o, k, stride, pad, bias);
+                    assert!(l.winograd.is_none());
+                    if relu {
+                        assert!(l.fuse_relu());
+                    }
+                    l.set_needs_input_grad(needs_dx);
+                    let y = l.forward(&x, TRAIN).clone();
+                    l.backward(&seeded(y.shape(), 22));
+                    let mut g = Vec::new();
+                    l.visit_params(&mut |p| g.push(p.grad.clone()));
+                    g
+                };
+                assert_eq!(
+                    grads(false),
+                    grads(true),
+                    "n={n} c={c} bias={bias} relu={relu}"
+                );
             }
         }
     }
