@@ -1,5 +1,6 @@
-//! Hot kernels: matrix multiply, im2col/col2im, Winograd convolution, transpose, vectorised sums,
-//! and the plain reference versions they are tested against.
+//! Hot kernels: matrix multiply (and the small products of Winograd's convolution),
+//! im2col/col2im, Winograd convolution, transpose, vectorised sums, and the plain reference
+//! versions they are tested against.
 
 pub mod gemm;
 pub mod im2col;
