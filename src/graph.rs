@@ -223,18 +223,29 @@ impl Network {
     }
 
     /// Back-propagates the gradient of the loss with respect to the logits, accumulating every
-    /// parameter gradient. Shapes: dlogits `N×K`.
-    pub fn backward(&mut self, dlogits: &Tensor) {
+    /// parameter gradient. `x` is the input of the training forward just run, unchanged; each
+    /// layer gets its own input back from the layer before it. Shapes: x `N×C×H×W`, dlogits
+    /// `N×K`.
+    pub fn backward(&mut self, x: &Tensor, dlogits: &Tensor) {
+        assert_eq!(x.shape()[1..], self.spec.input, "input shape");
         let mut g = dlogits;
-        for node in self.nodes.iter_mut().rev().filter(|n| !n.fused) {
-            match &mut node.times {
-                None => g = node.layer.backward(g),
-                Some((_, bwd)) => {
-                    let t = Instant::now();
-                    g = node.layer.backward(g);
-                    *bwd += t.elapsed();
+        let mut rest = &mut self.nodes[..];
+        while let Some((node, before)) = rest.split_last_mut() {
+            if !node.fused {
+                let input = match before.iter().rev().find(|n| !n.fused) {
+                    Some(prev) => prev.layer.output(),
+                    None => x,
+                };
+                match &mut node.times {
+                    None => g = node.layer.backward(input, g),
+                    Some((_, bwd)) => {
+                        let t = Instant::now();
+                        g = node.layer.backward(input, g);
+                        *bwd += t.elapsed();
+                    }
                 }
             }
+            rest = before;
         }
     }
 
@@ -278,10 +289,11 @@ impl Network {
     /// Bytes that training with batches of `batch` images needs, estimated from the shapes:
     /// every parameter and buffer, a gradient per trainable value and two optimizer slots (Adam's
     /// moments; SGD with momentum keeps one), plus per image: the input batch and, per layer,
-    /// the output and input-gradient buffers and what the layer keeps for backward (dense: its
-    /// input; batch norm: the normalised input; max pooling: the winners; dropout: the mask;
-    /// convolution: the column matrix, or the larger one of the transposed convolution; the
-    /// Winograd path keeps only its input, so this is an upper bound there), and per group of
+    /// the output and input-gradient buffers and what the layer keeps for backward beyond its
+    /// input, which it is handed again (batch norm: the normalised input; max pooling: the
+    /// winners; dropout: the mask; convolution: the column matrix, or the larger one of the
+    /// transposed convolution; the Winograd path keeps neither, so this is an upper bound
+    /// there), and per group of
     /// `BATCH_CHUNK` (4) images a convolution's weight-gradient partial sum.
     /// Allocator overhead and the matrix multiply's packing buffers are not counted.
     pub fn memory_estimate(&mut self, batch: usize) -> u64 {
@@ -299,7 +311,7 @@ impl Network {
         for node in &self.nodes {
             let (x, y) = (item(&node.in_shape), item(node.layer.out_shape()));
             let kept = match &node.spec {
-                LayerSpec::Dense { .. } | LayerSpec::BatchNorm | LayerSpec::Dropout(_) => x,
+                LayerSpec::BatchNorm | LayerSpec::Dropout(_) => x,
                 LayerSpec::MaxPool { .. } => y,
                 LayerSpec::Conv(cfg) => {
                     let (c, hw) = (node.in_shape[0] as u128, item(&node.in_shape[1..]));
@@ -508,7 +520,7 @@ mod tests {
             let mut loss = Loss::new(LossKind::CrossEntropy, 0.0);
             let logits = net.forward(&x, Mode::Train { seed: 5 }).clone();
             loss.forward(&logits, &labels);
-            net.backward(loss.backward());
+            net.backward(&x, loss.backward());
             let mut g = vec![eval, logits];
             net.visit_params(&mut |_, p| g.push(p.grad.clone()));
             grads.push(g);
@@ -623,8 +635,8 @@ mod tests {
         // conv (1×4×4 → 2×2×2): per image input gradient 16 + output 8 + the larger column
         //   matrix, max(1·9·4, 2·9·16) = 288, so 4 · 312 = 1248; one weight-gradient partial
         //   (4 images a group) and the flipped kernel: 2 · 18 = 36;
-        // flatten: 4 · (8 + 8) = 64; dense: 4 · (8 in + 2 out + 8 kept input) = 72.
-        let values = 152 + 64 + 1248 + 36 + 64 + 72;
+        // flatten: 4 · (8 + 8) = 64; dense: 4 · (8 input gradient + 2 out) = 40.
+        let values = 152 + 64 + 1248 + 36 + 64 + 40;
         assert_eq!(net.memory_estimate(4), 4 * values);
         assert!(net.memory_estimate(8) > net.memory_estimate(4));
     }
@@ -661,7 +673,7 @@ mod tests {
             net.zero_grad();
             let logits = net.forward(&x, Mode::Train { seed: step });
             loss.forward(logits, &labels);
-            net.backward(loss.backward());
+            net.backward(&x, loss.backward());
             opt.step(&mut net, 0.05);
         }
         let logits = net.forward(&x, Mode::Eval).clone();

@@ -154,5 +154,5 @@ pub fn arch(data: &[u8]) {
     assert!(logits.iter().all(|v| v.is_finite()), "{logits:?}");
     loss.forward(logits, &[0, 2]);
     net.zero_grad();
-    net.backward(loss.backward());
+    net.backward(&x, loss.backward());
 }

@@ -101,7 +101,7 @@ fn execute(args: BenchArgs) -> Result<()> {
         loss.forward(logits, &labels);
         let dlogits = loss.backward();
         let t3 = Instant::now();
-        net.backward(dlogits);
+        net.backward(&x, dlogits);
         let t4 = Instant::now();
         opt.step(net, 0.01);
         let t5 = Instant::now();

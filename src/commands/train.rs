@@ -426,7 +426,7 @@ impl Trainer {
                     .zip(&labels)
                     .filter(|(z, y)| argmax(z) == **y)
                     .count();
-                self.net.backward(loss.backward());
+                self.net.backward(&x, loss.backward());
                 self.opt.step(&mut self.net, lr);
                 self.state.step += 1;
                 self.state.batch += 1;

@@ -59,7 +59,11 @@ impl Layer for AvgPool2d {
         &self.y
     }
 
-    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+    fn output(&self) -> &Tensor {
+        &self.y
+    }
+
+    fn backward(&mut self, _x: &Tensor, dy: &Tensor) -> &Tensor {
         let n = dy.shape()[0];
         let [c, h, w] = self.input;
         let [_, oh, ow] = self.out;
@@ -117,7 +121,7 @@ mod tests {
         let mut p = AvgPool2d::new(&[1, 4, 4], 2, 2).unwrap();
         assert_eq!(data(p.forward(&x, Mode::Eval)), &[2.5, 4.5, 10.5, 12.5]);
         let dy = Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![4., 8., 12., 16.]).unwrap();
-        let dx = p.backward(&dy);
+        let dx = p.backward(&x, &dy);
         assert_eq!(data(dx)[..4], [1., 1., 2., 2.]);
         assert_eq!(data(dx)[12..], [3., 3., 4., 4.]);
     }

@@ -150,7 +150,11 @@ impl Layer for BatchNorm {
         &self.y
     }
 
-    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+    fn output(&self) -> &Tensor {
+        &self.y
+    }
+
+    fn backward(&mut self, _x: &Tensor, dy: &Tensor) -> &Tensor {
         let (c, plane) = (self.channels, self.plane);
         let n = dy.shape()[0];
         let m = (n * plane) as f32;

@@ -18,7 +18,7 @@ use crate::kernels::transpose::transpose;
 use crate::kernels::winograd::Winograd;
 use crate::kernels::{SendPtr, reduce};
 use crate::rng::Rng;
-use crate::tensor::{Tensor, data, data_mut, par_copy, reuse};
+use crate::tensor::{Tensor, data, data_mut, reuse};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -179,8 +179,6 @@ pub struct Conv2d {
     /// The plans' transformed weights (forward, input gradient).
     u: Vec<f32>,
     u_dx: Vec<f32>,
-    /// Winograd path: the input of the last training forward, for the weight gradient.
-    x_saved: Tensor,
     y: Tensor,
     dx: Tensor,
     /// One weight-gradient partial sum per group of BATCH_CHUNK images.
@@ -257,7 +255,6 @@ impl Conv2d {
             winograd,
             u: Vec::new(),
             u_dx: Vec::new(),
-            x_saved: Tensor::zeros(vec![0]),
             y: Tensor::zeros(vec![0]),
             dx: Tensor::zeros(vec![0]),
             dw_parts: Vec::new(),
@@ -413,6 +410,7 @@ impl Conv2d {
     /// 22.7 and 12.2 with the masked gradient in thread scratch rather than a batch-sized buffer.
     fn backward_by_winograd<'a>(
         &mut self,
+        x: &[f32],
         dy: &'a [f32],
         masked: &'a mut Vec<f32>,
         (plan, plan_dx): (Winograd, Winograd),
@@ -424,7 +422,7 @@ impl Conv2d {
             self.u_dx.resize(plan_dx.weights_len(), 0.0);
             plan_dx.transform_weights(&self.flipped, &mut self.u_dx);
         }
-        let (x, y) = (data(&self.x_saved), data(&self.y));
+        let y = data(&self.y);
         let (item_in, item_out, o, p) =
             (plan.input_len(), plan.output_len(), self.out[0], self.p());
         let n = x.len() / item_in;
@@ -512,12 +510,7 @@ impl Conv2d {
         keep.then_some(if relu { masked } else { dy })
     }
 
-    /// Winograd forward; in training, keeps the input for the weight gradient.
     fn forward_by_winograd(&mut self, x: &Tensor, plan: Winograd) {
-        if self.trained {
-            reuse(&mut self.x_saved, x.shape());
-            par_copy(data(x), data_mut(&mut self.x_saved));
-        }
         self.u.resize(plan.weights_len(), 0.0);
         plan.transform_weights(data(&self.weight.value), &mut self.u);
         let bias = self.bias.as_ref().map(|b| data(&b.value));
@@ -635,7 +628,11 @@ impl Layer for Conv2d {
         &self.y
     }
 
-    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+    fn output(&self) -> &Tensor {
+        &self.y
+    }
+
+    fn backward(&mut self, x: &Tensor, dy: &Tensor) -> &Tensor {
         assert!(
             self.trained,
             "conv backward needs the columns of a training-mode forward"
@@ -648,7 +645,7 @@ impl Layer for Conv2d {
         reuse(&mut self.dx, &[n, c, h, w]);
         // The gradient for an input gradient still to compute.
         let rest = match self.winograd {
-            Some(plans) => self.backward_by_winograd(data(dy), &mut masked, plans),
+            Some(plans) => self.backward_by_winograd(data(x), data(dy), &mut masked, plans),
             None if !self.needs_dx => {
                 self.weight_grad_by_im2col(data(dy), true);
                 None
@@ -832,7 +829,7 @@ mod tests {
                 assert!(l.transposed_conv_applies());
                 l.force_col2im = force;
                 let y = l.forward(&x, TRAIN).clone();
-                l.backward(&y).clone()
+                l.backward(&x, &y).clone()
             };
             let (a, b) = (grads(false), grads(true));
             for (u, v) in a.iter().zip(b.iter()) {
@@ -889,7 +886,7 @@ mod tests {
                 };
                 let run = |mut l: Conv2d| {
                     let y = l.forward(&x, TRAIN).clone();
-                    let dx = l.backward(&seeded(y.shape(), 12)).clone();
+                    let dx = l.backward(&x, &seeded(y.shape(), 12)).clone();
                     let mut grads = Vec::new();
                     l.visit_params(&mut |p| grads.push(p.grad.clone()));
                     (y, dx, grads)
@@ -939,7 +936,7 @@ mod tests {
                     }
                     l.set_needs_input_grad(needs_dx);
                     let y = l.forward(&x, TRAIN).clone();
-                    l.backward(&seeded(y.shape(), 22));
+                    l.backward(&x, &seeded(y.shape(), 22));
                     let mut g = Vec::new();
                     l.visit_params(&mut |p| g.push(p.grad.clone()));
                     g
@@ -987,7 +984,7 @@ mod tests {
                 pool.install(|| {
                     let mut c = conv(&[channels, 9, 8], 5, (3, 3), 1, 1, true);
                     let y = c.forward(&x, TRAIN).clone();
-                    let dx = c.backward(&y).clone();
+                    let dx = c.backward(&x, &y).clone();
                     let mut grads = Vec::new();
                     c.visit_params(&mut |p| grads.push(p.grad.clone()));
                     (y, dx, grads)

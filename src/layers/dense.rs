@@ -4,7 +4,7 @@ use super::{Layer, Mode, Param};
 use crate::kernels::gemm::par_sgemm;
 use crate::kernels::transpose::{par_transpose, transpose};
 use crate::rng::Rng;
-use crate::tensor::{Tensor, data, data_mut, par_copy, reuse};
+use crate::tensor::{Tensor, data, data_mut, reuse};
 
 pub struct Dense {
     inputs: usize,
@@ -12,10 +12,7 @@ pub struct Dense {
     weight: Param,
     bias: Option<Param>,
     needs_dx: bool,
-    /// The input of the last training forward, kept for the weight gradient (evaluation, which
-    /// has no backward, skips the copy: 37 MB per batch of 1,000 for mnist-ref's dense1).
-    x: Tensor,
-    /// Whether the last forward was in training mode (and so kept its input).
+    /// Whether the last forward was in training mode (backward needs one).
     trained: bool,
     /// Forward on 8 images or more: the weight transposed (`F×O`), or the input transposed
     /// (`F×N`) and the output before its transposition (`O×N`); see `forward`.
@@ -47,7 +44,6 @@ impl Dense {
             weight: Param::kaiming("weight", &[outputs, f], f, rng),
             bias: bias.then(|| Param::trainable("bias", Tensor::zeros(vec![outputs]))),
             needs_dx: true,
-            x: Tensor::zeros(vec![0]),
             trained: false,
             scratch: Vec::new(),
             y: Tensor::zeros(vec![0]),
@@ -65,10 +61,6 @@ impl Layer for Dense {
         let n = x.shape()[0];
         let (f, o) = (self.inputs, self.out[0]);
         self.trained = matches!(mode, Mode::Train { .. });
-        if self.trained {
-            reuse(&mut self.x, x.shape());
-            par_copy(data(x), data_mut(&mut self.x));
-        }
         reuse(&mut self.y, &[n, o]);
         let y = data_mut(&mut self.y);
         // The GEMM crate is up to 3× slower when its right operand has the reduction dimension
@@ -103,11 +95,12 @@ impl Layer for Dense {
         &self.y
     }
 
-    fn backward(&mut self, dy: &Tensor) -> &Tensor {
-        assert!(
-            self.trained,
-            "dense backward needs the input of a training-mode forward"
-        );
+    fn output(&self) -> &Tensor {
+        &self.y
+    }
+
+    fn backward(&mut self, x: &Tensor, dy: &Tensor) -> &Tensor {
+        assert!(self.trained, "dense backward needs a training-mode forward");
         let n = dy.shape()[0];
         let (f, o) = (self.inputs, self.out[0]);
         let dy = data(dy);
@@ -118,7 +111,7 @@ impl Layer for Dense {
             n,
             dy,
             true,
-            data(&self.x),
+            data(x),
             false,
             self.weight.grad_mut(),
             true,
@@ -129,7 +122,7 @@ impl Layer for Dense {
                 db.iter_mut().zip(row).for_each(|(g, v)| *g += v);
             }
         }
-        reuse(&mut self.dx, self.x.shape());
+        reuse(&mut self.dx, x.shape());
         if self.needs_dx {
             // dx (N×F) = dy (N×O) · W (O×F)
             par_sgemm(

@@ -97,7 +97,11 @@ impl Layer for Dropout {
         &self.y
     }
 
-    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+    fn output(&self) -> &Tensor {
+        &self.y
+    }
+
+    fn backward(&mut self, _x: &Tensor, dy: &Tensor) -> &Tensor {
         reuse(&mut self.dx, dy.shape());
         let dx = data_mut(&mut self.dx);
         if self.mask.is_empty() {

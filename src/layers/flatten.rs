@@ -33,7 +33,11 @@ impl Layer for Flatten {
         &self.y
     }
 
-    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+    fn output(&self) -> &Tensor {
+        &self.y
+    }
+
+    fn backward(&mut self, _x: &Tensor, dy: &Tensor) -> &Tensor {
         let mut shape = vec![dy.shape()[0]];
         shape.extend_from_slice(&self.input);
         reuse(&mut self.dx, &shape);

@@ -45,7 +45,11 @@ impl Layer for GlobalAvgPool {
         &self.y
     }
 
-    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+    fn output(&self) -> &Tensor {
+        &self.y
+    }
+
+    fn backward(&mut self, _x: &Tensor, dy: &Tensor) -> &Tensor {
         let n = dy.shape()[0];
         let [c, h, w] = self.input;
         let scale = 1.0 / (h * w) as f32;

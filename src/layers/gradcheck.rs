@@ -62,7 +62,7 @@ pub fn check_layer_on(layer: &mut dyn Layer, x: &Tensor, mode: Mode) {
             p.grad.fill(0.0)
         }
     });
-    let dx = layer.backward(&r).clone();
+    let dx = layer.backward(x, &r).clone();
     assert_eq!(dx.shape(), x.shape(), "input gradient shape");
 
     let mut xp = x.clone();

@@ -136,7 +136,11 @@ impl Layer for MaxPool2d {
         &self.y
     }
 
-    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+    fn output(&self) -> &Tensor {
+        &self.y
+    }
+
+    fn backward(&mut self, _x: &Tensor, dy: &Tensor) -> &Tensor {
         let n = dy.shape()[0];
         let [c, h, w] = self.input;
         let per_img = c * self.out[1] * self.out[2];
@@ -199,7 +203,7 @@ mod tests {
         let dy = Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1., 2., 3., 4.]).unwrap();
         let mut want = [0.0f32; 16];
         (want[5], want[7], want[13], want[15]) = (1., 2., 3., 4.);
-        assert_eq!(data(p.backward(&dy)), &want);
+        assert_eq!(data(p.backward(&x, &dy)), &want);
     }
 
     /// The 2×2 fast path against the plain one: odd and even sizes, many ties, NaNs, -inf.

@@ -1,10 +1,13 @@
 //! Layers: one file each, all behind the [`Layer`] trait.
 //!
 //! Contract (shared by every layer):
-//! - `forward` writes the output into a buffer the layer owns and keeps whatever `backward`
+//! - `forward` writes the output into a buffer the layer owns and keeps whatever else `backward`
 //!   needs; buffers are reused from batch to batch and reallocated only when the batch size
 //!   changes.
-//! - `backward` takes the gradient of the loss with respect to the layer's output, *adds* the
+//! - `backward` is handed the forward's input again, unchanged (the graph passes the previous
+//!   layer's [`Layer::output`], or the network's input), so that no layer copies its input: a
+//!   copy cost a pass over megabytes per layer and step that two cores share, and a second batch
+//!   of memory. With the gradient of the loss with respect to the layer's output, it *adds* the
 //!   parameter gradients into each [`Param::grad`] and returns the gradient with respect to the
 //!   input. It never changes a weight: only the optimizer does.
 //! - Parameters are reached only through [`Layer::visit_params`], the one path that the
@@ -123,8 +126,12 @@ pub trait Layer: Send {
     /// Shapes: x `N×(input item)` → `N×(out_shape)`.
     fn forward(&mut self, x: &Tensor, mode: Mode) -> &Tensor;
 
-    /// Shapes: dy `N×(out_shape)` → dx `N×(input item)`. Must follow a `forward` on the same batch.
-    fn backward(&mut self, dy: &Tensor) -> &Tensor;
+    /// The output of the last `forward`.
+    fn output(&self) -> &Tensor;
+
+    /// Shapes: x `N×(input item)`, dy `N×(out_shape)` → dx `N×(input item)`. Must follow a
+    /// `forward` on `x`, the same batch in the same buffer contents.
+    fn backward(&mut self, x: &Tensor, dy: &Tensor) -> &Tensor;
 
     /// Calls `f` on each parameter and buffer, in a fixed order.
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}

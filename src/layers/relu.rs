@@ -43,7 +43,11 @@ impl Layer for Relu {
         &self.y
     }
 
-    fn backward(&mut self, dy: &Tensor) -> &Tensor {
+    fn output(&self) -> &Tensor {
+        &self.y
+    }
+
+    fn backward(&mut self, _x: &Tensor, dy: &Tensor) -> &Tensor {
         reuse(&mut self.dx, dy.shape());
         data_mut(&mut self.dx)
             .par_chunks_mut(CHUNK)
@@ -79,6 +83,6 @@ mod tests {
         let mut r = Relu::new(&[4]);
         assert_eq!(data(r.forward(&x, Mode::Eval)), &[0., 0., 0.5, 3.]);
         let dy = Tensor::from_shape_vec(vec![1, 4], vec![1., 1., 1., 1.]).unwrap();
-        assert_eq!(data(r.backward(&dy)), &[0., 0., 1., 1.]);
+        assert_eq!(data(r.backward(&x, &dy)), &[0., 0., 1., 1.]);
     }
 }
