@@ -51,7 +51,8 @@ struct LayerTime {
     name: String,
     forward_ms: f64,
     backward_ms: f64,
-    /// A ReLU computed inside the layer before it (its time is that layer's).
+    /// A ReLU computed inside the layer before it (its time is that layer's), or a flatten that
+    /// the layer after it does without.
     fused: bool,
 }
 
@@ -227,7 +228,7 @@ fn execute(args: BenchArgs) -> Result<()> {
     let (mut tf, mut tb) = (0.0, 0.0);
     for l in &report.layers {
         if l.fused {
-            writeln!(out, "{:<10} {:>19}", l.name, "(in the layer above)")?;
+            writeln!(out, "{:<10} {:>19}", l.name, "(fused: no pass)")?;
             continue;
         }
         writeln!(

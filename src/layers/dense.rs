@@ -60,6 +60,7 @@ impl Layer for Dense {
     fn forward(&mut self, x: &Tensor, mode: Mode) -> &Tensor {
         let n = x.shape()[0];
         let (f, o) = (self.inputs, self.out[0]);
+        assert_eq!(x.len(), n * f, "dense input size");
         self.trained = matches!(mode, Mode::Train { .. });
         reuse(&mut self.y, &[n, o]);
         let y = data_mut(&mut self.y);
@@ -153,6 +154,11 @@ impl Layer for Dense {
 
     fn set_needs_input_grad(&mut self, needed: bool) {
         self.needs_dx = needed;
+    }
+
+    /// `x` is only ever read as `N×F` (and `dx` takes `x`'s shape).
+    fn reads_input_flat(&self) -> bool {
+        true
     }
 }
 

@@ -12,8 +12,9 @@
 //!   input. It never changes a weight: only the optimizer does.
 //! - Parameters are reached only through [`Layer::visit_params`], the one path that the
 //!   optimizer, gradient zeroing and the model file all use.
-//! - A layer may take over the ReLU that follows it ([`Layer::fuse_relu`]); the results are
-//!   bit-identical to running the two layers one after the other.
+//! - A layer may take over the ReLU that follows it ([`Layer::fuse_relu`]), or the flatten
+//!   before it ([`Layer::reads_input_flat`]); the results are bit-identical to running the two
+//!   layers one after the other.
 
 pub mod avgpool;
 pub mod batchnorm;
@@ -149,6 +150,12 @@ pub trait Layer: Send {
     /// and the ReLU's mask on the incoming gradient, saving the ReLU's own passes over memory.
     /// Returns whether it will (then the graph skips the ReLU layer).
     fn fuse_relu(&mut self) -> bool {
+        false
+    }
+
+    /// Whether the layer reads its input flat, as `N×F` whatever the item's shape, so that a
+    /// `flatten` before it need not copy anything (then the graph skips the flatten).
+    fn reads_input_flat(&self) -> bool {
         false
     }
 }
