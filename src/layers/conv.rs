@@ -857,8 +857,9 @@ mod tests {
     /// that fill one group of images, several, and a partial last one.
     #[test]
     fn conv_winograd_matches_im2col() {
-        // (N, C, H, W, O, pad): the last two with several chunks of images for the weight
-        // gradient, the last one with different group sizes for the two plans (8 and 5).
+        // (N, C, H, W, O, pad): the last three with several chunks of images for the weight
+        // gradient, the second of them with different group sizes for the two plans (8 and 5),
+        // the last in chunks of several groups of one image, and a last chunk of one.
         for &(n, c, h, w, o, pad) in &[
             (1, 8, 3, 3, 1, 0),
             (3, 8, 5, 7, 3, 1),
@@ -867,6 +868,7 @@ mod tests {
             (2, 8, 34, 33, 2, 1),
             (70, 8, 4, 4, 2, 1),
             (13, 8, 5, 7, 3, 0),
+            (9, 8, 18, 18, 2, 1),
         ] {
             let x = seeded(&[n, c, h, w], 11);
             // With and without a bias and a fused ReLU, and the Winograd layer's input
