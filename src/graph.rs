@@ -182,11 +182,13 @@ impl Network {
                 fmt_shape(&shape)
             ));
         }
-        // No one needs the gradient of the image itself.
-        nodes[0].layer.set_needs_input_grad(false);
         if fuse {
             fuse_relus(&mut nodes);
             fuse_flattens(&mut nodes);
+        }
+        // No one needs the gradient of the image itself (a skipped flatten passes it on).
+        if let Some(first) = nodes.iter_mut().find(|n| !n.fused) {
+            first.layer.set_needs_input_grad(false);
         }
         Ok(Network {
             spec: spec.clone(),
@@ -295,8 +297,8 @@ impl Network {
     /// input, which it is handed again (batch norm: the normalised input; max pooling: the
     /// winners; dropout: the mask; convolution: the column matrix, or the larger one of the
     /// transposed convolution; the Winograd path keeps neither, so this is an upper bound
-    /// there), and per group of
-    /// `BATCH_CHUNK` (4) images a convolution's weight-gradient partial sum.
+    /// there), and per group of `BATCH_CHUNK` (4) images a convolution's weight-gradient
+    /// partial sum.
     /// Allocator overhead and the matrix multiply's packing buffers are not counted.
     pub fn memory_estimate(&mut self, batch: usize) -> u64 {
         let n = batch as u128;
@@ -505,43 +507,50 @@ mod tests {
         assert_eq!(params_of("lenet5"), 61_706);
     }
 
-    /// ReLUs run inside the conv and batch-norm layers before them, and the dense layer reads
-    /// the pooled activations without a flatten, with results bit-identical to separate layers:
-    /// logits in training and evaluation, and every parameter gradient. Covers the Winograd and
-    /// im2col convolutions, with and without bias, and batch norm.
+    /// ReLUs run inside the conv and batch-norm layers before them, and dense layers read their
+    /// input without a flatten (after pooling, or as the first layer), with results
+    /// bit-identical to separate layers: logits in training and evaluation, and every parameter
+    /// gradient. Covers the Winograd and im2col convolutions, with and without bias, and batch
+    /// norm.
     #[test]
     fn fused_layers_change_no_result() {
-        let spec = parse(
-            "input 8 9 7\nconv 8 3 pad=1\nrelu\nconv 6 3 stride=2 bias=no\nrelu\n\
-             conv 8 3 pad=1 bias=no\nbatchnorm\nrelu\nrelu\nmaxpool 2\nflatten\n\
-             dense 5\nrelu\ndense classes\n",
-        )
-        .unwrap();
-        let limits = BuildLimits::default();
-        let mut fused = Network::build_with(&spec, 4, Some(3), &limits, true).unwrap();
-        let mut plain = Network::build_with(&spec, 4, Some(3), &limits, false).unwrap();
-        let skipped: Vec<bool> = fused.summary().iter().map(|r| r.fused).collect();
-        assert_eq!(
-            skipped,
-            [
-                false, true, false, true, false, false, true, false, false, true, false, false,
-                false
-            ]
-        );
-        let x = crate::layers::gradcheck::seeded(&[3, 8, 9, 7], 4);
-        let labels = [0, 3, 1];
-        let mut grads = Vec::new();
-        for net in [&mut fused, &mut plain] {
-            let eval = net.forward(&x, Mode::Eval).clone();
-            let mut loss = Loss::new(LossKind::CrossEntropy, 0.0);
-            let logits = net.forward(&x, Mode::Train { seed: 5 }).clone();
-            loss.forward(&logits, &labels);
-            net.backward(&x, loss.backward());
-            let mut g = vec![eval, logits];
-            net.visit_params(&mut |_, p| g.push(p.grad.clone()));
-            grads.push(g);
+        let cases: [(&str, &[bool]); 2] = [
+            (
+                "input 8 9 7\nconv 8 3 pad=1\nrelu\nconv 6 3 stride=2 bias=no\nrelu\n\
+                 conv 8 3 pad=1 bias=no\nbatchnorm\nrelu\nrelu\nmaxpool 2\nflatten\n\
+                 dense 5\nrelu\ndense classes\n",
+                &[
+                    false, true, false, true, false, false, true, false, false, true, false, false,
+                    false,
+                ],
+            ),
+            (
+                "input 8 9 7\nflatten\ndense 6\nrelu\ndense classes\n",
+                &[true, false, false, false],
+            ),
+        ];
+        for (text, want) in cases {
+            let spec = parse(text).unwrap();
+            let limits = BuildLimits::default();
+            let mut fused = Network::build_with(&spec, 4, Some(3), &limits, true).unwrap();
+            let mut plain = Network::build_with(&spec, 4, Some(3), &limits, false).unwrap();
+            let skipped: Vec<bool> = fused.summary().iter().map(|r| r.fused).collect();
+            assert_eq!(skipped, want);
+            let x = crate::layers::gradcheck::seeded(&[3, 8, 9, 7], 4);
+            let labels = [0, 3, 1];
+            let mut grads = Vec::new();
+            for net in [&mut fused, &mut plain] {
+                let eval = net.forward(&x, Mode::Eval).clone();
+                let mut loss = Loss::new(LossKind::CrossEntropy, 0.0);
+                let logits = net.forward(&x, Mode::Train { seed: 5 }).clone();
+                loss.forward(&logits, &labels);
+                net.backward(&x, loss.backward());
+                let mut g = vec![eval, logits];
+                net.visit_params(&mut |_, p| g.push(p.grad.clone()));
+                grads.push(g);
+            }
+            assert_eq!(grads[0], grads[1], "{text}");
         }
-        assert_eq!(grads[0], grads[1]);
     }
 
     #[test]
