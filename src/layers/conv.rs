@@ -653,6 +653,7 @@ impl Layer for Conv2d {
         let n = dy.shape()[0];
         let o = self.out[0];
         let (c, h, w) = self.input;
+        assert_eq!(x.shape(), [n, c, h, w], "conv backward: input shape");
         // The buffer is taken out of `self` for the duration, so that `dy` may borrow it.
         let mut masked = std::mem::take(&mut self.dy_masked);
         reuse(&mut self.dx, &[n, c, h, w]);

@@ -104,6 +104,7 @@ impl Layer for Dense {
         assert!(self.trained, "dense backward needs a training-mode forward");
         let n = dy.shape()[0];
         let (f, o) = (self.inputs, self.out[0]);
+        assert_eq!(x.len(), n * f, "dense backward: input size");
         let dy = data(dy);
         // dW (O×F) += dyᵀ (O×N) · x (N×F)
         par_sgemm(
