@@ -4,7 +4,8 @@
 //! lowered to a column matrix `(C·kh·kw)×(OH·OW)` that forward keeps for backward, so backward's
 //! weight gradient needs no second im2col. On the Winograd path (see `kernels::winograd`)
 //! forward, the input gradient (itself a 3×3 stride-1 convolution) and the weight gradient all
-//! use 4/9 of the multiplications; forward keeps a copy of its input for the weight gradient.
+//! use 4/9 of the multiplications; forward keeps no copy of its input, as backward is handed
+//! it again (see the contract in `layers`).
 //! `CNN_CONV=im2col` turns the Winograd path off, for comparison. Images are processed
 //! in parallel in groups whose size depends on the shapes only; the weight gradient is summed
 //! over fixed groups of images and then over groups in order, so results do not depend on the
