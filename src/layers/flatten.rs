@@ -4,7 +4,6 @@ use super::{Layer, Mode};
 use crate::tensor::{Tensor, data, data_mut, par_copy, reuse};
 
 pub struct Flatten {
-    input: Vec<usize>,
     out: [usize; 1],
     y: Tensor,
     dx: Tensor,
@@ -14,7 +13,6 @@ impl Flatten {
     /// Shapes: any item shape → `F` = the product of its sizes.
     pub fn new(input: &[usize]) -> Self {
         Flatten {
-            input: input.to_vec(),
             out: [input.iter().product()],
             y: Tensor::zeros(vec![0]),
             dx: Tensor::zeros(vec![0]),
@@ -37,10 +35,8 @@ impl Layer for Flatten {
         &self.y
     }
 
-    fn backward(&mut self, _x: &Tensor, dy: &Tensor) -> &Tensor {
-        let mut shape = vec![dy.shape()[0]];
-        shape.extend_from_slice(&self.input);
-        reuse(&mut self.dx, &shape);
+    fn backward(&mut self, x: &Tensor, dy: &Tensor) -> &Tensor {
+        reuse(&mut self.dx, x.shape());
         par_copy(data(dy), data_mut(&mut self.dx));
         &self.dx
     }
