@@ -14,30 +14,31 @@
 //! Convolutional activations are `N×C×H×W`, dense activations `N×F`, logits `N×K`.
 //! Functions that change a shape say so on a `Shapes:` line.
 //!
-//! # Data flow
-//! files → [`data`] → batches → [`graph`] (made of [`layers`]) → [`loss`] → gradients → [`optim`];
-//! [`model_file`] stores what `graph` and `data` need to rebuild the same network and
-//! preprocessing; [`commands`] wire these together and own all printing.
+//! # Rooms
+//! Arrows point down only (see `docs/ARCHITECTURE.md`):
+//!
+//! ```text
+//! commands ──► train ──► infer ──► store ──► net ──► layers ──► kernels
+//!     └──────────┴─────────┴──► data        (tensor, rng, error: everywhere)
+//! ```
+//!
+//! - [`commands`]: the command line, one thin driver per subcommand, plots; all printing;
+//! - [`train`]: optimizers, schedules, the training loop, checkpoints;
+//! - [`infer`]: evaluation, test-time augmentation, calibration, metrics, explanations;
+//! - [`store`]: the model file (container, typed model), atomic writes;
+//! - [`net`]: the architecture format and presets, the layer graph, the loss;
+//! - [`layers`]: the `Layer` trait and one file (or folder) per layer;
+//! - [`kernels`]: matrix products, im2col, Winograd, transposes, sums, and their references;
+//! - [`data`]: dataset readers, batching, augmentation, normalisation, digit-photo preparation.
 
-pub mod calibration;
-pub mod checkpoint;
-pub mod cli;
 pub mod commands;
 pub mod data;
 pub mod error;
-pub mod explain;
-pub mod fsutil;
-pub mod graph;
+pub mod infer;
 pub mod kernels;
 pub mod layers;
-pub mod loss;
-pub mod metrics;
-pub mod model_file;
-pub mod optim;
-pub mod plot;
-pub mod preprocess;
+pub mod net;
 pub mod rng;
-pub mod schedule;
-pub mod spec;
+pub mod store;
 pub mod tensor;
-pub mod tta;
+pub mod train;

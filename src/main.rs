@@ -11,7 +11,7 @@ use std::process::ExitCode;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     ignore_file_size_signal();
-    let cli = match cnn::cli::Cli::try_parse() {
+    let cli = match cnn::commands::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors; clap knows which is which.

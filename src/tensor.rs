@@ -36,3 +36,12 @@ pub fn data_mut(t: &mut Tensor) -> &mut [f32] {
 pub fn item_len(shape: &[usize]) -> usize {
     shape[1..].iter().product()
 }
+
+/// `2×3×4` style.
+pub fn fmt_shape(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×")
+}

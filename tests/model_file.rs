@@ -1,11 +1,13 @@
 //! The model and checkpoint file format through its public API: round trips, and every kind of
 //! damaged or foreign file refused with a one-line error that names the file.
 
-use cnn::fsutil::atomic_write;
-use cnn::graph::Network;
 use cnn::layers::Mode;
-use cnn::model_file::{self, Container, Kind, Model, NamedTensor, Provenance, weights_sha256};
-use cnn::spec::parse;
+use cnn::net::graph::Network;
+use cnn::net::spec::parse;
+use cnn::store::atomic::atomic_write;
+use cnn::store::container::{self as model_file, Container, Kind, NamedTensor};
+use cnn::store::params::weights_sha256;
+use cnn::store::{Model, Provenance};
 use cnn::tensor::Tensor;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

@@ -1,4 +1,4 @@
-//! Tests of MNIST-style digit preparation (`cnn::preprocess`).
+//! Tests of MNIST-style digit preparation (`cnn::data::digits`).
 //!
 //! Synthetic digits are drawn here as thick polylines; `tests/fixtures/digits/` holds 40 drawn and
 //! "photographed" digits made by `scripts/make-digit-images.py` (none from MNIST).
@@ -6,8 +6,8 @@
 //! in pixel-index coordinates is (14.0, 14.0) ± 0.5, the ink's box has a longer side of 20 px, and
 //! the ink mass (sum of pixels / 255) has 5th–95th percentiles of 52 and 164 px.
 
+use cnn::data::digits::{looks_like_mnist, prepare, prepare_digit};
 use cnn::data::image::{decode, to_input};
-use cnn::preprocess::{looks_like_mnist, prepare, prepare_digit};
 use image::{DynamicImage, ImageBuffer, Luma, Rgb, RgbImage, Rgba};
 use std::path::{Path, PathBuf};
 

@@ -6,10 +6,11 @@
 //! the file, and, where a reader accepts the input, results consistent with it.
 
 use cnn::data::{cifar, idx};
-use cnn::graph::{BuildLimits, Network};
 use cnn::layers::Mode;
-use cnn::loss::{Loss, LossKind};
-use cnn::model_file::{self, Kind, Model};
+use cnn::net::graph::{BuildLimits, Network};
+use cnn::net::loss::{Loss, LossKind};
+use cnn::store::Model;
+use cnn::store::container::{self as model_file, Kind};
 use cnn::tensor::Tensor;
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -104,10 +105,14 @@ pub fn model_file(data: &[u8]) {
                 }
                 Kind::Checkpoint => {
                     if let Ok((model, _, _, opt)) =
-                        cnn::checkpoint::from_container(c, Path::new(NAME))
+                        cnn::train::checkpoint::from_container(c, Path::new(NAME))
                         && let Ok(mut net) = model.build_network()
                     {
-                        let _ = cnn::checkpoint::check_optimizer(Path::new(NAME), &mut net, &opt);
+                        let _ = cnn::train::checkpoint::check_optimizer(
+                            Path::new(NAME),
+                            &mut net,
+                            &opt,
+                        );
                     }
                 }
             }
@@ -133,12 +138,13 @@ pub fn arch(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(spec) = cnn::spec::parse(text) else {
+    let Ok(spec) = cnn::net::spec::parse(text) else {
         return;
     };
-    let again = cnn::spec::parse(&spec.to_string()).expect("the canonical text parses");
+    let again = cnn::net::spec::parse(&spec.to_string()).expect("the canonical text parses");
     assert_eq!(again.input, spec.input);
-    let layers = |s: &cnn::spec::ArchSpec| s.layers.iter().map(|l| l.1.clone()).collect::<Vec<_>>();
+    let layers =
+        |s: &cnn::net::spec::ArchSpec| s.layers.iter().map(|l| l.1.clone()).collect::<Vec<_>>();
     assert_eq!(layers(&again), layers(&spec));
     let classes = 3;
     let Ok(mut net) = Network::build_limited(&spec, classes, Some(1), &ARCH_LIMITS) else {

@@ -6,13 +6,13 @@
 //! input gradient, weight gradient), inference = MACs × 2.
 
 use super::{load_arch, with_threads};
-use crate::cli::BenchArgs;
-use crate::graph::Network;
+use crate::commands::cli::BenchArgs;
 use crate::layers::Mode;
-use crate::loss::{Loss, LossKind};
-use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::net::graph::Network;
+use crate::net::loss::{Loss, LossKind};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+use crate::train::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use anyhow::Result;
 use serde::Serialize;
 use std::io::Write;

@@ -4,14 +4,14 @@
 //! negative log-likelihood is found by [`calibration::fit_temperature`]. The test split is never
 //! read, so `cnn eval` afterwards measures the calibrated model on unseen images.
 
-use super::train::infer_logits;
 use super::with_threads;
-use crate::calibration;
-use crate::cli::CalibrateArgs;
+use crate::commands::cli::CalibrateArgs;
 use crate::data::{self, LoadOptions};
-use crate::metrics::Report;
-use crate::model_file::Model;
-use crate::tta::Tta;
+use crate::infer::calibration;
+use crate::infer::evaluate::infer_logits;
+use crate::infer::metrics::Report;
+use crate::infer::tta::Tta;
+use crate::store::Model;
 use crate::usage;
 use anyhow::{Result, anyhow, bail};
 use serde::Serialize;

@@ -1,13 +1,13 @@
 //! `cnn eval`: measure a saved model on a dataset's test split.
 
-use super::train::infer_logits;
 use super::with_threads;
-use crate::calibration;
-use crate::cli::EvalArgs;
+use crate::commands::cli::EvalArgs;
+use crate::commands::plot;
 use crate::data::{self, LoadOptions};
-use crate::metrics::{self, Coverage, ECE_BINS, Report};
-use crate::model_file::Model;
-use crate::plot;
+use crate::infer::calibration;
+use crate::infer::evaluate::infer_logits;
+use crate::infer::metrics::{self, Coverage, ECE_BINS, Report};
+use crate::store::Model;
 use anyhow::{Context, Result};
 use std::io::Write;
 

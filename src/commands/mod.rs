@@ -2,14 +2,17 @@
 
 pub mod bench;
 pub mod calibrate;
+pub mod cli;
 pub mod eval;
+pub mod plot;
 pub mod predict;
 pub mod summary;
 pub mod train;
 
-use crate::cli::{Cli, Command};
-use crate::graph::Network;
-use crate::spec::{self, ArchSpec};
+use crate::commands::cli::{Cli, Command};
+use crate::net::graph::Network;
+use crate::net::presets;
+use crate::net::spec::{self, ArchSpec};
 use crate::usage;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -58,12 +61,12 @@ pub fn with_threads<R: Send>(
 
 /// A preset name or an architecture file, parsed.
 pub fn load_arch(arch: &str) -> Result<ArchSpec> {
-    if let Some(text) = spec::preset(arch) {
+    if let Some(text) = presets::preset(arch) {
         return Ok(spec::parse(text).expect("presets parse"));
     }
     let path = Path::new(arch);
     if !path.exists() {
-        let names: Vec<&str> = spec::PRESETS.iter().map(|p| p.0).collect();
+        let names: Vec<&str> = presets::PRESETS.iter().map(|p| p.0).collect();
         usage!(
             "--arch {arch}: neither a preset ({}) nor an existing file",
             names.join(", ")

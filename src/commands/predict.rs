@@ -1,15 +1,15 @@
 //! `cnn predict`: the class probabilities of image files.
 
 use super::with_threads;
-use crate::cli::PredictArgs;
+use crate::commands::cli::PredictArgs;
+use crate::data::digits;
 use crate::data::{self, Dataset};
-use crate::explain::{OcclusionConfig, occlusion};
-use crate::loss::softmax;
-use crate::metrics::argmax;
-use crate::model_file::Model;
-use crate::preprocess;
+use crate::infer::explain::{OcclusionConfig, occlusion};
+use crate::infer::metrics::argmax;
+use crate::infer::tta::{self, Tta};
+use crate::net::loss::softmax;
+use crate::store::Model;
 use crate::tensor::{Tensor, data};
-use crate::tta::{self, Tta};
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use std::io::Write;
@@ -37,7 +37,7 @@ fn execute(args: PredictArgs) -> Result<()> {
         .into_par_iter()
         .map(|f| {
             let r = data::image::decode(&f)
-                .map(|img| preprocess::prepare(&img, input, digits, !args.no_preprocess));
+                .map(|img| digits::prepare(&img, input, digits, !args.no_preprocess));
             (f, r)
         })
         .collect();
@@ -180,7 +180,7 @@ fn execute(args: PredictArgs) -> Result<()> {
 /// `image` the same image as bytes.
 #[allow(clippy::too_many_arguments)]
 fn explain(
-    net: &mut crate::graph::Network,
+    net: &mut crate::net::graph::Network,
     model: &Model,
     file: &Path,
     dir: &Path,
@@ -221,7 +221,7 @@ fn explain(
             .map_or(stem.clone(), |n| n.to_string_lossy().into_owned()),
         100.0 * prob
     );
-    crate::plot::explanation(&path, &title, image, model.input, &heat, name)?;
+    crate::commands::plot::explanation(&path, &title, image, model.input, &heat, name)?;
     Ok(path)
 }
 

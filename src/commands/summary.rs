@@ -1,10 +1,11 @@
 //! `cnn summary`: an architecture layer by layer, or a saved model's details.
 
 use super::load_arch;
-use crate::cli::SummaryArgs;
-use crate::graph::Network;
-use crate::model_file::{Model, weights_sha256};
-use crate::spec::fmt_shape;
+use crate::commands::cli::SummaryArgs;
+use crate::net::graph::Network;
+use crate::store::Model;
+use crate::store::params::weights_sha256;
+use crate::tensor::fmt_shape;
 use anyhow::Result;
 use std::io::Write;
 

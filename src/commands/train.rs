@@ -2,20 +2,21 @@
 //! CSV log, checkpoints, best-model keeping and exact resume.
 
 use super::{load_arch, with_threads};
-use crate::checkpoint::{self, EpochRecord, TrainConfig, TrainState};
-use crate::cli::{AugmentArg, KeepArg, LossArg, OptimizerArg, ScheduleArg, TrainArgs};
+use crate::commands::cli::{AugmentArg, KeepArg, LossArg, OptimizerArg, ScheduleArg, TrainArgs};
 use crate::data::{self, Augment, Dataset, LoadOptions, Normalization};
-use crate::graph::Network;
+use crate::infer::evaluate::evaluate;
+use crate::infer::metrics::{Report, argmax};
 use crate::layers::Mode;
-use crate::loss::{Loss, LossKind};
-use crate::metrics::{Report, argmax};
-use crate::model_file::{Model, Provenance};
-use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::net::graph::Network;
+use crate::net::loss::{Loss, LossKind};
+use crate::net::spec;
 use crate::rng::derive;
-use crate::schedule::{Schedule, ScheduleKind};
+use crate::store::{Model, Provenance};
 use crate::tensor::{Tensor, data};
-use crate::tta::{self, Tta};
-use crate::{spec, usage};
+use crate::train::checkpoint::{self, EpochRecord, TrainConfig, TrainState};
+use crate::train::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::train::schedule::{Schedule, ScheduleKind};
+use crate::usage;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -531,7 +532,7 @@ impl Trainer {
             seconds: secs,
         });
         if let Some(dir) = &self.cfg.plots
-            && let Err(e) = crate::plot::training_curves(dir, &self.state.history)
+            && let Err(e) = crate::commands::plot::training_curves(dir, &self.state.history)
         {
             // A plot is not worth losing a run for.
             eprintln!("warning: {}", crate::error::one_line(&e));
@@ -615,37 +616,6 @@ pub fn ckpt_path(out: &Path) -> PathBuf {
     let mut s = out.as_os_str().to_owned();
     s.push(".ckpt");
     PathBuf::from(s)
-}
-
-/// Runs the network over a dataset in eval mode and reports the metrics.
-pub fn evaluate(
-    net: &mut Network,
-    ds: &Dataset,
-    norm: &Normalization,
-    batch: usize,
-    top_k: usize,
-) -> Report {
-    let logits = infer_logits(net, ds, norm, batch, Tta::None);
-    let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
-    Report::from_logits(&logits, &labels, &ds.classes, top_k)
-}
-
-/// The logits of every image of a dataset, in order. Shapes: → `N×K` (flat).
-pub fn infer_logits(
-    net: &mut Network,
-    ds: &Dataset,
-    norm: &Normalization,
-    batch: usize,
-    tta: Tta,
-) -> Vec<f32> {
-    let (mut x, mut labels) = (Tensor::zeros(vec![0]), Vec::new());
-    let mut out = Vec::with_capacity(ds.len() * net.classes);
-    let idx: Vec<usize> = (0..ds.len()).collect();
-    for chunk in idx.chunks(batch.max(1)) {
-        data::fill_batch(ds, chunk, norm, &Augment::none(), 0, 0, &mut x, &mut labels);
-        tta::logits(net, &mut x, tta, &mut out);
-    }
-    out
 }
 
 fn append_log(

@@ -18,6 +18,7 @@
 pub mod augment;
 pub mod batch;
 pub mod cifar;
+pub mod digits;
 pub mod folder;
 pub mod idx;
 pub mod image;

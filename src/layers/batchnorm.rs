@@ -45,7 +45,7 @@ impl BatchNorm {
             _ => {
                 return Err(format!(
                     "needs a C×H×W or flat input, got {}",
-                    crate::spec::fmt_shape(input)
+                    crate::tensor::fmt_shape(input)
                 ));
             }
         };

@@ -213,7 +213,7 @@ impl Conv2d {
         let &[c, h, w] = input else {
             return Err(format!(
                 "needs a C×H×W input, got {}",
-                crate::spec::fmt_shape(input)
+                crate::tensor::fmt_shape(input)
             ));
         };
         let (kh, kw) = cfg.kernel;

@@ -32,7 +32,7 @@ impl Dense {
         let &[f] = input else {
             return Err(format!(
                 "needs a flat input, got {}; put `flatten` (or `global_avgpool`) before it",
-                crate::spec::fmt_shape(input)
+                crate::tensor::fmt_shape(input)
             ));
         };
         if outputs == 0 {

@@ -17,7 +17,7 @@ impl GlobalAvgPool {
         let &[c, h, w] = input else {
             return Err(format!(
                 "needs a C×H×W input, got {}",
-                crate::spec::fmt_shape(input)
+                crate::tensor::fmt_shape(input)
             ));
         };
         Ok(GlobalAvgPool {

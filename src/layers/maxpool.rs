@@ -15,7 +15,7 @@ pub(crate) fn pool_geometry(
     let &[c, h, w] = input else {
         return Err(format!(
             "needs a C×H×W input, got {}",
-            crate::spec::fmt_shape(input)
+            crate::tensor::fmt_shape(input)
         ));
     };
     if k == 0 || stride == 0 {

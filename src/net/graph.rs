@@ -8,8 +8,9 @@ use crate::layers::{
     AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool, Layer, MaxPool2d, Mode,
     Param, ParamKind, Relu,
 };
+use crate::net::spec::{ArchSpec, LayerSpec, Width};
 use crate::rng::{Rng, derive};
-use crate::spec::{ArchSpec, LayerSpec, Width, fmt_shape};
+use crate::tensor::fmt_shape;
 use crate::tensor::{Tensor, data_mut};
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
@@ -489,8 +490,9 @@ fn check_size(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loss::{Loss, LossKind};
-    use crate::spec::{parse, preset};
+    use crate::net::loss::{Loss, LossKind};
+    use crate::net::presets::preset;
+    use crate::net::spec::parse;
 
     fn params_of(name: &str) -> usize {
         Network::build(&parse(preset(name).unwrap()).unwrap(), 10, 1)
@@ -690,8 +692,8 @@ mod tests {
             }
         }
         let mut loss = Loss::new(LossKind::CrossEntropy, 0.0);
-        let mut opt = crate::optim::Optimizer::new(crate::optim::OptimizerConfig {
-            kind: crate::optim::OptimizerKind::Sgd,
+        let mut opt = crate::train::optim::Optimizer::new(crate::train::optim::OptimizerConfig {
+            kind: crate::train::optim::OptimizerKind::Sgd,
             momentum: 0.9,
             ..Default::default()
         });

@@ -6,10 +6,10 @@
 //! probability, averaged over every patch position that covers it: positive where hiding the
 //! pixel hurts the prediction (evidence for it), negative where hiding it helps.
 
-use crate::graph::Network;
-use crate::loss::softmax;
+use crate::infer::tta::{self, Tta};
+use crate::net::graph::Network;
+use crate::net::loss::softmax;
 use crate::tensor::{Tensor, data_mut};
-use crate::tta::{self, Tta};
 
 /// Patch geometry, how many occluded copies go through the network at once, and the
 /// test-time augmentation the prediction being explained used (the map must measure the same
@@ -112,7 +112,7 @@ pub fn occlusion(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec;
+    use crate::net::spec;
 
     #[test]
     fn patch_positions_cover_every_pixel() {

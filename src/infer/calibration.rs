@@ -7,7 +7,7 @@
 //!
 //! Layout: logits are `N×K` flat, row-major, as everywhere (see the crate's shape legend).
 
-use crate::loss::log_sum_exp;
+use crate::net::loss::log_sum_exp;
 
 /// The search interval for `T`: wide enough for any sensible network (a fitted value at either
 /// end means something else is wrong: a constant model, or labels unrelated to the logits).
@@ -74,7 +74,7 @@ pub fn scale(logits: &mut [f32], t: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loss::softmax;
+    use crate::net::loss::softmax;
     use crate::rng::Rng;
 
     /// Logits `N×K` of spread `scale`, and labels drawn from `softmax(z / t0)`: data whose best

@@ -260,8 +260,8 @@ pub struct EvalArgs {
     pub plots: Option<PathBuf>,
     /// Test-time augmentation: `flip` averages the logits of each image and its mirror image
     /// (for models trained with flips, e.g. CIFAR-10; never for digits)
-    #[arg(long, value_enum, default_value_t = crate::tta::Tta::None)]
-    pub tta: crate::tta::Tta,
+    #[arg(long, value_enum, default_value_t = crate::infer::tta::Tta::None)]
+    pub tta: crate::infer::tta::Tta,
 }
 
 #[derive(Args, Debug)]
@@ -338,8 +338,8 @@ pub struct PredictArgs {
     pub explain_dir: Option<PathBuf>,
     /// Test-time augmentation: `flip` averages the logits of each image and its mirror image
     /// (for models trained with flips, e.g. CIFAR-10; never for digits)
-    #[arg(long, value_enum, default_value_t = crate::tta::Tta::None)]
-    pub tta: crate::tta::Tta,
+    #[arg(long, value_enum, default_value_t = crate::infer::tta::Tta::None)]
+    pub tta: crate::infer::tta::Tta,
     #[arg(long)]
     pub threads: Option<usize>,
 }

@@ -1,7 +1,7 @@
 //! Classification metrics from logits: accuracy, cross-entropy, top-k, confusion matrix,
 //! per-class precision / recall / F1, and calibration (Brier score, expected calibration error).
 
-use crate::loss::{log_sum_exp, softmax};
+use crate::net::loss::{log_sum_exp, softmax};
 use serde::Serialize;
 
 /// Index of the largest value (the first on ties).

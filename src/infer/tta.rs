@@ -7,8 +7,8 @@
 //! the averaged model is simply another model. Never use `flip` with a model whose classes
 //! change under mirroring (digits, letters).
 
-use crate::graph::Network;
 use crate::layers::Mode;
+use crate::net::graph::Network;
 use crate::tensor::{Tensor, data, data_mut};
 
 /// Which views of each image to classify.
@@ -48,7 +48,7 @@ pub fn logits(net: &mut Network, x: &mut Tensor, tta: Tta, out: &mut Vec<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec;
+    use crate::net::spec;
 
     #[test]
     fn mirror_reverses_rows_and_is_its_own_inverse() {

@@ -4,8 +4,8 @@
 //! PNG by `image` and written atomically. Text uses DejaVu Sans, embedded in the binary
 //! (`assets/fonts`), so plotting needs no system font libraries.
 
-use crate::checkpoint::EpochRecord;
-use crate::metrics::Bin;
+use crate::infer::metrics::Bin;
+use crate::train::checkpoint::EpochRecord;
 use anyhow::{Result, anyhow};
 use image::ImageEncoder;
 use plotters::coord::Shift;
@@ -17,7 +17,7 @@ use std::path::Path;
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 type DrawResult = Result<(), Box<dyn Error>>;
 
-static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const SANS: &str = "sans-serif";
 
 const TRAIN_COLOUR: RGBColor = RGBColor(31, 119, 180); // blue
@@ -47,7 +47,7 @@ fn render(
         draw(&root).map_err(fail)?;
         root.present().map_err(|e| fail(e.into()))?;
     }
-    crate::fsutil::atomic_write(path, |out| {
+    crate::store::atomic::atomic_write(path, |out| {
         image::codecs::png::PngEncoder::new(out)
             .write_image(&buf, w, h, image::ExtendedColorType::Rgb8)
             .map_err(|e| anyhow!("{}: cannot encode PNG: {e}", path.display()))
@@ -541,7 +541,7 @@ mod tests {
         let cc: Vec<(f32, bool)> = (0..200)
             .map(|i| (0.3 + 0.0035 * i as f32, i % 4 != 0))
             .collect();
-        let bins = crate::metrics::reliability(&cc, 15);
+        let bins = crate::infer::metrics::reliability(&cc, 15);
         reliability(
             &d.join("reliability.png"),
             "Reliability",

@@ -1,6 +1,6 @@
 //! Training checkpoints: everything needed to continue a run exactly where it stopped.
 //!
-//! A checkpoint is a [`model_file`](crate::model_file) container of kind `Checkpoint` holding:
+//! A checkpoint is a [`container`](crate::store::container) of kind `Checkpoint` holding:
 //! - meta `model`: the model being trained (architecture, classes, normalisation, provenance);
 //! - meta `config`: the run's settings ([`TrainConfig`]), so `--resume` needs no other flags;
 //! - meta `state`: the cursor ([`TrainState`]): next epoch and batch, global step, best
@@ -11,12 +11,13 @@
 //! Randomness needs no state of its own: shuffles, augmentation and dropout are functions of the
 //! seed and the cursor (see [`crate::rng`]).
 
-use crate::graph::Network;
-use crate::loss::LossKind;
-use crate::model_file::{Container, Kind, Model, NamedTensor};
-use crate::optim::{Optimizer, OptimizerConfig};
-use crate::schedule::ScheduleKind;
+use crate::net::graph::Network;
+use crate::net::loss::LossKind;
+use crate::store::Model;
+use crate::store::container::{self, Container, Kind, NamedTensor};
 use crate::tensor::Tensor;
+use crate::train::optim::{Optimizer, OptimizerConfig};
+use crate::train::schedule::ScheduleKind;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -114,7 +115,7 @@ pub fn save(
         "state": state,
         "optimizer_steps": opt.steps,
     });
-    crate::model_file::write(
+    container::write(
         path,
         &Container {
             kind: Kind::Checkpoint,
@@ -126,7 +127,7 @@ pub fn save(
 
 /// Reads a checkpoint: the model, settings, cursor and optimizer state.
 pub fn load(path: &Path) -> Result<(Model, TrainConfig, TrainState, Optimizer)> {
-    from_container(crate::model_file::read(path, Kind::Checkpoint)?, path)
+    from_container(container::read(path, Kind::Checkpoint)?, path)
 }
 
 /// [`load`] on a container already read from `path` (named in errors).

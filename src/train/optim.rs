@@ -8,8 +8,8 @@
 //!   w −= lr · m̂ / (√v̂ + ε)` with `m̂ = m/(1−β1^t)`, `v̂ = v/(1−β2^t)`.
 //! - AdamW: Adam without the `wd·w` term in `g`, and `w −= lr·wd·w` first (decoupled decay).
 
-use crate::graph::Network;
 use crate::layers::ParamKind;
+use crate::net::graph::Network;
 use crate::tensor::{Tensor, data, data_mut};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -141,7 +141,7 @@ impl Optimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::parse;
+    use crate::net::spec::parse;
 
     /// A one-weight network (`dense 1→2` without bias, only weight[0][0] matters here) lets us
     /// follow each rule by hand.

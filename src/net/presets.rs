@@ -1,0 +1,120 @@
+//! The built-in architectures, each with where it comes from. `cnn summary --arch NAME` shows
+//! any of them layer by layer.
+
+pub const PRESETS: &[(&str, &str, &str)] = &[
+    (
+        "mnist-ref",
+        "the network of PyTorch's MNIST example (pytorch/examples mnist/main.py)",
+        MNIST_REF,
+    ),
+    (
+        "lenet5",
+        "LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, for 28×28 input",
+        LENET5,
+    ),
+    (
+        "cifar-ref",
+        "VGG-style: three blocks of two 3×3 conv + batch norm + ReLU, for 32×32 RGB",
+        CIFAR_REF,
+    ),
+    (
+        "mnist-fast",
+        "batch-normalised VGG-style net for digits: 99.5%+ on MNIST in minutes",
+        MNIST_FAST,
+    ),
+];
+
+const MNIST_REF: &str = "\
+# The network of PyTorch's MNIST example (pytorch/examples, mnist/main.py): 1,199,882 parameters.
+input 1 28 28
+conv 32 3
+relu
+conv 64 3
+relu
+maxpool 2
+dropout 0.25
+flatten
+dense 128
+relu
+dropout 0.5
+dense classes
+";
+
+const LENET5: &str = "\
+# LeNet-5 (LeCun, Bottou, Bengio, Haffner 1998) as usually written today: ReLU for the sigmoids,
+# max pooling for the trainable subsampling, a dense layer for the last conv (C5) on 28×28 input.
+input 1 28 28
+conv 6 5 pad=2
+relu
+maxpool 2
+conv 16 5
+relu
+maxpool 2
+flatten
+dense 120
+relu
+dense 84
+relu
+dense classes
+";
+
+const CIFAR_REF: &str = "\
+# VGG-style network for CIFAR-10: 551,018 parameters. Convs before batch norm have no bias
+# (batch norm's shift makes it redundant).
+input 3 32 32
+conv 32 3 pad=1 bias=no
+batchnorm
+relu
+conv 32 3 pad=1 bias=no
+batchnorm
+relu
+maxpool 2
+conv 64 3 pad=1 bias=no
+batchnorm
+relu
+conv 64 3 pad=1 bias=no
+batchnorm
+relu
+maxpool 2
+conv 128 3 pad=1 bias=no
+batchnorm
+relu
+conv 128 3 pad=1 bias=no
+batchnorm
+relu
+maxpool 2
+flatten
+dense 128
+relu
+dense classes
+";
+
+const MNIST_FAST: &str = "\
+# Batch-normalised VGG-style network for 28×28 digits.
+input 1 28 28
+conv 32 3 pad=1 bias=no
+batchnorm
+relu
+conv 32 3 pad=1 bias=no
+batchnorm
+relu
+maxpool 2
+conv 64 3 pad=1 bias=no
+batchnorm
+relu
+conv 64 3 pad=1 bias=no
+batchnorm
+relu
+maxpool 2
+flatten
+dense 256 bias=no
+batchnorm
+relu
+dropout 0.3
+dense classes
+";
+
+/// The text of a preset, if `name` is one.
+pub fn preset(name: &str) -> Option<&'static str> {
+    PRESETS.iter().find(|p| p.0 == name).map(|p| p.2)
+}

@@ -1,0 +1,19 @@
+//! Storage: the files cnn writes and reads back.
+//!
+//! - [`atomic`]: every file is written to a temporary beside it, synced and renamed, so a crash
+//!   never leaves a partial file;
+//! - [`container`]: the byte layout of model and checkpoint files, with every size read from a
+//!   file checked before anything is allocated;
+//! - [`model`]: the typed model (architecture, classes, normalisation, temperature,
+//!   provenance) and the checks that make a loaded one usable;
+//! - [`params`]: a network's parameters as named tensors and back.
+//!
+//! May use: `net` (parse an architecture, build a network, visit its parameters by name; never a
+//! layer's internals), `data` (the normalisation type), `tensor`, `error`. Prints nothing.
+
+pub mod atomic;
+pub mod container;
+pub mod model;
+pub mod params;
+
+pub use model::{Model, Provenance};

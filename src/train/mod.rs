@@ -1,0 +1,16 @@
+//! Training: the optimizers and learning-rate schedules, the loop that runs the epochs, and the
+//! checkpoints that let a run stop and resume exactly.
+//!
+//! - [`config`]: a run's settings and cursor, as stored in checkpoints;
+//! - [`optim`], [`schedule`]: what changes the weights, and by how much at each step;
+//! - [`trainer`]: the epochs and steps, validation, best-model keeping, the time budget; it
+//!   reports what happens through [`trainer::Events`] and prints nothing itself;
+//! - [`checkpoint`]: the run's state in a file.
+//!
+//! May use: `net`, `infer` (validation and the final test figures), `store`, `data`, `tensor`,
+//! `rng`, `error`.
+
+pub mod checkpoint;
+
+pub mod optim;
+pub mod schedule;
