@@ -2,7 +2,7 @@
 //! damaged or foreign file refused with a one-line error that names the file.
 
 use cnn::layers::Mode;
-use cnn::net::graph::Network;
+use cnn::net::graph::{BuildOptions, Network};
 use cnn::net::spec::parse;
 use cnn::store::atomic::atomic_write;
 use cnn::store::container::{self as model_file, Container, Kind, NamedTensor};
@@ -30,7 +30,13 @@ fn input(n: usize) -> Tensor {
 
 /// A network whose batch-norm running statistics have moved away from their initial values.
 fn trained_net(seed: u64) -> Network {
-    let mut net = Network::build(&parse(ARCH).unwrap(), 3, seed).unwrap();
+    let mut net = Network::build(
+        &parse(ARCH).unwrap(),
+        3,
+        Some(seed),
+        &BuildOptions::default(),
+    )
+    .unwrap();
     net.forward(&input(4), Mode::Train { seed: 1 });
     net
 }
@@ -88,7 +94,7 @@ fn round_trip_gives_identical_weights_and_forward_output() {
     model.save(&path).unwrap();
 
     assert_eq!(Model::load(&path).unwrap(), model);
-    let (loaded, mut net2) = Model::load_with_network(&path).unwrap();
+    let (loaded, mut net2) = Model::load_with_network(&path, &BuildOptions::default()).unwrap();
     assert!(
         loaded.params.is_empty(),
         "the weights move into the network"

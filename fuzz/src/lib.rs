@@ -7,7 +7,7 @@
 
 use cnn::data::{cifar, idx};
 use cnn::layers::Mode;
-use cnn::net::graph::{BuildLimits, Network};
+use cnn::net::graph::{BuildLimits, BuildOptions, Network};
 use cnn::net::loss::{Loss, LossKind};
 use cnn::store::Model;
 use cnn::store::container::{self as model_file, Kind};
@@ -106,7 +106,7 @@ pub fn model_file(data: &[u8]) {
                 Kind::Checkpoint => {
                     if let Ok((model, _, _, opt)) =
                         cnn::train::checkpoint::from_container(c, Path::new(NAME))
-                        && let Ok(mut net) = model.build_network()
+                        && let Ok(mut net) = model.build_network(&BuildOptions::default())
                     {
                         let _ = cnn::train::checkpoint::check_optimizer(
                             Path::new(NAME),
@@ -122,7 +122,9 @@ pub fn model_file(data: &[u8]) {
 
 /// Builds an accepted model and, when it is small, runs one image through it.
 fn run_model(model: &Model) {
-    let mut net = model.build_network().expect("a validated model builds");
+    let mut net = model
+        .build_network(&BuildOptions::default())
+        .expect("a validated model builds");
     if net.memory_estimate(1) > 64 << 20 {
         return;
     }
@@ -147,7 +149,15 @@ pub fn arch(data: &[u8]) {
         |s: &cnn::net::spec::ArchSpec| s.layers.iter().map(|l| l.1.clone()).collect::<Vec<_>>();
     assert_eq!(layers(&again), layers(&spec));
     let classes = 3;
-    let Ok(mut net) = Network::build_limited(&spec, classes, Some(1), &ARCH_LIMITS) else {
+    let Ok(mut net) = Network::build(
+        &spec,
+        classes,
+        Some(1),
+        &BuildOptions {
+            limits: ARCH_LIMITS,
+            ..BuildOptions::default()
+        },
+    ) else {
         return;
     };
     let batch = 2;

@@ -75,7 +75,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 fn execute(args: BenchArgs) -> Result<()> {
     let spec = load_arch(&args.arch)?;
-    let mut net = Network::build(&spec, args.classes, 1)
+    let mut net = Network::build(&spec, args.classes, Some(1), &super::build_options())
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.arch))?;
     super::check_memory(
         &mut net,
@@ -197,7 +197,7 @@ fn execute(args: BenchArgs) -> Result<()> {
         out,
         "{}: {} MACs/image, {} threads, training batch {}, inference batch {}",
         report.arch,
-        super::summary::group(macs),
+        super::format::group(macs),
         report.threads,
         report.batch_size,
         report.infer_batch_size

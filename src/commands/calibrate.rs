@@ -53,7 +53,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
 fn execute(args: CalibrateArgs) -> Result<()> {
     let mut model = Model::load(&args.model)?;
     let mut net = model
-        .build_network()
+        .build_network(&super::build_options())
         .map_err(|e| anyhow!("{}: {e:#}", args.model.display()))?;
     let dataset = args
         .data

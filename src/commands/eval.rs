@@ -28,7 +28,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
 }
 
 fn execute(args: EvalArgs) -> Result<()> {
-    let (model, mut net) = Model::load_with_network(&args.model)?;
+    let (model, mut net) = Model::load_with_network(&args.model, &super::build_options())?;
     let dataset = args
         .data
         .dataset

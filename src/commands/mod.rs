@@ -4,13 +4,14 @@ pub mod bench;
 pub mod calibrate;
 pub mod cli;
 pub mod eval;
+pub mod format;
 pub mod plot;
 pub mod predict;
 pub mod summary;
 pub mod train;
 
 use crate::commands::cli::{Cli, Command};
-use crate::net::graph::Network;
+use crate::net::graph::{BuildOptions, Network};
 use crate::net::presets;
 use crate::net::spec::{self, ArchSpec};
 use crate::usage;
@@ -57,6 +58,18 @@ pub fn with_threads<R: Send>(
     let _ = b.build_global();
     // `scope` runs its body on a worker of the global pool when called from outside it.
     rayon::scope(|_| f())
+}
+
+/// How networks are built: the fast paths, unless an environment switch turns one off to
+/// compare (`CNN_FUSE=off`: no layer fusion; `CNN_CONV=im2col`: no Winograd convolution). The
+/// one place that reads them.
+pub fn build_options() -> BuildOptions {
+    let var = |name| std::env::var(name).ok();
+    BuildOptions {
+        fuse: var("CNN_FUSE").as_deref() != Some("off"),
+        winograd: var("CNN_CONV").as_deref() != Some("im2col"),
+        ..BuildOptions::default()
+    }
 }
 
 /// A preset name or an architecture file, parsed.

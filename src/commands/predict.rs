@@ -23,7 +23,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
 
 fn execute(args: PredictArgs) -> Result<()> {
     crate::kernels::gemm::warm_up_in_background();
-    let (model, mut net) = Model::load_with_network(&args.model)?;
+    let (model, mut net) = Model::load_with_network(&args.model, &super::build_options())?;
     let files = expand(&args.images)?;
     let digits = model
         .classes

@@ -1,5 +1,6 @@
 //! `cnn summary`: an architecture layer by layer, or a saved model's details.
 
+use super::format::group;
 use super::load_arch;
 use crate::commands::cli::SummaryArgs;
 use crate::net::graph::Network;
@@ -12,7 +13,7 @@ use std::io::Write;
 pub fn run(args: SummaryArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if let Some(path) = &args.model {
-        let (model, mut net) = Model::load_with_network(path)?;
+        let (model, mut net) = Model::load_with_network(path, &super::build_options())?;
         let p = &model.provenance;
         writeln!(out, "model:      {}", path.display())?;
         writeln!(
@@ -44,8 +45,8 @@ pub fn run(args: SummaryArgs) -> Result<()> {
     } else {
         let arch = args.arch.as_deref().unwrap_or_default();
         let spec = load_arch(arch)?;
-        let mut net =
-            Network::build(&spec, args.classes, 0).map_err(|e| anyhow::anyhow!("{arch}: {e}"))?;
+        let mut net = Network::build(&spec, args.classes, Some(0), &super::build_options())
+            .map_err(|e| anyhow::anyhow!("{arch}: {e}"))?;
         writeln!(out, "architecture: {arch} ({} classes)\n", args.classes)?;
         print_table(&mut out, &mut net)?;
     }
@@ -92,17 +93,4 @@ fn print_table(out: &mut impl Write, net: &mut Network) -> Result<()> {
         group(macs)
     )?;
     Ok(())
-}
-
-/// 1199882 → "1,199,882".
-pub fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
 }

@@ -258,14 +258,19 @@ impl Trainer {
         let (mut net, norm, opt, state) = match resumed {
             Some((path, model, state, opt)) => {
                 model.check_classes(&path, &train.classes)?;
-                let mut net = model.build_network()?;
+                let mut net = model.build_network(&super::build_options())?;
                 checkpoint::check_optimizer(&path, &mut net, &opt)?;
                 let norm = model.normalization();
                 (net, norm, opt, state)
             }
             None => {
-                let net = Network::build(&spec, train.classes.len(), cfg.seed)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.arch_name))?;
+                let net = Network::build(
+                    &spec,
+                    train.classes.len(),
+                    Some(cfg.seed),
+                    &super::build_options(),
+                )
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.arch_name))?;
                 let norm = Normalization::from_dataset(&train);
                 (
                     net,
@@ -345,7 +350,7 @@ impl Trainer {
             eprintln!(
                 "model: {} ({} parameters), {} epochs of {} steps, batch {}, {:?} lr {}, {} threads",
                 self.cfg.arch_name,
-                super::summary::group(params as u64),
+                super::format::group(params as u64),
                 self.cfg.epochs,
                 steps_per_epoch,
                 bs,
@@ -585,7 +590,7 @@ impl Trainer {
             return Ok(());
         };
         let mut model = Model::load(&out)?;
-        let mut net = model.build_network()?;
+        let mut net = model.build_network(&super::build_options())?;
         let r = evaluate(&mut net, test, &self.norm, 500, 5);
         model
             .provenance

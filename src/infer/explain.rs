@@ -127,7 +127,8 @@ mod tests {
     #[test]
     fn only_the_pixel_the_network_reads_lights_up() {
         let s = spec::parse("input 1 6 6\nflatten\ndense classes\n").expect("spec");
-        let mut net = Network::build(&s, 2, 1).expect("build");
+        let mut net =
+            Network::build(&s, 2, Some(1), &crate::net::BuildOptions::default()).expect("build");
         net.visit_params(&mut |name, p| {
             let v = data_mut(&mut p.value);
             v.fill(0.0);

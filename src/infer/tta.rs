@@ -68,7 +68,8 @@ mod tests {
     fn flip_averages_the_logits_of_both_views() {
         let spec =
             spec::parse("input 2 5 6\nconv 3 3 pad=1\nrelu\nflatten\ndense classes\n").unwrap();
-        let mut net = Network::build(&spec, 4, 7).unwrap();
+        let mut net =
+            Network::build(&spec, 4, Some(7), &crate::net::BuildOptions::default()).unwrap();
         let v: Vec<f32> = (0..2 * 2 * 5 * 6)
             .map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0)
             .collect();

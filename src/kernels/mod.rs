@@ -6,6 +6,7 @@ pub mod gemm;
 pub mod im2col;
 pub mod reduce;
 pub mod reference;
+pub mod scratch;
 pub mod small_gemm;
 pub mod transpose;
 pub mod winograd;

@@ -28,7 +28,7 @@ pub struct Window {
 impl Window {
     /// Output size along one axis, or `None` when the window does not fit.
     pub fn out_len(&self, len: usize, k: usize) -> Option<usize> {
-        let padded = len + 2 * self.pad;
+        let padded = self.pad.checked_mul(2)?.checked_add(len)?;
         if padded < k || self.stride == 0 {
             None
         } else {

@@ -9,7 +9,7 @@
 //! normalising pass, and on the way in of backward's, which saves the ReLU's two passes over
 //! memory. `y > 0` is recomputed from `x̂` as `γ·x̂ + β > 0`, the same test the ReLU makes.
 
-use super::{Layer, Mode, Param};
+use super::{Init, Layer, Mode, Param};
 use crate::kernels::{SendPtr, reduce};
 use crate::tensor::{Tensor, data, data_mut, reuse};
 use rayon::prelude::*;
@@ -53,12 +53,12 @@ impl BatchNorm {
             shape: input.to_vec(),
             channels,
             plane,
-            gamma: Param::trainable("weight", Tensor::ones(vec![channels])),
-            beta: Param::trainable("bias", Tensor::zeros(vec![channels])),
-            running_mean: Param::buffer("running_mean", Tensor::zeros(vec![channels])),
-            running_var: Param::buffer("running_var", Tensor::ones(vec![channels])),
+            gamma: Param::trainable("weight", &[channels], Init::Ones),
+            beta: Param::trainable("bias", &[channels], Init::Zeros),
+            running_mean: Param::buffer("running_mean", &[channels], Init::Zeros),
+            running_var: Param::buffer("running_var", &[channels], Init::Ones),
             xhat: Tensor::zeros(vec![0]),
-            inv_std: vec![0.0; channels],
+            inv_std: Vec::new(),
             trained: false,
             relu: false,
             y: Tensor::zeros(vec![0]),
@@ -138,6 +138,7 @@ impl Layer for BatchNorm {
                 (mean, inv_std, batch_mean, unbiased)
             })
             .collect();
+        self.inv_std.resize(c, 0.0);
         for (ch, (_, inv_std, batch_mean, unbiased)) in stats.into_iter().enumerate() {
             self.inv_std[ch] = inv_std;
             if trained {
@@ -148,6 +149,11 @@ impl Layer for BatchNorm {
             }
         }
         &self.y
+    }
+
+    /// The normalised input.
+    fn kept_values(&self, n: usize) -> u128 {
+        n as u128 * self.shape.iter().map(|&d| d as u128).product::<u128>()
     }
 
     fn output(&self) -> &Tensor {
@@ -237,10 +243,10 @@ impl Layer for BatchNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::gradcheck::{check_layer, seeded};
+    use crate::layers::gradcheck::{check_layer, initialised, seeded};
 
     fn bn(input: &[usize]) -> BatchNorm {
-        let mut b = BatchNorm::new(input).unwrap();
+        let mut b = initialised(BatchNorm::new(input).unwrap(), 1);
         let c = b.channels;
         b.gamma.value = Tensor::from_shape_fn(vec![c], |i| 0.5 + 0.3 * i[0] as f32);
         b.beta.value = Tensor::from_shape_fn(vec![c], |i| 0.1 * i[0] as f32 - 0.2);
@@ -265,7 +271,7 @@ mod tests {
     #[test]
     fn batchnorm_normalises_and_tracks_running_statistics() {
         let x = seeded(&[4, 3, 2, 2], 8).mapv(|v| 3.0 * v + 2.0);
-        let mut b = BatchNorm::new(&[3, 2, 2]).unwrap();
+        let mut b = initialised(BatchNorm::new(&[3, 2, 2]).unwrap(), 1);
         let y = b.forward(&x, Mode::Train { seed: 0 }).clone();
         for ch in 0..3 {
             let vals: Vec<f32> = (0..4)

@@ -1,9 +1,8 @@
 //! Fully-connected layer: `y = x·Wᵀ + b`, weight `O×F` (PyTorch's layout), bias `O`.
 
-use super::{Layer, Mode, Param};
+use super::{Init, Layer, Mode, Param};
 use crate::kernels::gemm::par_sgemm;
 use crate::kernels::transpose::{par_transpose, transpose};
-use crate::rng::Rng;
 use crate::tensor::{Tensor, data, data_mut, reuse};
 
 pub struct Dense {
@@ -23,12 +22,7 @@ pub struct Dense {
 
 impl Dense {
     /// Shapes: `F` → `O`.
-    pub fn new(
-        input: &[usize],
-        outputs: usize,
-        bias: bool,
-        rng: Option<&mut Rng>,
-    ) -> Result<Self, String> {
+    pub fn new(input: &[usize], outputs: usize, bias: bool) -> Result<Self, String> {
         let &[f] = input else {
             return Err(format!(
                 "needs a flat input, got {}; put `flatten` (or `global_avgpool`) before it",
@@ -41,8 +35,8 @@ impl Dense {
         Ok(Dense {
             inputs: f,
             out: [outputs],
-            weight: Param::kaiming("weight", &[outputs, f], f, rng),
-            bias: bias.then(|| Param::trainable("bias", Tensor::zeros(vec![outputs]))),
+            weight: Param::trainable("weight", &[outputs, f], Init::HeNormal { fan_in: f }),
+            bias: bias.then(|| Param::trainable("bias", &[outputs], Init::Zeros)),
             needs_dx: true,
             trained: false,
             scratch: Vec::new(),
@@ -166,27 +160,27 @@ impl Layer for Dense {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::gradcheck::check_layer;
+    use crate::layers::gradcheck::{check_layer, initialised};
 
     #[test]
     fn dense_grad_batch1_and_batch3() {
-        let mut d = Dense::new(&[7], 5, true, Some(&mut Rng::new(1))).unwrap();
+        let mut d = initialised(Dense::new(&[7], 5, true).unwrap(), 1);
         d.bias.as_mut().unwrap().value.fill(0.3);
         check_layer(&mut d, &[1, 7], Mode::Train { seed: 0 });
         check_layer(
-            &mut Dense::new(&[9], 3, false, Some(&mut Rng::new(2))).unwrap(),
+            &mut initialised(Dense::new(&[9], 3, false).unwrap(), 2),
             &[3, 9],
             Mode::Train { seed: 0 },
         );
         // 8 images or more: forward multiplies by the transposed copy of the weight...
         check_layer(
-            &mut Dense::new(&[37], 5, true, Some(&mut Rng::new(3))).unwrap(),
+            &mut initialised(Dense::new(&[37], 5, true).unwrap(), 3),
             &[9, 37],
             Mode::Train { seed: 0 },
         );
         // ...or, with fewer images than outputs, by that of the input.
         check_layer(
-            &mut Dense::new(&[37], 11, true, Some(&mut Rng::new(3))).unwrap(),
+            &mut initialised(Dense::new(&[37], 11, true).unwrap(), 3),
             &[9, 37],
             Mode::Train { seed: 0 },
         );
@@ -197,7 +191,7 @@ mod tests {
     #[test]
     fn dense_batches_of_any_size_agree_with_one_image_at_a_time() {
         for o in [5, 11] {
-            let mut d = Dense::new(&[37], o, true, Some(&mut Rng::new(4))).unwrap();
+            let mut d = initialised(Dense::new(&[37], o, true).unwrap(), 4);
             let x = crate::layers::gradcheck::seeded(&[9, 37], 5);
             let batch = d.forward(&x, Mode::Eval).clone();
             for (i, row) in data(&x).chunks(37).enumerate() {
@@ -219,7 +213,7 @@ mod tests {
     /// gives y = [2+6+0.5, -3, 6-1] = [8.5, -3, 5].
     #[test]
     fn dense_hand_worked() {
-        let mut d = Dense::new(&[2], 3, true, Some(&mut Rng::new(1))).unwrap();
+        let mut d = initialised(Dense::new(&[2], 3, true).unwrap(), 1);
         d.weight.value = Tensor::from_shape_vec(vec![3, 2], vec![1., 2., 0., -1., 3., 0.]).unwrap();
         d.bias.as_mut().unwrap().value =
             Tensor::from_shape_vec(vec![3], vec![0.5, 0., -1.]).unwrap();
@@ -229,9 +223,7 @@ mod tests {
 
     #[test]
     fn dense_after_a_conv_shape_asks_for_flatten() {
-        let err = Dense::new(&[3, 4, 4], 10, true, Some(&mut Rng::new(1)))
-            .err()
-            .unwrap();
+        let err = Dense::new(&[3, 4, 4], 10, true).err().unwrap();
         assert!(err.contains("flatten"), "{err}");
     }
 }

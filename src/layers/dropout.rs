@@ -97,6 +97,11 @@ impl Layer for Dropout {
         &self.y
     }
 
+    /// The mask.
+    fn kept_values(&self, n: usize) -> u128 {
+        n as u128 * self.shape.iter().map(|&d| d as u128).product::<u128>()
+    }
+
     fn output(&self) -> &Tensor {
         &self.y
     }

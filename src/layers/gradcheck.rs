@@ -16,6 +16,12 @@ pub const EPS: f32 = 1e-2;
 const TOL: f64 = 2e-3;
 const MAX_PROBES: usize = 80;
 
+/// `layer` with its parameters drawn from `seed`.
+pub fn initialised<L: Layer>(mut layer: L, seed: u64) -> L {
+    super::initialise(&mut layer, &mut Rng::new(seed));
+    layer
+}
+
 /// A tensor of N(0,1) values from a fixed seed.
 pub fn seeded(shape: &[usize], seed: u64) -> Tensor {
     let mut r = Rng::new(seed);

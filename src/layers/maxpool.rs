@@ -136,6 +136,11 @@ impl Layer for MaxPool2d {
         &self.y
     }
 
+    /// The winners.
+    fn kept_values(&self, n: usize) -> u128 {
+        n as u128 * self.out.iter().map(|&d| d as u128).product::<u128>()
+    }
+
     fn output(&self) -> &Tensor {
         &self.y
     }

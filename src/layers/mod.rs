@@ -58,13 +58,33 @@ pub enum ParamKind {
     Buffer,
 }
 
+/// How a parameter's first values are drawn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    Zeros,
+    Ones,
+    /// He/Kaiming normal for a layer with `fan_in` inputs per output: N(0, 2/fan_in), suited to
+    /// ReLU networks (He et al., "Delving Deep into Rectifiers", 2015).
+    HeNormal {
+        fan_in: usize,
+    },
+}
+
 /// A named tensor of a layer with its gradient (empty for buffers, and for parameters until a
 /// backward pass reaches them).
+///
+/// A layer declares its parameters (name, shape, initialisation) when it is built, without
+/// allocating them: the graph first checks the whole network's size, then has the values drawn
+/// ([`Param::initialise`]) or moved in from a model file, so that neither a hostile architecture
+/// nor `cnn predict` pays for values it does not need.
 #[derive(Clone, Debug)]
 pub struct Param {
     /// The name within the layer (`weight`); the graph prefixes the layer name (`conv1.weight`).
     pub name: &'static str,
     pub kind: ParamKind,
+    /// The declared shape; `value` has it once initialised or loaded.
+    pub shape: Vec<usize>,
+    pub init: Init,
     pub value: Tensor,
     pub grad: Tensor,
 }
@@ -72,13 +92,55 @@ pub struct Param {
 impl Param {
     /// A trained parameter. Its gradient is allocated by the first backward pass (see
     /// [`Param::grad_mut`]): a network that only predicts never needs one.
-    pub fn trainable(name: &'static str, value: Tensor) -> Self {
+    pub fn trainable(name: &'static str, shape: &[usize], init: Init) -> Self {
+        Param::declare(name, ParamKind::Trainable, shape, init)
+    }
+
+    /// A statistic saved beside the weights but not trained.
+    pub fn buffer(name: &'static str, shape: &[usize], init: Init) -> Self {
+        Param::declare(name, ParamKind::Buffer, shape, init)
+    }
+
+    fn declare(name: &'static str, kind: ParamKind, shape: &[usize], init: Init) -> Self {
         Param {
             name,
-            kind: ParamKind::Trainable,
-            value,
+            kind,
+            shape: shape.to_vec(),
+            init,
+            value: Tensor::zeros(ndarray::IxDyn(&[0])),
             grad: Tensor::zeros(ndarray::IxDyn(&[0])),
         }
+    }
+
+    /// Values in the declared shape (computed without overflow: shapes come from files).
+    pub fn len(&self) -> u128 {
+        self.shape.iter().map(|&d| d as u128).product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Allocates the value and draws it as declared; random initialisations take their numbers
+    /// from `rng`, in the order of the elements.
+    pub fn initialise(&mut self, rng: &mut Rng) {
+        self.value = match self.init {
+            Init::Zeros => Tensor::zeros(self.shape.as_slice()),
+            Init::Ones => Tensor::ones(self.shape.as_slice()),
+            Init::HeNormal { fan_in } => {
+                let std = (2.0 / fan_in as f32).sqrt();
+                Tensor::from_shape_fn(self.shape.as_slice(), |_| rng.normal() * std)
+            }
+        };
+    }
+
+    /// The value, and the gradient to accumulate into (as [`Param::grad_mut`]).
+    pub fn value_and_grad(&mut self) -> (&[f32], &mut [f32]) {
+        self.grad_mut();
+        (
+            crate::tensor::data(&self.value),
+            crate::tensor::data_mut(&mut self.grad),
+        )
     }
 
     /// The gradient, to accumulate into; zeros of the value's shape on first use.
@@ -88,35 +150,11 @@ impl Param {
         }
         crate::tensor::data_mut(&mut self.grad)
     }
+}
 
-    pub fn buffer(name: &'static str, value: Tensor) -> Self {
-        Param {
-            name,
-            kind: ParamKind::Buffer,
-            value,
-            grad: Tensor::zeros(ndarray::IxDyn(&[0])),
-        }
-    }
-
-    /// He/Kaiming normal initialisation for a layer with `fan_in` inputs per output:
-    /// N(0, 2/fan_in), suited to ReLU networks (He et al., "Delving Deep into Rectifiers", 2015).
-    /// Without a generator the values are zeros, for a network whose weights are about to be
-    /// loaded from a file (drawing a million normals would dominate `cnn predict`'s run time).
-    pub fn kaiming(
-        name: &'static str,
-        shape: &[usize],
-        fan_in: usize,
-        rng: Option<&mut Rng>,
-    ) -> Self {
-        let value = match rng {
-            Some(rng) => {
-                let std = (2.0 / fan_in as f32).sqrt();
-                Tensor::from_shape_fn(shape, |_| rng.normal() * std)
-            }
-            None => Tensor::zeros(shape),
-        };
-        Param::trainable(name, value)
-    }
+/// Draws every parameter of `layer` as declared, from `rng` (tests build single layers so).
+pub fn initialise(layer: &mut dyn Layer, rng: &mut Rng) {
+    layer.visit_params(&mut |p| p.initialise(rng));
 }
 
 /// A layer of the network. See the module docs for the contract.
@@ -139,6 +177,19 @@ pub trait Layer: Send {
 
     /// Multiply-accumulates of one forward pass for one image.
     fn macs(&self) -> u64 {
+        0
+    }
+
+    /// Values (`f32`) the layer allocates for a batch of `n` images beyond its output and input
+    /// gradient (which the graph counts from the shapes): what forward keeps for backward, and
+    /// scratch. For the graph's memory estimate; an upper bound.
+    fn kept_values(&self, _n: usize) -> u128 {
+        0
+    }
+
+    /// Values of the largest buffer one image needs besides its output (a convolution's column
+    /// matrix), which the graph checks against its limits before anything is allocated.
+    fn item_buffer_values(&self) -> u128 {
         0
     }
 

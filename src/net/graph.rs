@@ -34,7 +34,7 @@ pub struct Network {
     nodes: Vec<Node>,
 }
 
-/// Sizes [`Network::build_limited`] refuses, so that no architecture (from a file, a model file
+/// Sizes [`Network::build`] refuses, so that no architecture (from a file, a model file
 /// or a fuzzer) can make building allocate without bound, or overflow a size computation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BuildLimits {
@@ -58,6 +58,29 @@ impl Default for BuildLimits {
     }
 }
 
+/// How to build a network: options that change how it computes, never what (every choice gives
+/// the same results to rounding, fusion bit for bit), and the sizes it refuses. The defaults are
+/// the fast choices; the command line may turn them off to compare (`CNN_FUSE=off`,
+/// `CNN_CONV=im2col`, read there and nowhere else).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Layers take over the ReLU after them, and a dense layer the flatten before it.
+    pub fuse: bool,
+    /// 3×3 stride-1 convolutions by Winograd's algorithm where it pays, else im2col + GEMM.
+    pub winograd: bool,
+    pub limits: BuildLimits,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            fuse: true,
+            winograd: true,
+            limits: BuildLimits::default(),
+        }
+    }
+}
+
 /// One row of `cnn summary`.
 pub struct LayerSummary {
     pub name: String,
@@ -70,32 +93,17 @@ pub struct LayerSummary {
 }
 
 impl Network {
-    /// Builds the network for `classes` classes with weights drawn from `seed`.
-    /// An impossible shape is an error naming the line, the layer and the shapes.
-    pub fn build(spec: &ArchSpec, classes: usize, seed: u64) -> Result<Network, String> {
-        Network::build_limited(spec, classes, Some(seed), &BuildLimits::default())
-    }
-
-    /// [`Network::build`], refusing any layer that would take the network past `limits`
-    /// (checked before the layer allocates anything). Weights are drawn from `seed`, or left
-    /// zero when it is `None` (for weights about to be loaded from a file).
-    pub fn build_limited(
+    /// Builds the network for `classes` classes. Weights are drawn from `seed`, or left
+    /// unallocated when it is `None`, for weights about to be loaded from a file. Every layer is
+    /// checked against `opts.limits` before any value is allocated; an impossible shape is an
+    /// error naming the line, the layer and the shapes.
+    pub fn build(
         spec: &ArchSpec,
         classes: usize,
         seed: Option<u64>,
-        limits: &BuildLimits,
+        opts: &BuildOptions,
     ) -> Result<Network, String> {
-        Network::build_with(spec, classes, seed, limits, fusion_enabled())
-    }
-
-    /// [`Network::build_limited`], with ReLUs fused into the layers before them or not.
-    fn build_with(
-        spec: &ArchSpec,
-        classes: usize,
-        seed: Option<u64>,
-        limits: &BuildLimits,
-        fuse: bool,
-    ) -> Result<Network, String> {
+        let limits = &opts.limits;
         if classes < 2 {
             return Err(format!(
                 "a classifier needs at least 2 classes, got {classes}"
@@ -119,53 +127,25 @@ impl Network {
         let mut nodes: Vec<Node> = Vec::new();
         let mut counts = std::collections::HashMap::new();
         let mut params: u128 = 0;
-        for (i, (line, ls)) in spec.layers.iter().enumerate() {
+        for (line, ls) in &spec.layers {
             let count = counts.entry(ls.kind()).or_insert(0);
             *count += 1;
             let name = format!("{}{}", ls.kind(), count);
-            let too_big = |e: String| {
+            let fail = |e: String| {
                 format!(
                     "line {line}: {name} ({ls}) on input {}: {e}",
                     fmt_shape(&shape)
                 )
             };
-            params += check_size(ls, &shape, classes, limits).map_err(too_big)?;
-            if params > limits.max_params as u128 {
-                return Err(too_big(format!(
-                    "the network would have {params} parameters, over the limit of {}",
-                    limits.max_params
+            let (what, side) = ls.largest_window();
+            if side as u64 > limits.max_window {
+                return Err(fail(format!(
+                    "{what} {side} is over the limit of {}",
+                    limits.max_window
                 )));
             }
-            let mut rng = seed.map(|seed| Rng::new(derive(seed, i as u64)));
-            let built: Result<Box<dyn Layer>, String> = match ls {
-                LayerSpec::Conv(cfg) => {
-                    Conv2d::new(&shape, *cfg, rng.as_mut()).map(|l| Box::new(l) as _)
-                }
-                LayerSpec::MaxPool { k, stride } => {
-                    MaxPool2d::new(&shape, *k, *stride).map(|l| Box::new(l) as _)
-                }
-                LayerSpec::AvgPool { k, stride } => {
-                    AvgPool2d::new(&shape, *k, *stride).map(|l| Box::new(l) as _)
-                }
-                LayerSpec::GlobalAvgPool => GlobalAvgPool::new(&shape).map(|l| Box::new(l) as _),
-                LayerSpec::Dense { out, bias } => {
-                    let out = match out {
-                        Width::Fixed(n) => *n,
-                        Width::Classes => classes,
-                    };
-                    Dense::new(&shape, out, *bias, rng.as_mut()).map(|l| Box::new(l) as _)
-                }
-                LayerSpec::Relu => Ok(Box::new(Relu::new(&shape))),
-                LayerSpec::Dropout(p) => Dropout::new(&shape, *p).map(|l| Box::new(l) as _),
-                LayerSpec::BatchNorm => BatchNorm::new(&shape).map(|l| Box::new(l) as _),
-                LayerSpec::Flatten => Ok(Box::new(Flatten::new(&shape))),
-            };
-            let layer = built.map_err(|e| {
-                format!(
-                    "line {line}: {name} ({ls}) on input {}: {e}",
-                    fmt_shape(&shape)
-                )
-            })?;
+            let mut layer = make_layer(ls, &shape, classes, opts).map_err(fail)?;
+            check_size(layer.as_mut(), limits, &mut params).map_err(fail)?;
             let in_shape = std::mem::replace(&mut shape, layer.out_shape().to_vec());
             nodes.push(Node {
                 name,
@@ -183,7 +163,13 @@ impl Network {
                 fmt_shape(&shape)
             ));
         }
-        if fuse {
+        if let Some(seed) = seed {
+            for (i, node) in nodes.iter_mut().enumerate() {
+                let mut rng = Rng::new(derive(seed, i as u64));
+                crate::layers::initialise(node.layer.as_mut(), &mut rng);
+            }
+        }
+        if opts.fuse {
             fuse_relus(&mut nodes);
             fuse_flattens(&mut nodes);
         }
@@ -280,10 +266,10 @@ impl Network {
         let mut n = 0;
         self.visit_params(&mut |_, p| {
             if p.kind == ParamKind::Trainable {
-                n += p.value.len();
+                n += p.len();
             }
         });
-        n
+        n as usize
     }
 
     /// Multiply-accumulates of one forward pass for one image.
@@ -293,19 +279,15 @@ impl Network {
 
     /// Bytes that training with batches of `batch` images needs, estimated from the shapes:
     /// every parameter and buffer, a gradient per trainable value and two optimizer slots (Adam's
-    /// moments; SGD with momentum keeps one), plus per image: the input batch and, per layer,
-    /// the output and input-gradient buffers and what the layer keeps for backward beyond its
-    /// input, which it is handed again (batch norm: the normalised input; max pooling: the
-    /// winners; dropout: the mask; convolution: the column matrix, or the larger one of the
-    /// transposed convolution; the Winograd path keeps neither, so this is an upper bound
-    /// there), and per group of `BATCH_CHUNK` (4) images a convolution's weight-gradient
-    /// partial sum.
-    /// Allocator overhead and the matrix multiply's packing buffers are not counted.
+    /// moments; SGD with momentum keeps one), the input batch, and per layer that runs the
+    /// output and input-gradient buffers plus what the layer itself reports keeping
+    /// ([`Layer::kept_values`]). Allocator overhead and the matrix multiply's packing buffers
+    /// are not counted.
     pub fn memory_estimate(&mut self, batch: usize) -> u64 {
         let n = batch as u128;
         let mut values: u128 = 0;
         self.visit_params(&mut |_, p| {
-            let len = p.value.len() as u128;
+            let len = p.len();
             values += match p.kind {
                 ParamKind::Trainable => 4 * len,
                 ParamKind::Buffer => len,
@@ -316,22 +298,7 @@ impl Network {
         // A skipped layer allocates nothing.
         for node in self.nodes.iter().filter(|n| !n.fused) {
             let (x, y) = (item(&node.in_shape), item(node.layer.out_shape()));
-            let kept = match &node.spec {
-                LayerSpec::BatchNorm | LayerSpec::Dropout(_) => x,
-                LayerSpec::MaxPool { .. } => y,
-                LayerSpec::Conv(cfg) => {
-                    let (c, hw) = (node.in_shape[0] as u128, item(&node.in_shape[1..]));
-                    let out = node.layer.out_shape();
-                    let (o, ohw) = (out[0] as u128, item(&out[1..]));
-                    let khw = cfg.kernel.0 as u128 * cfg.kernel.1 as u128;
-                    // Weight-gradient partial sums and the flipped kernel for the input gradient.
-                    let groups = n.div_ceil(crate::layers::BATCH_CHUNK as u128);
-                    values += (groups + 1) * o * c * khw;
-                    (c * khw * ohw).max(o * khw * hw)
-                }
-                _ => 0,
-            };
-            values += n * (x + y + kept);
+            values += n * (x + y) + node.layer.kept_values(batch);
         }
         u64::try_from(values * 4).unwrap_or(u64::MAX)
     }
@@ -343,7 +310,7 @@ impl Network {
             let mut params = 0;
             node.layer.visit_params(&mut |p| {
                 if p.kind == ParamKind::Trainable {
-                    params += p.value.len();
+                    params += p.len() as usize;
                 }
             });
             rows.push(LayerSummary {
@@ -377,13 +344,6 @@ impl Network {
     }
 }
 
-/// Whether a ReLU may run inside the layer before it and a flatten be skipped (`CNN_FUSE=off`:
-/// no, for comparison), read once.
-fn fusion_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("CNN_FUSE").as_deref() != Ok("off"))
-}
-
 /// Hands every ReLU to the layer before it when that layer can apply it (conv, batch norm): one
 /// pass over the activations fewer each way, with bit-identical results.
 fn fuse_relus(nodes: &mut [Node]) {
@@ -408,83 +368,59 @@ fn fuse_flattens(nodes: &mut [Node]) {
     }
 }
 
-/// The parameters `ls` would add on an input item of `shape`, after checking that its window,
-/// output and column buffer are within `limits`. Computed in `u128`, so nothing overflows; a
-/// shape the layer cannot take is left for the layer's constructor to explain.
-fn check_size(
+/// The layer for `ls` on input items of `shape`; its parameters are declared, not allocated.
+fn make_layer(
     ls: &LayerSpec,
     shape: &[usize],
     classes: usize,
-    limits: &BuildLimits,
-) -> Result<u128, String> {
-    let max_item = limits.max_item_values as u128;
-    let item: u128 = shape.iter().map(|&d| d as u128).product();
-    let over = |what: &str, v: u128| {
-        Err(format!(
-            "{what} would hold {v} values per image, over the limit of {max_item}"
-        ))
-    };
-    let window = |what: &str, v: usize| {
-        if v as u64 > limits.max_window {
-            Err(format!(
-                "{what} {v} is over the limit of {}",
-                limits.max_window
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    match ls {
-        LayerSpec::Conv(cfg) => {
-            window("kernel height", cfg.kernel.0)?;
-            window("kernel width", cfg.kernel.1)?;
-            window("stride", cfg.stride)?;
-            window("padding", cfg.pad)?;
-            let &[c, h, w] = shape else { return Ok(0) };
-            let (o, kh, kw) = (
-                cfg.out_channels as u128,
-                cfg.kernel.0 as u128,
-                cfg.kernel.1 as u128,
-            );
-            let (c, h, w, pad, stride) = (
-                c as u128,
-                h as u128,
-                w as u128,
-                cfg.pad as u128,
-                cfg.stride.max(1) as u128,
-            );
-            let out_len =
-                |len: u128, k: u128| (len + 2 * pad).checked_sub(k).map(|d| d / stride + 1);
-            let (Some(oh), Some(ow)) = (out_len(h, kh), out_len(w, kw)) else {
-                return Ok(0);
-            };
-            if o * oh * ow > max_item {
-                return over("the output", o * oh * ow);
-            }
-            let cols = (c * kh * kw * oh * ow).max(o * kh * kw * h * w);
-            if cols > max_item {
-                return over("the column buffer", cols);
-            }
-            Ok(o * c * kh * kw + if cfg.bias { o } else { 0 })
-        }
-        LayerSpec::MaxPool { k, stride } | LayerSpec::AvgPool { k, stride } => {
-            window("window", *k)?;
-            window("stride", *stride)?;
-            Ok(0)
-        }
+    opts: &BuildOptions,
+) -> Result<Box<dyn Layer>, String> {
+    Ok(match ls {
+        LayerSpec::Conv(cfg) => Box::new(Conv2d::new(shape, *cfg, opts.winograd)?),
+        LayerSpec::MaxPool { k, stride } => Box::new(MaxPool2d::new(shape, *k, *stride)?),
+        LayerSpec::AvgPool { k, stride } => Box::new(AvgPool2d::new(shape, *k, *stride)?),
+        LayerSpec::GlobalAvgPool => Box::new(GlobalAvgPool::new(shape)?),
         LayerSpec::Dense { out, bias } => {
             let out = match out {
-                Width::Fixed(n) => *n as u128,
-                Width::Classes => classes as u128,
+                Width::Fixed(n) => *n,
+                Width::Classes => classes,
             };
-            if out > max_item {
-                return over("the output", out);
-            }
-            Ok(out * item + if *bias { out } else { 0 })
+            Box::new(Dense::new(shape, out, *bias)?)
         }
-        LayerSpec::BatchNorm => Ok(4 * shape.first().copied().unwrap_or(0) as u128),
-        _ => Ok(0),
+        LayerSpec::Relu => Box::new(Relu::new(shape)),
+        LayerSpec::Dropout(p) => Box::new(Dropout::new(shape, *p)?),
+        LayerSpec::BatchNorm => Box::new(BatchNorm::new(shape)?),
+        LayerSpec::Flatten => Box::new(Flatten::new(shape)),
+    })
+}
+
+/// Checks a layer just made (nothing allocated yet) against `limits`: its output and largest
+/// per-image buffer, and the network's parameters so far, `params`, to which it adds its own.
+fn check_size(
+    layer: &mut dyn Layer,
+    limits: &BuildLimits,
+    params: &mut u128,
+) -> Result<(), String> {
+    let max_item = limits.max_item_values as u128;
+    let out: u128 = layer.out_shape().iter().map(|&d| d as u128).product();
+    for (what, v) in [
+        ("the output", out),
+        ("a buffer", layer.item_buffer_values()),
+    ] {
+        if v > max_item {
+            return Err(format!(
+                "{what} would hold {v} values per image, over the limit of {max_item}"
+            ));
+        }
     }
+    layer.visit_params(&mut |p| *params += p.len());
+    if *params > limits.max_params as u128 {
+        return Err(format!(
+            "the network would have {params} parameters, over the limit of {}",
+            limits.max_params
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -495,9 +431,14 @@ mod tests {
     use crate::net::spec::parse;
 
     fn params_of(name: &str) -> usize {
-        Network::build(&parse(preset(name).unwrap()).unwrap(), 10, 1)
-            .unwrap()
-            .num_params()
+        Network::build(
+            &parse(preset(name).unwrap()).unwrap(),
+            10,
+            Some(1),
+            &BuildOptions::default(),
+        )
+        .unwrap()
+        .num_params()
     }
 
     #[test]
@@ -533,9 +474,12 @@ mod tests {
         ];
         for (text, want) in cases {
             let spec = parse(text).unwrap();
-            let limits = BuildLimits::default();
-            let mut fused = Network::build_with(&spec, 4, Some(3), &limits, true).unwrap();
-            let mut plain = Network::build_with(&spec, 4, Some(3), &limits, false).unwrap();
+            let options = |fuse| BuildOptions {
+                fuse,
+                ..BuildOptions::default()
+            };
+            let mut fused = Network::build(&spec, 4, Some(3), &options(true)).unwrap();
+            let mut plain = Network::build(&spec, 4, Some(3), &options(false)).unwrap();
             let skipped: Vec<bool> = fused.summary().iter().map(|r| r.fused).collect();
             assert_eq!(skipped, want);
             let x = crate::layers::gradcheck::seeded(&[3, 8, 9, 7], 4);
@@ -557,7 +501,13 @@ mod tests {
 
     #[test]
     fn mnist_ref_macs_match_the_reference_count() {
-        let mut net = Network::build(&parse(preset("mnist-ref").unwrap()).unwrap(), 10, 1).unwrap();
+        let mut net = Network::build(
+            &parse(preset("mnist-ref").unwrap()).unwrap(),
+            10,
+            Some(1),
+            &BuildOptions::default(),
+        )
+        .unwrap();
         assert_eq!(net.macs(), 11_992_448);
         let names: Vec<String> = net.summary().into_iter().map(|r| r.name).collect();
         assert_eq!(names[..3], ["conv1", "relu1", "conv2"]);
@@ -582,7 +532,9 @@ mod tests {
     fn impossible_shapes_are_refused_naming_layer_and_shapes() {
         let spec =
             parse("input 1 4 4\nconv 8 3\nmaxpool 2\nmaxpool 2\nflatten\ndense classes\n").unwrap();
-        let err = Network::build(&spec, 10, 1).err().unwrap();
+        let err = Network::build(&spec, 10, Some(1), &BuildOptions::default())
+            .err()
+            .unwrap();
         assert!(
             err.contains("line 4")
                 && err.contains("maxpool2")
@@ -591,7 +543,9 @@ mod tests {
             "{err}"
         );
         let spec = parse("input 1 4 4\nconv 8 3\nflatten\ndense 5\n").unwrap();
-        let err = Network::build(&spec, 10, 1).err().unwrap();
+        let err = Network::build(&spec, 10, Some(1), &BuildOptions::default())
+            .err()
+            .unwrap();
         assert!(err.contains("dense classes"), "{err}");
     }
 
@@ -628,24 +582,30 @@ mod tests {
             ),
         ];
         for (text, at, what) in cases {
-            let err = Network::build(&parse(text).unwrap(), 10, 1).err().unwrap();
+            let err = Network::build(&parse(text).unwrap(), 10, Some(1), &BuildOptions::default())
+                .err()
+                .unwrap();
             assert!(
                 err.contains(at) && err.contains(what) && err.contains("limit"),
                 "{text:?}: {err}"
             );
         }
+        let limited = |limits| BuildOptions {
+            limits,
+            ..BuildOptions::default()
+        };
         let small = BuildLimits {
             max_params: 100,
             ..BuildLimits::default()
         };
         let spec = parse("input 1 4 4\nconv 2 3\nflatten\ndense classes\n").unwrap();
         // 20 + 18 = 38 parameters: within 100, but not within 37.
-        assert!(Network::build_limited(&spec, 2, Some(1), &small).is_ok());
+        assert!(Network::build(&spec, 2, Some(1), &limited(small)).is_ok());
         let tight = BuildLimits {
             max_params: 37,
             ..small
         };
-        let err = Network::build_limited(&spec, 2, Some(1), &tight)
+        let err = Network::build(&spec, 2, Some(1), &limited(tight))
             .err()
             .unwrap();
         assert!(err.contains("38 parameters, over the limit of 37"), "{err}");
@@ -654,7 +614,7 @@ mod tests {
     #[test]
     fn memory_estimate_counts_parameters_and_per_image_buffers() {
         let spec = parse("input 1 4 4\nconv 2 3\nflatten\ndense classes\n").unwrap();
-        let mut net = Network::build(&spec, 2, 1).unwrap();
+        let mut net = Network::build(&spec, 2, Some(1), &BuildOptions::default()).unwrap();
         // Worked by hand, in f32 values, for a batch of 4:
         // parameters: conv 2·1·3·3 + 2 = 20, dense 2·8 + 2 = 18; ×4 (value, gradient, two
         //   optimizer slots) = 152;
@@ -674,7 +634,7 @@ mod tests {
     #[test]
     fn a_small_network_learns_a_separable_problem() {
         let spec = parse("input 1 4 4\nconv 8 3 pad=1\nrelu\nmaxpool 2\nflatten\ndense 16\nrelu\ndense classes\n").unwrap();
-        let mut net = Network::build(&spec, 4, 7).unwrap();
+        let mut net = Network::build(&spec, 4, Some(7), &BuildOptions::default()).unwrap();
         let mut rng = Rng::new(5);
         let n = 256;
         let mut x = Tensor::zeros(vec![n, 1, 4, 4]);

@@ -13,4 +13,4 @@ pub mod loss;
 pub mod presets;
 pub mod spec;
 
-pub use graph::{BuildLimits, Network};
+pub use graph::{BuildLimits, BuildOptions, Network};

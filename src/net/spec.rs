@@ -47,6 +47,26 @@ pub enum LayerSpec {
 }
 
 impl LayerSpec {
+    /// The largest of the layer's kernel sides, stride and padding, with its name (`("padding",
+    /// 2)`), or `("", 0)` for a layer without a window: what the build limits bound.
+    pub fn largest_window(&self) -> (&'static str, usize) {
+        let sides = match self {
+            LayerSpec::Conv(c) => vec![
+                ("kernel height", c.kernel.0),
+                ("kernel width", c.kernel.1),
+                ("stride", c.stride),
+                ("padding", c.pad),
+            ],
+            LayerSpec::MaxPool { k, stride } | LayerSpec::AvgPool { k, stride } => {
+                vec![("window", *k), ("stride", *stride)]
+            }
+            _ => vec![],
+        };
+        sides
+            .into_iter()
+            .fold(("", 0), |best, s| if s.1 > best.1 { s } else { best })
+    }
+
     /// The prefix of the layer's name (`conv` → `conv1`).
     pub fn kind(&self) -> &'static str {
         match self {

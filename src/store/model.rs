@@ -4,7 +4,7 @@
 
 use super::container::{Container, Kind, NamedTensor, read, write_borrowed};
 use super::params::{load_params, network_params};
-use crate::net::graph::{BuildLimits, Network};
+use crate::net::graph::{BuildLimits, BuildOptions, Network};
 use crate::tensor::fmt_shape;
 use anyhow::{Result, anyhow, bail};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -136,14 +136,14 @@ impl Model {
 
     /// Builds the network the model describes and loads every parameter into it. Errors name
     /// the missing, extra or misshapen parameter (the caller adds the file).
-    pub fn build_network(&self) -> Result<Network> {
-        let mut net = self.empty_network()?;
+    pub fn build_network(&self, opts: &BuildOptions) -> Result<Network> {
+        let mut net = self.empty_network(opts)?;
         load_params(&mut net, self.params.clone())?;
         Ok(net)
     }
 
-    /// The network of this model's architecture, its weights still zero.
-    fn empty_network(&self) -> Result<Network> {
+    /// The network of this model's architecture, its weights not yet allocated.
+    fn empty_network(&self, opts: &BuildOptions) -> Result<Network> {
         let spec = crate::net::spec::parse(&self.arch).map_err(|e| anyhow!("architecture {e}"))?;
         if spec.input != self.input {
             bail!(
@@ -157,11 +157,14 @@ impl Model {
         // file holds. The floor of 2^20 (8 MB with gradients) lets a small mismatch through to
         // `load_params`, which names the parameter and both shapes.
         let stored: u64 = self.params.iter().map(|t| t.data.len() as u64).sum();
-        let limits = BuildLimits {
-            max_params: stored.max(1 << 20).min(BuildLimits::default().max_params),
-            ..BuildLimits::default()
+        let opts = BuildOptions {
+            limits: BuildLimits {
+                max_params: stored.max(1 << 20).min(opts.limits.max_params),
+                ..opts.limits
+            },
+            ..*opts
         };
-        Network::build_limited(&spec, self.classes.len(), None, &limits)
+        Network::build(&spec, self.classes.len(), None, &opts)
             .map_err(|e| anyhow!("architecture: {e}"))
     }
 
@@ -232,7 +235,7 @@ impl Model {
     /// the parameters match it exactly by name and shape.
     pub fn validate(&self) -> Result<()> {
         self.check_fields()?;
-        self.build_network().map(|_| ())
+        self.build_network(&BuildOptions::default()).map(|_| ())
     }
 
     /// Every check of [`Model::validate`] but building the network.
@@ -324,19 +327,17 @@ impl Model {
     /// [`Model::load`] and [`Model::build_network`] in one step, building the network once
     /// (building it is also the last of the load checks). The weights move into the network:
     /// the returned model's `params` is empty.
-    pub fn load_with_network(path: &Path) -> Result<(Model, Network)> {
+    pub fn load_with_network(path: &Path, opts: &BuildOptions) -> Result<(Model, Network)> {
         let container = read(path, Kind::Model)?;
         let named = |e: anyhow::Error| anyhow!("{}: {e:#}", path.display());
         let mut model =
             Model::from_parts_unchecked(container.meta, container.tensors).map_err(named)?;
         model.check_fields().map_err(named)?;
-        let mut net = model.empty_network().map_err(named)?;
+        let mut net = model.empty_network(opts).map_err(named)?;
         load_params(&mut net, std::mem::take(&mut model.params)).map_err(named)?;
         Ok((model, net))
     }
 }
-
-/// Every parameter and buffer of `net`, by full name, in visit order.
 
 #[cfg(test)]
 mod tests {

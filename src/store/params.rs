@@ -9,6 +9,7 @@ use ndarray::IxDyn;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
+/// Every parameter and buffer of `net`, by full name, in visit order.
 pub fn network_params(net: &mut Network) -> Vec<NamedTensor> {
     let mut params = Vec::new();
     net.visit_params(&mut |name, p| {
@@ -42,15 +43,15 @@ pub fn load_params(net: &mut Network, params: Vec<NamedTensor>) -> Result<()> {
             None => {
                 problem = Some(format!(
                     "parameter `{name}` ({}) is missing",
-                    fmt_shape(p.value.shape())
+                    fmt_shape(&p.shape)
                 ))
             }
-            Some((_, t)) if t.shape != p.value.shape() || t.data.len() != p.value.len() => {
+            Some((_, t)) if t.shape != p.shape || t.data.len() as u128 != p.len() => {
                 problem = Some(format!(
                     "parameter `{name}` has shape {} with {} values, but the architecture needs {}",
                     fmt_shape(&t.shape),
                     t.data.len(),
-                    fmt_shape(p.value.shape())
+                    fmt_shape(&p.shape)
                 ))
             }
             // Moved, not copied: a prediction touches each weight page once, not twice.

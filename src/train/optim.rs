@@ -149,7 +149,8 @@ mod tests {
         let mut net = Network::build(
             &parse("input 1 1 1\nflatten\ndense 2 bias=no\n").unwrap(),
             2,
-            1,
+            Some(1),
+            &crate::net::BuildOptions::default(),
         )
         .unwrap();
         net.visit_params(&mut |_, p| p.value.fill(1.0));

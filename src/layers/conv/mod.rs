@@ -1,0 +1,356 @@
+//! 2-D convolution, one layer over two algorithms, each in its own file owning its buffers:
+//! [`im2col`] (im2col + GEMM, any kernel, stride and padding) and [`winograd`] (Winograd's
+//! F(2×2, 3×3) for 3×3 stride-1 kernels on 8 channels or more).
+//!
+//! Weight `O×C×kh×kw` (PyTorch's layout), optional bias `O`. This file holds what both share:
+//! the geometry, the parameters, the fused epilogue (bias, then ReLU) on the way out and its
+//! mirror on the way back in ([`mask_planes`]), and the bias gradient. Images are processed in
+//! parallel in groups whose size depends on the shapes only, and the weight gradient is summed
+//! over fixed groups of images and then over groups in order, so results never depend on the
+//! thread count.
+
+mod im2col;
+#[cfg(test)]
+mod tests;
+mod winograd;
+
+use super::{Init, Layer, Mode, Param};
+use crate::kernels::reduce;
+use crate::kernels::reference::Window;
+use crate::tensor::{Tensor, data, data_mut, fmt_shape, reuse};
+use im2col::Im2col;
+use winograd::WinogradConv;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    pub out_channels: usize,
+    pub kernel: (usize, usize),
+    pub stride: usize,
+    pub pad: usize,
+    pub bias: bool,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Conv2dConfig {
+            out_channels: 1,
+            kernel: (3, 3),
+            stride: 1,
+            pad: 0,
+            bias: true,
+        }
+    }
+}
+
+/// Input item `C×H×W`, output item `O×OH×OW`, and the window between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    oh: usize,
+    ow: usize,
+    win: Window,
+}
+
+impl Geometry {
+    /// Rows of an image's column matrix, `C·kh·kw`.
+    fn k(&self) -> usize {
+        self.c * self.win.kh * self.win.kw
+    }
+
+    /// Values of one output plane, `OH·OW`.
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    fn item_in(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
+/// What forward reads of the layer, whichever the algorithm.
+struct Forward<'a> {
+    weight: &'a [f32],
+    bias: Option<&'a [f32]>,
+    relu: bool,
+}
+
+/// What backward reads and writes, whichever the algorithm: the batch's input `x`, output `y`
+/// and output gradient `dy` (`N×…`); it adds the weight gradient into `dweight`, writes the
+/// input gradient into `dx` when `needs_dx`, and with a bias each output-gradient plane's sum
+/// (after the fused ReLU's mask) into `plane_sums` (`N×O`).
+struct Backward<'a> {
+    weight: &'a [f32],
+    relu: bool,
+    bias: bool,
+    x: &'a [f32],
+    y: &'a [f32],
+    dy: &'a [f32],
+    needs_dx: bool,
+    dx: &'a mut [f32],
+    dweight: &'a mut [f32],
+    plane_sums: &'a mut Vec<f32>,
+}
+
+enum Path {
+    Im2col(Im2col),
+    Winograd(Box<WinogradConv>),
+}
+
+pub struct Conv2d {
+    cfg: Conv2dConfig,
+    geom: Geometry,
+    weight: Param,
+    bias: Option<Param>,
+    /// Whether the output goes through a ReLU (fused, see [`Layer::fuse_relu`]).
+    relu: bool,
+    needs_dx: bool,
+    /// Whether the last forward was in training mode (backward needs one).
+    trained: bool,
+    /// `[O, OH, OW]`, for [`Layer::out_shape`].
+    out: [usize; 3],
+    y: Tensor,
+    dx: Tensor,
+    /// With a bias: the sum of each output-gradient plane (N×O), for the bias gradient.
+    plane_sums: Vec<f32>,
+    path: Path,
+}
+
+impl Conv2d {
+    /// Shapes: input item `C×H×W` → output item `O×OH×OW`. With `winograd`, a 3×3 stride-1
+    /// kernel takes Winograd's path where it pays; the weights are declared, not drawn.
+    pub fn new(input: &[usize], cfg: Conv2dConfig, winograd: bool) -> Result<Self, String> {
+        let &[c, h, w] = input else {
+            return Err(format!("needs a C×H×W input, got {}", fmt_shape(input)));
+        };
+        let (kh, kw) = cfg.kernel;
+        if kh == 0 || kw == 0 || cfg.stride == 0 || cfg.out_channels == 0 {
+            return Err("kernel, stride and channel count must be at least 1".into());
+        }
+        let win = Window {
+            kh,
+            kw,
+            stride: cfg.stride,
+            pad: cfg.pad,
+        };
+        let (Some(oh), Some(ow)) = (win.out_len(h, kh), win.out_len(w, kw)) else {
+            return Err(format!(
+                "a {kh}×{kw} kernel with padding {} does not fit a {h}×{w} input",
+                cfg.pad
+            ));
+        };
+        let o = cfg.out_channels;
+        let geom = Geometry {
+            c,
+            h,
+            w,
+            o,
+            oh,
+            ow,
+            win,
+        };
+        let path = match WinogradConv::new(&geom).filter(|_| winograd) {
+            Some(p) => Path::Winograd(Box::new(p)),
+            None => Path::Im2col(Im2col::default()),
+        };
+        Ok(Conv2d {
+            cfg,
+            geom,
+            weight: Param::trainable(
+                "weight",
+                &[o, c, kh, kw],
+                Init::HeNormal {
+                    fan_in: c * kh * kw,
+                },
+            ),
+            bias: cfg
+                .bias
+                .then(|| Param::trainable("bias", &[o], Init::Zeros)),
+            relu: false,
+            needs_dx: true,
+            trained: false,
+            out: [o, oh, ow],
+            y: Tensor::zeros(vec![0]),
+            dx: Tensor::zeros(vec![0]),
+            plane_sums: Vec::new(),
+            path,
+        })
+    }
+
+    pub fn config(&self) -> Conv2dConfig {
+        self.cfg
+    }
+}
+
+impl Layer for Conv2d {
+    fn out_shape(&self) -> &[usize] {
+        &self.out
+    }
+
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> &Tensor {
+        let g = self.geom;
+        let n = x.shape()[0];
+        debug_assert_eq!(x.shape()[1..], [g.c, g.h, g.w]);
+        reuse(&mut self.y, &[n, g.o, g.oh, g.ow]);
+        self.trained = matches!(mode, Mode::Train { .. });
+        let w = Forward {
+            weight: data(&self.weight.value),
+            bias: self.bias.as_ref().map(|b| data(&b.value)),
+            relu: self.relu,
+        };
+        let y = data_mut(&mut self.y);
+        match &mut self.path {
+            Path::Im2col(p) => p.forward(&g, &w, data(x), y, self.trained),
+            Path::Winograd(p) => p.forward(&g, &w, data(x), y),
+        }
+        &self.y
+    }
+
+    fn output(&self) -> &Tensor {
+        &self.y
+    }
+
+    fn backward(&mut self, x: &Tensor, dy: &Tensor) -> &Tensor {
+        assert!(
+            self.trained,
+            "conv backward needs the columns of a training-mode forward"
+        );
+        let g = self.geom;
+        let n = dy.shape()[0];
+        assert_eq!(x.shape(), [n, g.c, g.h, g.w], "conv backward: input shape");
+        reuse(&mut self.dx, &[n, g.c, g.h, g.w]);
+        let (weight, dweight) = self.weight.value_and_grad();
+        let b = Backward {
+            weight,
+            relu: self.relu,
+            bias: self.bias.is_some(),
+            x: data(x),
+            y: data(&self.y),
+            dy: data(dy),
+            needs_dx: self.needs_dx,
+            dx: data_mut(&mut self.dx),
+            dweight,
+            plane_sums: &mut self.plane_sums,
+        };
+        match &mut self.path {
+            Path::Im2col(p) => p.backward(&g, b),
+            Path::Winograd(p) => p.backward(&g, b),
+        }
+        if let Some(b) = &mut self.bias {
+            // Each channel summed over the images in order.
+            for (oc, grad) in b.grad_mut().iter_mut().enumerate() {
+                self.plane_sums[oc..]
+                    .iter()
+                    .step_by(g.o)
+                    .for_each(|s| *grad += s);
+            }
+        }
+        &self.dx
+    }
+
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        f(&mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f(b);
+        }
+    }
+
+    fn macs(&self) -> u64 {
+        (self.geom.o * self.geom.p() * self.geom.k()) as u64
+    }
+
+    /// Per image the larger column matrix (forward's, or the transposed convolution's of the
+    /// input gradient); per group of `BATCH_CHUNK` images a
+    /// weight-gradient partial sum, and the flipped kernel. The Winograd path keeps no column
+    /// matrix, so this is an upper bound there.
+    fn kept_values(&self, n: usize) -> u128 {
+        let n = n as u128;
+        let groups = n.div_ceil(super::BATCH_CHUNK as u128);
+        let kernel = self.weight.len();
+        (groups + 1) * kernel + n * self.item_buffer_values()
+    }
+
+    fn item_buffer_values(&self) -> u128 {
+        let g = &self.geom;
+        let khw = g.win.kh as u128 * g.win.kw as u128;
+        let (c, o) = (g.c as u128, g.o as u128);
+        (c * khw * g.p() as u128).max(o * khw * (g.h * g.w) as u128)
+    }
+
+    fn set_needs_input_grad(&mut self, needed: bool) {
+        self.needs_dx = needed;
+    }
+
+    fn fuse_relu(&mut self) -> bool {
+        self.relu = true;
+        true
+    }
+}
+
+/// Adds `bias[o]` to every element of each `p`-long output plane of `y` (`…×O×P`), then applies
+/// a fused ReLU, while the planes are still in cache.
+fn finish_output(y: &mut [f32], bias: Option<&[f32]>, relu: bool, p: usize) {
+    if let Some(b) = bias {
+        for (row, &bv) in y.chunks_mut(p).zip(b.iter().cycle()) {
+            row.iter_mut().for_each(|v| *v += bv);
+        }
+    }
+    if relu {
+        y.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+}
+
+/// Planes (`p` floats each) of the output gradient `dy` and the layer's output `y`: with
+/// `masked` (a fused ReLU), `masked` = `dy` where `y` > 0, else 0; with `sums`, the sum of each
+/// (masked) plane, for the bias gradient. One plane at a time, so the sum reads it from L1.
+/// Returns the gradient to go on with.
+fn mask_planes<'a>(
+    dy: &'a [f32],
+    y: &[f32],
+    masked: Option<&'a mut [f32]>,
+    mut sums: Option<&mut [f32]>,
+    p: usize,
+) -> &'a [f32] {
+    let Some(masked) = masked else {
+        if let Some(sums) = sums {
+            for (s, plane) in sums.iter_mut().zip(dy.chunks(p)) {
+                *s = reduce::sum(plane);
+            }
+        }
+        return dy;
+    };
+    for (i, ((m, dy), y)) in masked
+        .chunks_mut(p)
+        .zip(dy.chunks(p))
+        .zip(y.chunks(p))
+        .enumerate()
+    {
+        for ((m, &g), &y) in m.iter_mut().zip(dy).zip(y) {
+            *m = if y > 0.0 { g } else { 0.0 };
+        }
+        if let Some(sums) = sums.as_deref_mut() {
+            sums[i] = reduce::sum(m);
+        }
+    }
+    masked
+}
+
+/// `flipped` (C×O×kh×kw) = the kernel `weight` (O×C×kh×kw) flipped in space with input and
+/// output channels swapped, `w'[c][o][i][j] = w[o][c][kh−1−i][kw−1−j]`: the kernel of the input
+/// gradient as a convolution of the output gradient (stride 1).
+fn flip_kernel(weight: &[f32], g: &Geometry, flipped: &mut Vec<f32>) {
+    let (c, o, kh, kw) = (g.c, g.o, g.win.kh, g.win.kw);
+    flipped.resize(c * o * kh * kw, 0.0);
+    for oc in 0..o {
+        for ic in 0..c {
+            for i in 0..kh {
+                for j in 0..kw {
+                    flipped[((ic * o + oc) * kh + i) * kw + j] =
+                        weight[((oc * c + ic) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
+                }
+            }
+        }
+    }
+}
