@@ -77,7 +77,7 @@ fn execute(args: BenchArgs) -> Result<()> {
     let spec = load_arch(&args.arch)?;
     let mut net = Network::build(&spec, args.classes, Some(1), &super::build_options())
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.arch))?;
-    super::check_memory(
+    crate::train::memory::check(
         &mut net,
         args.batch_size.max(args.infer_batch_size),
         &args.arch,

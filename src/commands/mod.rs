@@ -11,11 +11,11 @@ pub mod summary;
 pub mod train;
 
 use crate::commands::cli::{Cli, Command};
-use crate::net::graph::{BuildOptions, Network};
+use crate::net::graph::BuildOptions;
 use crate::net::presets;
 use crate::net::spec::{self, ArchSpec};
 use crate::usage;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::path::Path;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -87,47 +87,4 @@ pub fn load_arch(arch: &str) -> Result<ArchSpec> {
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("{arch}: cannot read"))?;
     spec::parse(&text).map_err(|e| anyhow::anyhow!("{arch}: {e}"))
-}
-
-/// Refuses to run `net` (described as `what`) on batches of `batch` images when its
-/// [`Network::memory_estimate`] is more than the memory available, naming both and the largest
-/// batch that would fit. Where the available memory cannot be read, it does not refuse.
-pub fn check_memory(net: &mut Network, batch: usize, what: &str) -> Result<()> {
-    let Some(available) = available_memory() else {
-        return Ok(());
-    };
-    let need = net.memory_estimate(batch);
-    if need <= available {
-        return Ok(());
-    }
-    let mb = |b: u64| b.div_ceil(1 << 20);
-    // The estimate grows with the batch, so the largest batch that fits is found by bisection.
-    let (mut lo, mut hi) = (0usize, batch);
-    while lo + 1 < hi {
-        let mid = lo + (hi - lo) / 2;
-        if net.memory_estimate(mid) <= available {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    let advice = if lo >= 1 {
-        format!("use --batch-size {lo} or less, or a smaller network")
-    } else {
-        "even one image does not fit: use a smaller network".to_string()
-    };
-    bail!(
-        "{what} with batches of {batch} images needs about {} MB of memory, but only {} MB is \
-         available; {advice}",
-        mb(need),
-        mb(available)
-    )
-}
-
-/// Memory the system can give without swapping (`MemAvailable` in /proc/meminfo), in bytes.
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb.saturating_mul(1024))
 }

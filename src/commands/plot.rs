@@ -5,7 +5,7 @@
 //! (`assets/fonts`), so plotting needs no system font libraries.
 
 use crate::infer::metrics::Bin;
-use crate::train::checkpoint::EpochRecord;
+use crate::train::config::EpochRecord;
 use anyhow::{Result, anyhow};
 use image::ImageEncoder;
 use plotters::coord::Shift;

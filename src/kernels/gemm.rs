@@ -1,9 +1,8 @@
 //! Single-precision matrix multiply, row-major, with optional transposes.
 //!
 //! Layout: a matrix `m×k` is stored row-major (`a[i*k + p]`); "transposed" means the buffer holds
-//! the `k×m` matrix instead. The backend is the `gemm` crate (runtime detection of AVX2/AVX-512/
-//! NEON, portable fallback); set `CNN_GEMM=matrixmultiply` to use the `matrixmultiply` crate
-//! instead, for comparison.
+//! the `k×m` matrix instead. The products are the `gemm` crate's (runtime detection of AVX2,
+//! AVX-512 and NEON, portable fallback).
 //!
 //! Threads: [`sgemm`] runs on the calling thread. [`par_sgemm`] splits the output into blocks of
 //! a fixed size that depends only on the problem's dimensions, never on the thread count, and
@@ -12,22 +11,6 @@
 
 use super::SendPtr;
 use rayon::prelude::*;
-use std::sync::OnceLock;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Gemm,
-    MatrixMultiply,
-}
-
-/// The backend in use, read once from `CNN_GEMM`.
-pub fn backend() -> Backend {
-    static B: OnceLock<Backend> = OnceLock::new();
-    *B.get_or_init(|| match std::env::var("CNN_GEMM").as_deref() {
-        Ok("matrixmultiply") => Backend::MatrixMultiply,
-        _ => Backend::Gemm,
-    })
-}
 
 /// A matrix operand: pointer, row stride and column stride (in elements).
 #[derive(Clone, Copy)]
@@ -179,48 +162,28 @@ unsafe fn raw(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut f32, c_rs: i
         }
         return;
     }
-    match backend() {
-        Backend::Gemm => unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c,
-                1,
-                c_rs,
-                acc,
-                a.ptr,
-                a.cs,
-                a.rs,
-                b.ptr,
-                b.cs,
-                b.rs,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            )
-        },
-        Backend::MatrixMultiply => unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.ptr,
-                a.rs,
-                a.cs,
-                b.ptr,
-                b.rs,
-                b.cs,
-                if acc { 1.0 } else { 0.0 },
-                c,
-                c_rs,
-                1,
-            )
-        },
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            c_rs,
+            acc,
+            a.ptr,
+            a.cs,
+            a.rs,
+            b.ptr,
+            b.cs,
+            b.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
     }
 }
 

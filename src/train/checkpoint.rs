@@ -11,85 +11,14 @@
 //! Randomness needs no state of its own: shuffles, augmentation and dropout are functions of the
 //! seed and the cursor (see [`crate::rng`]).
 
+use super::config::{TrainConfig, TrainState};
+use super::optim::Optimizer;
 use crate::net::graph::Network;
-use crate::net::loss::LossKind;
 use crate::store::Model;
 use crate::store::container::{self, Container, Kind, NamedTensor};
 use crate::tensor::Tensor;
-use crate::train::optim::{Optimizer, OptimizerConfig};
-use crate::train::schedule::ScheduleKind;
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub dataset: String,
-    pub data_dir: Option<PathBuf>,
-    /// The architecture's name as given (preset or file) and its canonical text.
-    pub arch_name: String,
-    pub arch: String,
-    pub epochs: u64,
-    pub batch_size: usize,
-    pub optimizer: OptimizerConfig,
-    pub lr: f32,
-    pub schedule: ScheduleKind,
-    pub warmup_epochs: f32,
-    pub label_smoothing: f32,
-    pub loss: LossKind,
-    pub augment: crate::data::Augment,
-    pub val_split: f32,
-    pub seed: u64,
-    pub out: PathBuf,
-    pub log: Option<PathBuf>,
-    pub keep_best: bool,
-    pub skip_bad: bool,
-    /// With `--plots`: the folder that receives `loss.png` and `accuracy.png` after every epoch.
-    #[serde(default)]
-    pub plots: Option<PathBuf>,
-    /// With `--time-budget`: the wall-clock seconds the whole run may take; `epochs` is then
-    /// re-planned as training goes so that the schedule ends inside the budget.
-    #[serde(default)]
-    pub time_budget_secs: Option<f64>,
-    /// The most epochs a time budget may plan (`--epochs`).
-    #[serde(default)]
-    pub max_epochs: u64,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct TrainState {
-    /// The next epoch to run (0-based) and the next batch within it.
-    pub epoch: u64,
-    pub batch: u64,
-    /// Optimizer steps taken so far.
-    pub step: u64,
-    pub best_val_accuracy: Option<f64>,
-    /// Running sums of the current epoch: loss × images, correct, images.
-    pub loss_sum: f64,
-    pub correct: u64,
-    pub seen: u64,
-    /// Wall-clock seconds spent training so far, across resumes.
-    pub seconds: f64,
-    /// One record per finished epoch, for the training curves (kept across resumes).
-    #[serde(default)]
-    pub history: Vec<EpochRecord>,
-}
-
-/// The figures of one finished epoch (the same as a line of the CSV log).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based.
-    pub epoch: u64,
-    /// Running mean over the epoch's batches, in training mode (augmentation, dropout).
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    /// `None` without a validation set.
-    pub val_loss: Option<f64>,
-    pub val_accuracy: Option<f64>,
-    /// The learning rate of the epoch's last step.
-    pub lr: f64,
-    pub seconds: f64,
-}
+use std::path::Path;
 
 /// Writes a checkpoint atomically.
 pub fn save(

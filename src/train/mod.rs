@@ -5,12 +5,15 @@
 //! - [`optim`], [`schedule`]: what changes the weights, and by how much at each step;
 //! - [`trainer`]: the epochs and steps, validation, best-model keeping, the time budget; it
 //!   reports what happens through [`trainer::Events`] and prints nothing itself;
-//! - [`checkpoint`]: the run's state in a file.
+//! - [`checkpoint`]: the run's state in a file;
+//! - [`memory`]: whether a run fits in the machine's memory.
 //!
 //! May use: `net`, `infer` (validation and the final test figures), `store`, `data`, `tensor`,
 //! `rng`, `error`.
 
 pub mod checkpoint;
-
+pub mod config;
+pub mod memory;
 pub mod optim;
 pub mod schedule;
+pub mod trainer;
