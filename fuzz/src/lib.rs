@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies, shared by the libFuzzer binaries (`fuzz_targets/*.rs`, run by
-//! `fuzz/run.sh`) and the stable test `tests/fuzz_corpus.rs`, which includes this file.
+//! `fuzz/run.sh`) and the stable test `tests/integration/fuzz_corpus.rs`, which includes this file.
 //!
 //! Each function takes arbitrary bytes, runs one reader on them and asserts what every input
 //! must satisfy: no panic, no allocation beyond what the input's size implies, errors that name

@@ -5,8 +5,7 @@
 use serde_json::Value;
 use std::path::Path;
 
-mod common;
-use common::{cnn, repo};
+use crate::common::{cnn, repo};
 
 /// Runs `cnn`, asserts success, returns stdout.
 fn ok(dir: &Path, args: &[&str]) -> String {

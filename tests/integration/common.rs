@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests that drive the real binary.
-#![allow(dead_code)] // each test crate uses its own subset
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -64,4 +63,14 @@ pub fn digest(dir: &Path, model: &str) -> String {
         .find_map(|l| l.strip_prefix("weights-sha256: "))
         .unwrap_or_else(|| panic!("no digest in:\n{out}"))
         .to_string()
+}
+
+/// The value of the environment variable an opt-in test needs, or `None` after saying on the
+/// test's output that the part needing it was skipped.
+pub fn opt_in(var: &str) -> Option<String> {
+    let v = std::env::var(var).ok();
+    if v.is_none() {
+        println!("skipped: {var} is not set");
+    }
+    v
 }

@@ -507,13 +507,12 @@ fn every_fixture_becomes_a_centred_mnist_style_digit() {
 }
 
 /// Writes each fixture's prepared 28×28 image as `<name>.png` into `$PREPROCESS_DUMP`, to look at
-/// them or feed them to a model: `PREPROCESS_DUMP=/tmp/out cargo test --test preprocess -- --ignored`.
+/// them or feed them to a model: `PREPROCESS_DUMP=/tmp/out cargo test --test integration -- --ignored dump_prepared`.
 #[test]
 #[ignore]
 fn dump_prepared_fixtures() {
-    let Ok(dir) = std::env::var("PREPROCESS_DUMP") else {
-        return;
-    };
+    let dir = std::env::var("PREPROCESS_DUMP")
+        .expect("set PREPROCESS_DUMP to the folder to write into (see this test's comment)");
     std::fs::create_dir_all(&dir).unwrap();
     for path in fixtures() {
         let out = prepare(&decode(&path).unwrap(), MNIST, true, true);

@@ -10,8 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{assert_fails, cnn, digest, repo, text, train_on_mini};
+use crate::common::{assert_fails, cnn, digest, repo, text, train_on_mini};
 
 /// `cnn train` on the shipped MNIST subset with LeNet-5, batch 100, quietly, plus `extra`.
 fn train_args(extra: &[&str]) -> Vec<String> {

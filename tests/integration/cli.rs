@@ -1,11 +1,11 @@
 //! End-to-end tests through the real binary, in temporary folders, on the shipped MNIST subset.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{assert_fails, cnn, digest, mini, repo, text, train_on_mini};
+use crate::common::{assert_fails, cnn, digest, mini, repo, text, train_on_mini};
 
 /// A small, fast training run: LeNet-5 on 3,000 digits, plus `extra`.
 fn train_args(extra: &[&str]) -> Vec<String> {
@@ -205,48 +205,46 @@ fn same_seed_gives_identical_weights() {
 fn interrupted_and_killed_runs_resume_to_identical_weights() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let o = train(d, &["--epochs", "3", "--keep", "last", "--out", "full.cnn"]);
+    let o = train(d, &["--epochs", "4", "--keep", "last", "--out", "full.cnn"]);
     assert!(o.status.success(), "{}", text(&o).1);
     let want = digest(d, "full.cnn");
 
-    let args = train_args(&["--epochs", "3", "--keep", "last", "--out", "part.cnn"]);
+    // Not quiet: the epoch lines on stdout say when to interrupt.
+    let args: Vec<String> = train_args(&["--epochs", "4", "--keep", "last", "--out", "part.cnn"])
+        .into_iter()
+        .filter(|a| a != "--quiet")
+        .collect();
     let spawn = || {
         Command::new(env!("CARGO_BIN_EXE_cnn"))
             .args(&args)
             .current_dir(d)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     };
     let ckpt = d.join("part.cnn.ckpt");
-    let wait_for = |path: &Path| {
-        let t = Instant::now();
-        while !path.exists() {
-            assert!(
-                t.elapsed() < Duration::from_secs(120),
-                "no checkpoint appeared"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
 
-    // Ctrl-C (SIGINT) during epoch 2: a checkpoint at the exact batch, exit code 130.
-    let child = spawn();
-    wait_for(&ckpt);
-    std::thread::sleep(Duration::from_millis(150));
+    // Ctrl-C (SIGINT) during epoch 2: a checkpoint at the exact batch, exit code 130. The
+    // signal goes as soon as epoch 1's line is out, with three epochs (seconds) still to run.
+    let mut child = spawn();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    assert!(first.starts_with("epoch   1/4"), "{first}");
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    if o.status.code() == Some(130) {
-        assert!(err.contains("--resume"), "{err}");
-    } else {
-        // The run may have finished before the signal arrived on a fast machine.
-        assert!(o.status.success(), "{err}");
-    }
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "the run was not interrupted (it printed {rest:?}): {err}"
+    );
+    assert!(err.contains("--resume") && ckpt.exists(), "{err}");
+    assert!(rest.is_empty(), "epochs after the interrupt: {rest:?}");
 
     // Resume, and kill -9 at several moments of the resumed run; each time resume again.
     let ckpt_s = ckpt.display().to_string();
@@ -418,7 +416,7 @@ fn flip_tta_answers_a_photo_and_its_mirror_image_alike() {
 /// Test accuracy of the shipped models on the full test sets (opt-in: needs the datasets).
 ///
 ///   CNN_MNIST_DIR=data/mnist CNN_CIFAR_DIR=data/cifar10-jpg \
-///       cargo test --release --test cli -- --ignored shipped_models_reach
+///       cargo test --release --test integration -- --ignored shipped_models_reach
 ///
 /// `CNN_MNIST_DIR` holds the MNIST files (`scripts/fetch-data.sh mnist`); `CNN_CIFAR_DIR` is the
 /// CIFAR-10 image folder (`scripts/fetch-data.sh cifar10` writes `data/cifar10-jpg`). Either may
@@ -437,19 +435,21 @@ fn shipped_models_reach_their_test_accuracy() {
         println!("{model}: test accuracy {acc:.4} (at least {want})");
         assert!(acc >= want, "{model}: {acc}");
     };
-    let mut checked = 0;
-    if let Ok(dir) = std::env::var("CNN_MNIST_DIR") {
+    let mnist = crate::common::opt_in("CNN_MNIST_DIR");
+    let cifar = crate::common::opt_in("CNN_CIFAR_DIR");
+    assert!(
+        mnist.is_some() || cifar.is_some(),
+        "set CNN_MNIST_DIR and/or CNN_CIFAR_DIR (see this test's comment)"
+    );
+    if let Some(dir) = mnist {
         eval("models/mnist.cnn", &["mnist", "--data-dir", &dir], 0.995);
-        checked += 1;
     }
-    if let Ok(dir) = std::env::var("CNN_CIFAR_DIR") {
+    if let Some(dir) = cifar {
         // models/README.md: 0.8724 on the images as they are, 0.8825 with flip test-time
         // augmentation (the figure the project's 88% target is met with).
         eval("models/cifar10.cnn", &[&dir], 0.87);
         eval("models/cifar10.cnn", &[&dir, "--tta", "flip"], 0.88);
-        checked += 1;
     }
-    assert!(checked > 0, "set CNN_MNIST_DIR and/or CNN_CIFAR_DIR");
 }
 
 /// `--time-budget` plans the number of epochs from measured speed and ends on time.

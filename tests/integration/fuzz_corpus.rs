@@ -1,11 +1,12 @@
 //! The fuzz targets on stable, in every `cargo test`: each seed in `fuzz/corpus/<target>/`, each
-//! regression input in `tests/fixtures/fuzz/<target>/` (inputs a fuzzer once crashed on), and a
-//! few thousand seeded mutations of the seeds go through the same bodies that `fuzz/run.sh`
-//! fuzzes (`fuzz/src/lib.rs`), which assert no panic, bounded allocation and errors that name
-//! the file. Coverage-guided fuzzing finds more; this keeps the targets compiling and the
-//! known cases fixed.
+//! regression input in `tests/fixtures/fuzz/<target>/` (hostile inputs on the edges a reader
+//! must refuse cleanly, written by `make-fixtures.py` there; a crash a fuzzer finds goes there
+//! too), and a few thousand seeded mutations of the seeds go through the same bodies that
+//! `fuzz/run.sh` fuzzes (`fuzz/src/lib.rs`), which assert no panic, bounded allocation and
+//! errors that name the file. Coverage-guided fuzzing finds more; this keeps the targets
+//! compiling and the known cases fixed.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 #[allow(dead_code)]
 mod targets;
 
@@ -103,6 +104,10 @@ fn exercise(target: &str, body: fn(&[u8])) {
     let seeds = files(&root.join("fuzz/corpus").join(target));
     assert!(!seeds.is_empty(), "no seeds for {target}");
     let regressions = files(&root.join("tests/fixtures/fuzz").join(target));
+    assert!(
+        !regressions.is_empty(),
+        "no regression inputs for {target} in tests/fixtures/fuzz/{target}"
+    );
     for f in seeds.iter().chain(&regressions) {
         let bytes = std::fs::read(f).unwrap();
         let result = std::panic::catch_unwind(|| body(&bytes));

@@ -881,7 +881,7 @@ fn shipped_samples_are_the_digits() {
 // dependencies at opt-level 3 and this crate at 1). Run with, e.g.:
 //
 //   CNN_MNIST_DIR=../shared/data/mnist CNN_CIFAR_DIR=/tmp/cifar \
-//     cargo test --test data -- --ignored --nocapture load_times
+//     cargo test --test integration -- --ignored --nocapture load_times
 //
 // CNN_CIFAR_DIR holds cifar-10-batches-bin/ and cifar10-jpg/ (as `make-cifar10-bin DIR` writes).
 // Either variable may be left out to skip that part.
@@ -898,7 +898,13 @@ fn timed<T>(what: &str, limit: f64, f: impl FnOnce() -> T) -> T {
 #[test]
 #[ignore]
 fn load_times() {
-    if let Ok(dir) = std::env::var("CNN_MNIST_DIR") {
+    let mnist = crate::common::opt_in("CNN_MNIST_DIR");
+    let cifar = crate::common::opt_in("CNN_CIFAR_DIR");
+    assert!(
+        mnist.is_some() || cifar.is_some(),
+        "set CNN_MNIST_DIR and/or CNN_CIFAR_DIR (see this test's comment)"
+    );
+    if let Some(dir) = mnist {
         let s = timed("MNIST (gzip IDX, 70,000 images)", 1.0, || {
             data::load("mnist", Some(Path::new(&dir)), [1, 28, 28], &opts()).unwrap()
         });
@@ -908,7 +914,7 @@ fn load_times() {
         });
         println!("MNIST mean {:.4} std {:.4}", n.mean[0], n.std[0]);
     }
-    if let Ok(dir) = std::env::var("CNN_CIFAR_DIR") {
+    if let Some(dir) = cifar {
         let dir = PathBuf::from(dir);
         let s = timed("CIFAR-10 binary (60,000 images)", 2.0, || {
             data::load("cifar10", Some(&dir), [3, 32, 32], &opts()).unwrap()
@@ -964,13 +970,12 @@ fn fetch_script_refuses_bad_checksums_and_bad_usage() {
 }
 
 /// Opt-in, needs the project's shared data mirror:
-///   CNN_SHARED_DATA=../shared/data cargo test --test data -- --ignored fetch_script_copies
+///   CNN_SHARED_DATA=../shared/data cargo test --test integration -- --ignored fetch_script_copies
 #[test]
 #[ignore]
 fn fetch_script_copies_from_a_local_mirror() {
-    let Ok(shared) = std::env::var("CNN_SHARED_DATA") else {
-        return;
-    };
+    let shared = std::env::var("CNN_SHARED_DATA")
+        .expect("set CNN_SHARED_DATA to the shared data mirror (see this test's comment)");
     let d = tmp();
     let dest = d.path().join("data");
     let args = ["--dest", dest.to_str().unwrap(), "--from", &shared, "mnist"];
