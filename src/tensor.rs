@@ -11,8 +11,8 @@ pub fn reuse(buf: &mut Tensor, shape: &[usize]) {
     }
 }
 
-/// `dst = src` (equal lengths), in parallel chunks: activations are megabytes, and one thread
-/// copying them while the others wait cost more than 2% of a two-thread training step.
+/// `dst = src` (equal lengths), in parallel chunks: activations are megabytes, which one thread
+/// would copy while the others wait.
 pub fn par_copy(src: &[f32], dst: &mut [f32]) {
     use rayon::prelude::*;
     assert_eq!(src.len(), dst.len(), "par_copy: lengths differ");

@@ -40,9 +40,8 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Sets the worker thread count (default: all cores), then runs `f` on a worker of that pool.
 ///
 /// Why on a worker: a parallel loop started from outside the pool hands its work over and puts
-/// the caller to sleep until it ends, two thread wake-ups per loop and a training step has
-/// about a hundred loops (6% of a 1-thread mnist-ref step, `cnn bench`); on a worker the loop
-/// starts on the calling thread at once.
+/// the caller to sleep until it ends, two thread wake-ups per loop, and a training step has
+/// about a hundred loops; on a worker the loop starts on the calling thread at once.
 pub fn with_threads<R: Send>(
     threads: Option<usize>,
     f: impl FnOnce() -> Result<R> + Send,

@@ -1,8 +1,8 @@
 //! Test-time augmentation: classify an image from several views and average the logits.
 //!
 //! A network trained on randomly mirrored images sees a photograph and its mirror image as
-//! equally likely; averaging its logits over both views cancels part of its error (on
-//! CIFAR-10 about one point: 87.24% → 88.25% for models/cifar10.cnn). Averaging logits, not probabilities,
+//! equally likely; averaging its logits over both views cancels part of its error (about a
+//! point on CIFAR-10, see models/README.md). Averaging logits, not probabilities,
 //! keeps the result a logit vector, so temperature scaling and every metric apply unchanged:
 //! the averaged model is simply another model. Never use `flip` with a model whose classes
 //! change under mirroring (digits, letters).

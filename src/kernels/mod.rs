@@ -10,7 +10,6 @@ pub mod scratch;
 pub mod small_gemm;
 pub mod transpose;
 pub mod winograd;
-mod winograd_avx512;
 
 /// A raw pointer that may cross threads. Each parallel task writes a disjoint region of the
 /// buffer behind it; the code that creates one states why the regions are disjoint.

@@ -1,10 +1,9 @@
 //! Matrix transpose, in parallel.
 //!
-//! The GEMM crate runs far below its peak when the right operand is stored with its reduction
-//! dimension contiguous (`x·Wᵀ` with a `O×F` weight): 62 GFLOP/s against 198 for the same
-//! product with `W` stored `F×O` (mnist-ref's dense1, 64×128×9216, 2 threads), and 25 against
-//! 115 for a first convolution's weight gradient (27×32×1024, one thread). Transposing one
-//! operand first costs far less than the difference.
+//! The GEMM crate runs several times below its peak when the right operand is stored with its
+//! reduction dimension contiguous (`x·Wᵀ` with a `O×F` weight, or a convolution's weight
+//! gradient `dy · colsᵀ`); transposing one operand first costs far less than the difference
+//! (figures in docs/PERFORMANCE.md).
 
 use rayon::prelude::*;
 

@@ -58,14 +58,12 @@ impl Layer for Dense {
         self.trained = matches!(mode, Mode::Train { .. });
         reuse(&mut self.y, &[n, o]);
         let y = data_mut(&mut self.y);
-        // The GEMM crate is up to 3× slower when its right operand has the reduction dimension
-        // contiguous, as `Wᵀ` has (see `kernels::transpose`). From 8 images it pays to transpose
-        // the smaller of the two operands first: the weight (`y = x · (Wᵀ copied)`; e.g.
-        // 2.09 → 0.70 ms for 8×128×9216, transposition included) or, with fewer images than
-        // outputs, the input (`yᵀ = W · (xᵀ copied)`, then `yᵀ` transposed back: mnist-ref's
-        // dense1 at batch 64, 3.55 → 2.5 ms). Below 8 images the crate runs a matrix-vector
-        // kernel that reads the weight as stored at full speed, and a copy would only add
-        // (0.08 → 0.64 ms for one image).
+        // The GEMM crate is several times slower when its right operand has the reduction
+        // dimension contiguous, as `Wᵀ` has (see `kernels::transpose`). From 8 images it pays
+        // to transpose the smaller of the two operands first: the weight (`y = x · (Wᵀ
+        // copied)`) or, with fewer images than outputs, the input (`yᵀ = W · (xᵀ copied)`, then
+        // `yᵀ` transposed back). Below 8 images the crate runs a matrix-vector kernel that reads
+        // the weight as stored at full speed, and a copy would only add to it.
         let weight = data(&self.weight.value);
         if n >= 8 && n < o {
             self.scratch.resize(f * n + o * n, 0.0);

@@ -357,7 +357,7 @@ fn fuse_relus(nodes: &mut [Node]) {
 }
 
 /// Skips every flatten whose next layer reads its input flat: a copy of the activations fewer
-/// each way (mnist-ref, batch 64: 2.4 MB), with bit-identical results.
+/// each way, with bit-identical results.
 fn fuse_flattens(nodes: &mut [Node]) {
     for i in 1..nodes.len() {
         let (before, rest) = nodes.split_at_mut(i);

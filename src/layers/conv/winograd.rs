@@ -10,8 +10,7 @@ use crate::kernels::winograd::Winograd;
 use rayon::prelude::*;
 
 /// Fewest input channels for which the path is taken: with fewer (a first layer) the 16
-/// products are too thin for the transforms to pay (measured slower than im2col + GEMM on
-/// cifar-ref's 3-channel first convolution).
+/// products are too thin to pay for the transforms.
 const MIN_CHANNELS: usize = 8;
 
 /// Elements per parallel task of the partial sums' reduction.

@@ -1,0 +1,273 @@
+//! 3×3 stride-1 convolution by Winograd's minimal filtering algorithm F(2×2, 3×3) (Lavin and
+//! Gray 2016, "Fast Algorithms for Convolutional Neural Networks", arXiv:1509.09308).
+//!
+//! Each 2×2 block ("tile") of output comes from a 4×4 patch `d` of input and the 3×3 kernel `g`
+//! as `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`: 16 multiplications per tile and channel pair instead of
+//! 36. Summed over input channels, the 16 element-wise products become 16 matrix products,
+//! `M_ξ (O×T) = U_ξ (O×C) · V_ξ (C×T)` over the T tiles, so the work is 4/9 of im2col + GEMM's
+//! plus the cheap transforms. The transforms only add and halve, so rounding stays close to the
+//! direct sum (tested against it below and in the conv layer).
+//!
+//! Layout: inputs `g×C×H×W` (a group of images), weights `O×C×3×3` → outputs `g×O×OH×OW`,
+//! where `OH = H + 2·pad − 2` and `OW = W + 2·pad − 2`. There are `TH×TW` tiles per image
+//! (`⌈OH/2⌉×⌈OW/2⌉`). Each padded input channel is split into four phase images,
+//! `P_pq[y][x] = padded[2y + p][2x + q]`, rows `TW + 1` long; numbering tile `(ty, tx)`
+//! `ty·(TW + 1) + tx`, with one unused tile at the end of each row, makes element `(i, j)` of
+//! every tile's patch one contiguous run of a phase image, `P_(i mod 2)(j mod 2)` shifted by
+//! `(i/2)·(TW + 1) + j/2`. So every transform is a handful of loops over whole images, which
+//! vectorise well even when an image is 4 tiles wide. Within a group, tiles are numbered
+//! image-major: `t = image·T + ty·(TW + 1) + tx`, `T = TH·(TW + 1)`.
+//!
+//! The weight gradient follows from the same identity by the chain rule: with `Z = A dY Aᵀ` for
+//! each 2×2 tile of output gradient (zero where the tile hangs over the output),
+//! `dg = Gᵀ [Σ_tiles Z ⊙ (Bᵀ d B)] G`, so it is again 16 matrix products,
+//! `S_ξ (O×C) += Z_ξ (O×T) · V_ξᵀ (T×C)`, followed by one small transform per kernel.
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(test)]
+mod tests;
+mod transforms;
+
+use super::gemm::sgemm;
+use super::small_gemm::product;
+
+/// Tiles per matrix product below which images are grouped: enough columns for the GEMM's
+/// micro-kernel to run at speed, few enough for the group's buffers to stay in cache and for
+/// a batch to make enough groups to share among threads; anything from 32 to 256 does about as
+/// well.
+const MIN_TILES: usize = 64;
+
+/// The geometry of one 3×3, stride-1 convolution computed by F(2×2, 3×3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Winograd {
+    c: usize,
+    h: usize,
+    w: usize,
+    pad: usize,
+    o: usize,
+    oh: usize,
+    ow: usize,
+    /// Tiles down and across one image: `⌈OH/2⌉`, `⌈OW/2⌉`.
+    th: usize,
+    tw: usize,
+}
+
+impl Winograd {
+    /// The plan for input `C×H×W`, `O` output channels, padding `pad`; `None` when a 3×3 kernel
+    /// does not fit the padded input.
+    pub fn new((c, h, w): (usize, usize, usize), o: usize, pad: usize) -> Option<Self> {
+        let (oh, ow) = ((h + 2 * pad).checked_sub(2)?, (w + 2 * pad).checked_sub(2)?);
+        if oh == 0 || ow == 0 || c == 0 || o == 0 {
+            return None;
+        }
+        Some(Winograd {
+            c,
+            h,
+            w,
+            pad,
+            o,
+            oh,
+            ow,
+            th: oh.div_ceil(2),
+            tw: ow.div_ceil(2),
+        })
+    }
+
+    /// Floats of one input image, `C·H·W`.
+    pub fn input_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// Floats of one output image, `O·OH·OW`.
+    pub fn output_len(&self) -> usize {
+        self.o * self.output_plane()
+    }
+
+    /// Floats of one output channel, `OH·OW`.
+    pub fn output_plane(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Tiles per row, counting the unused one (see the module doc).
+    fn pitch(&self) -> usize {
+        self.tw + 1
+    }
+
+    /// Tiles per image, counting the unused ones.
+    fn tiles(&self) -> usize {
+        self.th * self.pitch()
+    }
+
+    /// Images per group (per set of 16 matrix products). It depends on the geometry only, so
+    /// results do not depend on the thread count.
+    pub fn group(&self) -> usize {
+        MIN_TILES.div_ceil(self.tiles()).max(1)
+    }
+
+    /// Floats of one phase image: `TH + 1` rows of `TW + 1`, and one more that the last
+    /// (unused) tile's shifted reads reach.
+    fn phase_len(&self) -> usize {
+        (self.th + 1) * self.pitch() + 1
+    }
+
+    /// Floats of one prepared image: four phase images per channel.
+    fn prepared_len(&self) -> usize {
+        self.c * 4 * self.phase_len()
+    }
+
+    /// Scratch floats [`Self::forward`] needs for a group of `g` images.
+    pub fn scratch_len(&self, g: usize) -> usize {
+        let nt = g * self.tiles();
+        g * self.prepared_len() + 16 * self.c * nt + 16 * self.o * nt + 4 * self.tiles()
+    }
+
+    /// The number of floats of the transformed weights `U`.
+    pub fn weights_len(&self) -> usize {
+        16 * self.o * self.c
+    }
+
+    /// `U_ξ = G g Gᵀ` for every kernel `g` of `weight` (`O×C×3×3`), stored `16×O×C`.
+    pub fn transform_weights(&self, weight: &[f32], u: &mut [f32]) {
+        let (o, c) = (self.o, self.c);
+        assert!(weight.len() >= o * c * 9 && u.len() >= 16 * o * c);
+        for oc in 0..o {
+            for ic in 0..c {
+                let g = &weight[(oc * c + ic) * 9..][..9];
+                // G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]], applied to the rows of g...
+                let mut t = [[0.0f32; 3]; 4];
+                for j in 0..3 {
+                    let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+                    t[0][j] = g0;
+                    t[1][j] = 0.5 * (g0 + g1 + g2);
+                    t[2][j] = 0.5 * (g0 - g1 + g2);
+                    t[3][j] = g2;
+                }
+                // ...then to its columns (· Gᵀ).
+                for (i, &[a, b, d]) in t.iter().enumerate() {
+                    let row = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+                    for (j, v) in row.into_iter().enumerate() {
+                        u[((4 * i + j) * o + oc) * c + ic] = v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `y (g×O×OH×OW) = conv(x (g×C×H×W))` without bias, for `g = x.len() / (C·H·W)` images,
+    /// with `u` from [`Self::transform_weights`] and at least [`Self::scratch_len`]`(g)` floats
+    /// of scratch.
+    pub fn forward(&self, x: &[f32], u: &[f32], scratch: &mut [f32], y: &mut [f32]) {
+        let g = x.len() / self.input_len();
+        assert!(y.len() == g * self.output_len() && u.len() >= self.weights_len());
+        let (v, m, phases) = self.input_transformed(x, scratch);
+        let (o, c, nt) = (self.o, self.c, g * self.tiles());
+        for xi in 0..16 {
+            product(
+                o,
+                nt,
+                c,
+                &u[xi * o * c..][..o * c],
+                &v[xi * c * nt..][..c * nt],
+                &mut m[xi * o * nt..][..o * nt],
+            );
+        }
+        self.transform_output(m, g, phases, y);
+    }
+
+    /// Splits the scratch for the `g` images of `x` (`g×C×H×W`, at least
+    /// [`Self::scratch_len`]`(g)` floats) into `V` (`16×C×NT`), a `16×O×NT` buffer and a `4×T`
+    /// one, and fills `V` with the transformed input.
+    fn input_transformed<'s>(
+        &self,
+        x: &[f32],
+        scratch: &'s mut [f32],
+    ) -> (&'s mut [f32], &'s mut [f32], &'s mut [f32]) {
+        let item = self.input_len();
+        let g = x.len() / item;
+        assert!(x.len() == g * item && scratch.len() >= self.scratch_len(g));
+        let nt = g * self.tiles();
+        let (prepared, rest) = scratch.split_at_mut(g * self.prepared_len());
+        let (v, rest) = rest.split_at_mut(16 * self.c * nt);
+        let (out, rest) = rest.split_at_mut(16 * self.o * nt);
+        let phases = &mut rest[..4 * self.tiles()];
+        for (img, buf) in x
+            .chunks_exact(item)
+            .zip(prepared.chunks_exact_mut(self.prepared_len()))
+        {
+            self.prepare(img, buf);
+        }
+        self.transform_input(prepared, g, v);
+        (v, out, phases)
+    }
+
+    /// Images per partial sum of the weight gradient: a fixed number (never the thread count),
+    /// so the sum order is fixed; enough images that the `16×O×C` partials stay few, and at
+    /// least one group.
+    pub fn grad_chunk(&self) -> usize {
+        self.group().max(8)
+    }
+
+    /// Floats of one weight-gradient partial sum `S` (`16×O×C`).
+    pub fn grad_len(&self) -> usize {
+        16 * self.o * self.c
+    }
+
+    /// `S_ξ (O×C) (+)= Σ_tiles Z_ξ · V_ξᵀ` for `g` images `x` (`g×C×H×W`) and their output
+    /// gradients `dy` (`g×O×OH×OW`), with [`Self::scratch_len`]`(g)` floats of scratch; `s` is
+    /// overwritten unless `accumulate`. [`Self::weight_grad`] turns the sum into `dW`.
+    pub fn accumulate_weight_grad(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        scratch: &mut [f32],
+        s: &mut [f32],
+        accumulate: bool,
+    ) {
+        let g = x.len() / self.input_len();
+        assert!(dy.len() == g * self.output_len() && s.len() >= self.grad_len());
+        let (v, z, phases) = self.input_transformed(x, scratch);
+        self.transform_grad(dy, g, phases, z);
+        let (o, c, nt) = (self.o, self.c, g * self.tiles());
+        for xi in 0..16 {
+            sgemm(
+                o,
+                c,
+                nt,
+                &z[xi * o * nt..][..o * nt],
+                false,
+                &v[xi * c * nt..][..c * nt],
+                true,
+                &mut s[xi * o * c..][..o * c],
+                accumulate,
+            );
+        }
+    }
+
+    /// `dW (O×C×3×3) += Gᵀ S G` for every kernel, `S` (`16×O×C`) from
+    /// [`Self::accumulate_weight_grad`].
+    pub fn weight_grad(&self, s: &[f32], dw: &mut [f32]) {
+        let (o, c) = (self.o, self.c);
+        assert!(s.len() >= 16 * o * c && dw.len() >= o * c * 9);
+        for (k, g) in dw.chunks_exact_mut(9).take(o * c).enumerate() {
+            let at = |xi: usize| s[xi * o * c + k];
+            // Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]], applied to the columns of S...
+            let t: [[f32; 4]; 3] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| {
+                    let (u0, u1, u2, u3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
+                    match i {
+                        0 => u0 + 0.5 * (u1 + u2),
+                        1 => 0.5 * (u1 - u2),
+                        _ => 0.5 * (u1 + u2) + u3,
+                    }
+                })
+            });
+            // ...then to its rows (· G).
+            for (i, &[u0, u1, u2, u3]) in t.iter().enumerate() {
+                g[3 * i] += u0 + 0.5 * (u1 + u2);
+                g[3 * i + 1] += 0.5 * (u1 - u2);
+                g[3 * i + 2] += 0.5 * (u1 + u2) + u3;
+            }
+        }
+    }
+}

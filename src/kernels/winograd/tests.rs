@@ -1,0 +1,178 @@
+//! Winograd's transforms and products against the direct convolution and the definition of
+//! the weight gradient, on awkward sizes.
+
+use super::*;
+use crate::kernels::reference::{self, Window};
+
+fn seeded(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = crate::rng::Rng::new(seed);
+    (0..len).map(|_| rng.uniform() * 2.0 - 1.0).collect()
+}
+
+/// (images, C, H, W, O, pad): one image and several, odd and even and non-square outputs,
+/// padding 0, 1 and 2, widths past one 16-lane run, exactly one run (4×14 → 2×8 tiles,
+/// counting the unused column), odd widths with every padding, 1 channel.
+const CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (1, 1, 3, 3, 1, 0),
+    (1, 2, 5, 7, 3, 0),
+    (2, 3, 6, 9, 4, 1),
+    (3, 4, 7, 4, 5, 1),
+    (1, 2, 4, 37, 2, 1),
+    (2, 5, 9, 8, 3, 2),
+    (1, 3, 35, 34, 2, 1),
+    (1, 1, 1, 1, 2, 1),
+    (2, 2, 4, 14, 3, 1),
+    (1, 2, 5, 7, 2, 2),
+];
+
+/// Against the definition, on the awkward sizes of `CASES`.
+#[test]
+fn winograd_matches_the_direct_convolution() {
+    for &(g, c, h, w, o, pad) in CASES {
+        let plan = Winograd::new((c, h, w), o, pad).unwrap();
+        let x = seeded(g * c * h * w, 3);
+        let weight = seeded(o * c * 9, 4);
+        let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
+        let mut want = vec![0.0; g * o * oh * ow];
+        let win = Window {
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad,
+        };
+        for (xi, yi) in x.chunks(c * h * w).zip(want.chunks_mut(o * oh * ow)) {
+            reference::conv2d(xi, (c, h, w), &weight, None, o, win, yi);
+        }
+        let mut u = vec![0.0; plan.weights_len()];
+        plan.transform_weights(&weight, &mut u);
+        let mut scratch = vec![f32::NAN; plan.scratch_len(g)];
+        let mut y = vec![f32::NAN; want.len()];
+        plan.forward(&x, &u, &mut scratch, &mut y);
+        for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()) * (c * 9) as f32,
+                "g={g} c={c} h={h} w={w} o={o} pad={pad} at {i}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+/// The weight gradient against its definition, `dW[o][c][i][j] = Σ dy[o][y][x] ·
+/// x_padded[c][y + i][x + j]`, on `CASES`, accumulated over two calls.
+#[test]
+fn winograd_weight_gradient_matches_the_definition() {
+    for &(g, c, h, w, o, pad) in CASES {
+        let plan = Winograd::new((c, h, w), o, pad).unwrap();
+        let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
+        let x = seeded(2 * g * c * h * w, 5);
+        let dy = seeded(2 * g * o * oh * ow, 6);
+        let mut want = vec![0.0f64; o * c * 9];
+        for (xi, di) in x.chunks(c * h * w).zip(dy.chunks(o * oh * ow)) {
+            for oc in 0..o {
+                for ic in 0..c {
+                    for k in 0..9 {
+                        let (i, j) = (k / 3, k % 3);
+                        for yy in 0..oh {
+                            for xx in 0..ow {
+                                let (sy, sx) = (yy + i, xx + j);
+                                if sy < pad || sx < pad || sy - pad >= h || sx - pad >= w {
+                                    continue;
+                                }
+                                want[(oc * c + ic) * 9 + k] += di[(oc * oh + yy) * ow + xx] as f64
+                                    * xi[(ic * h + sy - pad) * w + sx - pad] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut scratch = vec![f32::NAN; plan.scratch_len(g)];
+        let mut s = vec![f32::NAN; plan.grad_len()];
+        let (x_item, dy_item) = (g * c * h * w, g * o * oh * ow);
+        for half in 0..2 {
+            plan.accumulate_weight_grad(
+                &x[half * x_item..][..x_item],
+                &dy[half * dy_item..][..dy_item],
+                &mut scratch,
+                &mut s,
+                half > 0,
+            );
+        }
+        let mut dw = vec![1.0; o * c * 9];
+        plan.weight_grad(&s, &mut dw);
+        let terms = (2 * g * oh * ow) as f32;
+        for (i, (a, b)) in dw.iter().zip(&want).enumerate() {
+            let b = *b as f32 + 1.0;
+            assert!(
+                (a - b).abs() <= 1e-6 * (1.0 + b.abs()) * terms,
+                "g={g} c={c} h={h} w={w} o={o} pad={pad} at {i}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+/// The AVX-512 transforms against the portable ones, bit for bit, on `CASES` (where the CPU
+/// has AVX-512; elsewhere only the portable ones exist). Inputs include zeros, so a −0
+/// turned into +0 would show, and full mantissas, so would a change in the order of a sum.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn avx512_transforms_match_the_portable_ones_exactly() {
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        eprintln!("no AVX-512 on this CPU: nothing to compare");
+        return;
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    // Full 24-bit mantissas (`seeded` values have fewer, and sums of those are exact in
+    // any order, which would hide a change of order).
+    let full = |len, seed| -> Vec<f32> { seeded(len, seed).iter().map(|v| v / 3.0).collect() };
+    for &(g, c, h, w, o, pad) in CASES {
+        let plan = Winograd::new((c, h, w), o, pad).unwrap();
+        let same = |what, a: &[f32], b: &[f32]| {
+            let case = (g, c, h, w, o, pad);
+            assert_eq!(bits(a), bits(b), "{what} transform, case {case:?}");
+        };
+        let nt = g * plan.tiles();
+        let mut x = full(g * c * h * w, 7);
+        x.iter_mut().step_by(5).for_each(|v| *v = 0.0);
+        let mut prepared = vec![0.0; g * plan.prepared_len()];
+        for (img, buf) in x
+            .chunks(c * h * w)
+            .zip(prepared.chunks_mut(plan.prepared_len()))
+        {
+            plan.prepare(img, buf);
+        }
+        let (mut a, mut b) = (vec![f32::NAN; 16 * c * nt], vec![f32::NAN; 16 * c * nt]);
+        plan.transform_input_body::<false>(&prepared, g, &mut a);
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe { plan.transform_input_avx512(&prepared, g, &mut b) };
+        same("input", &a, &b);
+
+        let mut m = full(16 * o * nt, 8);
+        m.iter_mut().step_by(3).for_each(|v| *v = -0.0);
+        let mut phases = vec![0.0; 4 * plan.tiles()];
+        let (mut a, mut b) = (
+            vec![f32::NAN; g * plan.output_len()],
+            vec![f32::NAN; g * plan.output_len()],
+        );
+        plan.transform_output_body::<false>(&m, g, &mut phases, &mut a);
+        // SAFETY: as above.
+        unsafe { plan.transform_output_avx512(&m, g, &mut phases, &mut b) };
+        same("output", &a, &b);
+
+        let mut dy = full(g * plan.output_len(), 9);
+        dy.iter_mut().step_by(4).for_each(|v| *v = 0.0);
+        let (mut a, mut b) = (vec![f32::NAN; 16 * o * nt], vec![f32::NAN; 16 * o * nt]);
+        plan.transform_grad_body::<false>(&dy, g, &mut phases, &mut a);
+        // SAFETY: as above.
+        unsafe { plan.transform_grad_avx512(&dy, g, &mut phases, &mut b) };
+        same("gradient", &a, &b);
+    }
+}
+
+#[test]
+fn winograd_declines_what_a_3x3_kernel_does_not_fit() {
+    assert!(Winograd::new((1, 2, 5), 1, 0).is_none());
+    assert!(Winograd::new((1, 1, 1), 1, 1).is_some());
+    assert_eq!(Winograd::new((3, 32, 32), 8, 1).unwrap().group(), 1);
+    assert_eq!(Winograd::new((3, 8, 8), 8, 1).unwrap().group(), 4);
+}
