@@ -1,4 +1,9 @@
-//! The subcommands: each a thin driver that wires the library together and owns all printing.
+//! The command line's edge: the CLI definitions ([`cli`]), one thin driver per subcommand, the
+//! plots, and all printing. Each driver resolves its flags into values, calls the library and
+//! reports; no driver imports another (what two share lives in this file, [`format`] or below).
+//! The environment switches are read here ([`build_options`]) and nowhere else.
+//!
+//! May use: everything below it.
 
 pub mod bench;
 pub mod calibrate;

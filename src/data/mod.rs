@@ -13,7 +13,10 @@
 //! Module map: [`idx`], [`cifar`], [`folder`] read files; [`split`](mod@split) carves a
 //! validation set; [`normalize`] holds the per-channel statistics; [`augment`] the random
 //! crops, shifts and flips; [`batch`] the epoch shuffle and batch filling; [`image`] decodes
-//! single image files (also used by `cnn predict`).
+//! single image files (also used by `cnn predict`); [`digits`] prepares a photographed or drawn
+//! digit the way MNIST's were.
+//!
+//! May use: `tensor`, `rng`, `error`. Knows nothing of networks or model files.
 
 pub mod augment;
 pub mod batch;

@@ -1,6 +1,9 @@
 //! Hot kernels: matrix multiply (and the small products of Winograd's convolution),
-//! im2col/col2im, Winograd convolution, transpose, vectorised sums, and the plain reference
-//! versions they are tested against.
+//! im2col/col2im, Winograd convolution, transpose, vectorised sums, per-thread scratch, and the
+//! plain reference versions they are tested against.
+//!
+//! May use: nothing else of this crate (`rng` in tests only). Kernels work on slices with the
+//! layouts their docs state; they know nothing of layers, networks or files.
 
 pub mod gemm;
 pub mod im2col;

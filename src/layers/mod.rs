@@ -1,13 +1,21 @@
-//! Layers: one file each, all behind the [`Layer`] trait.
+//! Layers: one file each (a folder for a layer with two algorithms), all behind the [`Layer`]
+//! trait.
+//!
+//! May use: `kernels`, `tensor`, `rng`. A layer knows nothing of the network around it, the
+//! architecture format or files.
 //!
 //! Contract (shared by every layer):
+//! - A layer is made from its input item's shape and its settings, declaring its parameters
+//!   ([`Param`]: name, shape, initialisation) without allocating them, and answers the graph's
+//!   questions about itself: its output shape, its largest per-image buffer, what it keeps for
+//!   backward ([`Layer::kept_values`]), its multiply-accumulates.
 //! - `forward` writes the output into a buffer the layer owns and keeps whatever else `backward`
 //!   needs; buffers are reused from batch to batch and reallocated only when the batch size
 //!   changes.
 //! - `backward` is handed the forward's input again, unchanged (the graph passes the previous
-//!   layer's [`Layer::output`], or the network's input), so that no layer copies its input: a
-//!   copy cost a pass over megabytes per layer and step that two cores share, and a second batch
-//!   of memory. With the gradient of the loss with respect to the layer's output, it *adds* the
+//!   layer's [`Layer::output`], or the network's input), so that no layer copies its input (a
+//!   pass over megabytes per layer and step that two cores share, and a second batch of
+//!   memory). With the gradient of the loss with respect to the layer's output, it *adds* the
 //!   parameter gradients into each [`Param::grad`] and returns the gradient with respect to the
 //!   input. It never changes a weight: only the optimizer does.
 //! - Parameters are reached only through [`Layer::visit_params`], the one path that the
