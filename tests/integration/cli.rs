@@ -435,12 +435,7 @@ fn shipped_models_reach_their_test_accuracy() {
         println!("{model}: test accuracy {acc:.4} (at least {want})");
         assert!(acc >= want, "{model}: {acc}");
     };
-    let mnist = crate::common::opt_in("CNN_MNIST_DIR");
-    let cifar = crate::common::opt_in("CNN_CIFAR_DIR");
-    assert!(
-        mnist.is_some() || cifar.is_some(),
-        "set CNN_MNIST_DIR and/or CNN_CIFAR_DIR (see this test's comment)"
-    );
+    let (mnist, cifar) = crate::common::mnist_and_cifar_dirs();
     if let Some(dir) = mnist {
         eval("models/mnist.cnn", &["mnist", "--data-dir", &dir], 0.995);
     }

@@ -74,3 +74,14 @@ pub fn opt_in(var: &str) -> Option<String> {
     }
     v
 }
+
+/// `CNN_MNIST_DIR` and `CNN_CIFAR_DIR` for an opt-in test on the full datasets: either may be
+/// missing (that part is skipped, and says so), not both.
+pub fn mnist_and_cifar_dirs() -> (Option<String>, Option<String>) {
+    let (mnist, cifar) = (opt_in("CNN_MNIST_DIR"), opt_in("CNN_CIFAR_DIR"));
+    assert!(
+        mnist.is_some() || cifar.is_some(),
+        "set CNN_MNIST_DIR and/or CNN_CIFAR_DIR (see the test's comment)"
+    );
+    (mnist, cifar)
+}

@@ -898,12 +898,7 @@ fn timed<T>(what: &str, limit: f64, f: impl FnOnce() -> T) -> T {
 #[test]
 #[ignore]
 fn load_times() {
-    let mnist = crate::common::opt_in("CNN_MNIST_DIR");
-    let cifar = crate::common::opt_in("CNN_CIFAR_DIR");
-    assert!(
-        mnist.is_some() || cifar.is_some(),
-        "set CNN_MNIST_DIR and/or CNN_CIFAR_DIR (see this test's comment)"
-    );
+    let (mnist, cifar) = crate::common::mnist_and_cifar_dirs();
     if let Some(dir) = mnist {
         let s = timed("MNIST (gzip IDX, 70,000 images)", 1.0, || {
             data::load("mnist", Some(Path::new(&dir)), [1, 28, 28], &opts()).unwrap()
