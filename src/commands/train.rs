@@ -115,7 +115,7 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     let has_bn = arch
         .layers
         .iter()
-        .any(|l| l.1 == spec::LayerSpec::BatchNorm);
+        .any(|l| matches!(l.1, spec::LayerSpec::BatchNorm(_)));
     let lr = a.lr.unwrap_or(match (sgd, has_bn) {
         (true, true) => 0.05,
         (true, false) => 0.01,

@@ -5,8 +5,10 @@
 //! May use: nothing else of this crate (`rng` in tests only). Kernels work on slices with the
 //! layouts their docs state; they know nothing of layers, networks or files.
 
+pub mod eigen;
 pub mod gemm;
 pub mod im2col;
+pub mod math;
 pub mod reduce;
 pub mod reference;
 pub mod scratch;

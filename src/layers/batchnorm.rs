@@ -2,8 +2,10 @@
 //! features of `N×F` ones (then `H·W = 1`).
 //!
 //! Training normalises with the batch mean and biased variance over the `M = N·H·W` values of a
-//! channel and updates running statistics with momentum 0.1 using the unbiased variance; eval
-//! uses the running statistics. Defaults follow PyTorch (`momentum = 0.1`, `eps = 1e-5`).
+//! channel and updates the running statistics, `r ← (1 − momentum)·r + momentum·batch`, with the
+//! unbiased variance; eval uses the running statistics. Defaults follow PyTorch (`momentum =
+//! 0.1`, `eps = 1e-5`). The scale `γ` may be left out (`scale=no`: fixed at 1, as in fast CIFAR
+//! recipes where only the shift trains).
 //!
 //! A ReLU that follows can be applied here ([`Layer::fuse_relu`]): on the way out of the
 //! normalising pass, and on the way in of backward's, which saves the ReLU's two passes over
@@ -14,15 +16,38 @@ use crate::kernels::{SendPtr, reduce};
 use crate::tensor::{Tensor, data, data_mut, reuse};
 use rayon::prelude::*;
 
-const MOMENTUM: f32 = 0.1;
-const EPS: f32 = 1e-5;
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormConfig {
+    /// Weight of the batch's statistics in the running ones (PyTorch's convention).
+    pub momentum: f32,
+    /// Added to the variance before its square root.
+    pub eps: f32,
+    /// Whether the scale `γ` is a trained parameter (else it is 1).
+    pub scale: bool,
+    /// Learning-rate multiplier of the trained parameters (see [`Param::lr_scale`]).
+    pub lr_scale: f32,
+}
+
+impl Default for BatchNormConfig {
+    /// PyTorch's defaults.
+    fn default() -> Self {
+        BatchNormConfig {
+            momentum: 0.1,
+            eps: 1e-5,
+            scale: true,
+            lr_scale: 1.0,
+        }
+    }
+}
 
 pub struct BatchNorm {
+    cfg: BatchNormConfig,
     shape: Vec<usize>,
     channels: usize,
     /// Values per channel in one item (`H·W`, or 1 after a dense layer).
     plane: usize,
-    gamma: Param,
+    /// `None` with `scale=no` (γ = 1).
+    gamma: Option<Param>,
     beta: Param,
     running_mean: Param,
     running_var: Param,
@@ -38,7 +63,7 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     /// Shapes: unchanged (`C×H×W` or `F`).
-    pub fn new(input: &[usize]) -> Result<Self, String> {
+    pub fn new(input: &[usize], cfg: BatchNormConfig) -> Result<Self, String> {
         let (channels, plane) = match *input {
             [c, h, w] => (c, h * w),
             [f] => (f, 1),
@@ -49,12 +74,22 @@ impl BatchNorm {
                 ));
             }
         };
+        if !(cfg.eps > 0.0 && cfg.eps.is_finite() && (0.0..=1.0).contains(&cfg.momentum)) {
+            return Err(format!(
+                "needs eps > 0 and momentum in [0, 1], got eps {} and momentum {}",
+                cfg.eps, cfg.momentum
+            ));
+        }
+        let lr = cfg.lr_scale;
         Ok(BatchNorm {
+            cfg,
             shape: input.to_vec(),
             channels,
             plane,
-            gamma: Param::trainable("weight", &[channels], Init::Ones),
-            beta: Param::trainable("bias", &[channels], Init::Zeros),
+            gamma: cfg
+                .scale
+                .then(|| Param::trainable("weight", &[channels], Init::Ones).with_lr_scale(lr)),
+            beta: Param::trainable("bias", &[channels], Init::Zeros).with_lr_scale(lr),
             running_mean: Param::buffer("running_mean", &[channels], Init::Zeros),
             running_var: Param::buffer("running_var", &[channels], Init::Ones),
             xhat: Tensor::zeros(vec![0]),
@@ -81,7 +116,9 @@ impl Layer for BatchNorm {
         self.trained = matches!(mode, Mode::Train { .. });
         let (trained, relu) = (self.trained, self.relu);
         let x = data(x);
-        let (gamma, beta) = (data(&self.gamma.value), data(&self.beta.value));
+        let eps = self.cfg.eps;
+        let gamma = self.gamma.as_ref().map(|g| data(&g.value));
+        let beta = data(&self.beta.value);
         let (rmean, rvar) = (
             data(&self.running_mean.value),
             data(&self.running_var.value),
@@ -109,11 +146,11 @@ impl Layer for BatchNorm {
                         .sum();
                     let var = sq / m;
                     let unbiased = if m > 1.0 { sq / (m - 1.0) } else { var };
-                    (mf, (1.0 / (var + EPS as f64).sqrt()) as f32, mean, unbiased)
+                    (mf, (1.0 / (var + eps as f64).sqrt()) as f32, mean, unbiased)
                 } else {
-                    (rmean[ch], 1.0 / (rvar[ch] + EPS).sqrt(), 0.0, 0.0)
+                    (rmean[ch], 1.0 / (rvar[ch] + eps).sqrt(), 0.0, 0.0)
                 };
-                let (g, b) = (gamma[ch], beta[ch]);
+                let (g, b) = (gamma.map_or(1.0, |g| g[ch]), beta[ch]);
                 for s in runs {
                     // SAFETY: run [s, s+plane) belongs to channel `ch` alone.
                     let (xh, y) = unsafe {
@@ -139,13 +176,14 @@ impl Layer for BatchNorm {
             })
             .collect();
         self.inv_std.resize(c, 0.0);
+        let momentum = self.cfg.momentum;
         for (ch, (_, inv_std, batch_mean, unbiased)) in stats.into_iter().enumerate() {
             self.inv_std[ch] = inv_std;
             if trained {
                 let rm = &mut data_mut(&mut self.running_mean.value)[ch];
-                *rm = (1.0 - MOMENTUM) * *rm + MOMENTUM * batch_mean as f32;
+                *rm = (1.0 - momentum) * *rm + momentum * batch_mean as f32;
                 let rv = &mut data_mut(&mut self.running_var.value)[ch];
-                *rv = (1.0 - MOMENTUM) * *rv + MOMENTUM * unbiased as f32;
+                *rv = (1.0 - momentum) * *rv + momentum * unbiased as f32;
             }
         }
         &self.y
@@ -167,7 +205,8 @@ impl Layer for BatchNorm {
         reuse(&mut self.dx, dy.shape());
         let (dy, xhat) = (data(dy), data(&self.xhat));
         let dx_ptr = SendPtr(data_mut(&mut self.dx).as_mut_ptr());
-        let (gamma, beta) = (data(&self.gamma.value), data(&self.beta.value));
+        let gamma = self.gamma.as_ref().map(|g| data(&g.value));
+        let beta = data(&self.beta.value);
         let (inv_std, trained, relu) = (&self.inv_std, self.trained, self.relu);
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
@@ -177,7 +216,7 @@ impl Layer for BatchNorm {
                 let dx_run = |s: usize| unsafe {
                     std::slice::from_raw_parts_mut(dx_ptr.get().add(s), plane)
                 };
-                let (g, b) = (gamma[ch], beta[ch]);
+                let (g, b) = (gamma.map_or(1.0, |g| g[ch]), beta[ch]);
                 let (mut sum_dy, mut sum_dy_xhat) = (0.0f32, 0.0f32);
                 for s in runs.clone() {
                     let xh = &xhat[s..s + plane];
@@ -219,10 +258,13 @@ impl Layer for BatchNorm {
                 (sum_dy, sum_dy_xhat)
             })
             .collect();
-        let (dgamma, dbeta) = (self.gamma.grad_mut(), self.beta.grad_mut());
-        for ((dg, db), (sum_dy, sum_dy_xhat)) in dgamma.iter_mut().zip(dbeta.iter_mut()).zip(sums) {
-            *dg += sum_dy_xhat;
+        for (db, (sum_dy, _)) in self.beta.grad_mut().iter_mut().zip(&sums) {
             *db += sum_dy;
+        }
+        if let Some(gamma) = &mut self.gamma {
+            for (dg, (_, sum_dy_xhat)) in gamma.grad_mut().iter_mut().zip(&sums) {
+                *dg += sum_dy_xhat;
+            }
         }
         &self.dx
     }
@@ -233,7 +275,9 @@ impl Layer for BatchNorm {
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
-        f(&mut self.gamma);
+        if let Some(gamma) = &mut self.gamma {
+            f(gamma);
+        }
         f(&mut self.beta);
         f(&mut self.running_mean);
         f(&mut self.running_var);
@@ -246,9 +290,16 @@ mod tests {
     use crate::layers::gradcheck::{check_layer, initialised, seeded};
 
     fn bn(input: &[usize]) -> BatchNorm {
-        let mut b = initialised(BatchNorm::new(input).unwrap(), 1);
+        bn_with(input, BatchNormConfig::default())
+    }
+
+    /// Non-trivial γ and β, so that their effect shows in the checks.
+    fn bn_with(input: &[usize], cfg: BatchNormConfig) -> BatchNorm {
+        let mut b = initialised(BatchNorm::new(input, cfg).unwrap(), 1);
         let c = b.channels;
-        b.gamma.value = Tensor::from_shape_fn(vec![c], |i| 0.5 + 0.3 * i[0] as f32);
+        if let Some(g) = &mut b.gamma {
+            g.value = Tensor::from_shape_fn(vec![c], |i| 0.5 + 0.3 * i[0] as f32);
+        }
         b.beta.value = Tensor::from_shape_fn(vec![c], |i| 0.1 * i[0] as f32 - 0.2);
         b
     }
@@ -271,7 +322,10 @@ mod tests {
     #[test]
     fn batchnorm_normalises_and_tracks_running_statistics() {
         let x = seeded(&[4, 3, 2, 2], 8).mapv(|v| 3.0 * v + 2.0);
-        let mut b = initialised(BatchNorm::new(&[3, 2, 2]).unwrap(), 1);
+        let mut b = initialised(
+            BatchNorm::new(&[3, 2, 2], BatchNormConfig::default()).unwrap(),
+            1,
+        );
         let y = b.forward(&x, Mode::Train { seed: 0 }).clone();
         for ch in 0..3 {
             let vals: Vec<f32> = (0..4)
@@ -296,5 +350,38 @@ mod tests {
         b.running_var.value[0] = var;
         let e = b.forward(&x, Mode::Eval);
         assert!((data(e)[0] - data(&y)[0]).abs() < 1e-4);
+    }
+
+    /// With the scale fixed at 1 there is no `weight` parameter; the gradients still check, and
+    /// the running statistics move by the configured momentum.
+    #[test]
+    fn batchnorm_without_scale_and_with_other_momentum_and_eps() {
+        let cfg = BatchNormConfig {
+            momentum: 0.4,
+            eps: 1e-12,
+            scale: false,
+            lr_scale: 64.0,
+        };
+        let mut b = bn_with(&[3, 2, 3], cfg);
+        let mut names = Vec::new();
+        b.visit_params(&mut |p| names.push((p.name, p.lr_scale)));
+        assert_eq!(
+            names,
+            [("bias", 64.0), ("running_mean", 1.0), ("running_var", 1.0)]
+        );
+        check_layer(&mut b, &[4, 3, 2, 3], Mode::Train { seed: 0 });
+        let x = seeded(&[2, 3, 2, 3], 9).mapv(|v| v + 5.0);
+        let mut b = initialised(BatchNorm::new(&[3, 2, 3], cfg).unwrap(), 1);
+        b.forward(&x, Mode::Train { seed: 0 });
+        let batch_mean = (0..2)
+            .flat_map(|i| data(&x)[i * 18..][..6].to_vec())
+            .sum::<f32>()
+            / 12.0;
+        // Running mean starts at 0: 0.6·0 + 0.4·batch.
+        assert!((data(&b.running_mean.value)[0] - 0.4 * batch_mean).abs() < 1e-5);
+        let err = BatchNorm::new(&[3], BatchNormConfig { eps: 0.0, ..cfg })
+            .err()
+            .unwrap();
+        assert!(err.contains("eps"), "{err}");
     }
 }

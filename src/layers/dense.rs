@@ -1,6 +1,6 @@
 //! Fully-connected layer: `y = x·Wᵀ + b`, weight `O×F` (PyTorch's layout), bias `O`.
 
-use super::{Init, Layer, Mode, Param};
+use super::{Init, Layer, Mode, Param, WeightInit};
 use crate::kernels::gemm::par_sgemm;
 use crate::kernels::transpose::{par_transpose, transpose};
 use crate::tensor::{Tensor, data, data_mut, reuse};
@@ -43,6 +43,19 @@ impl Dense {
             y: Tensor::zeros(vec![0]),
             dx: Tensor::zeros(vec![0]),
         })
+    }
+}
+
+impl Dense {
+    /// The weight drawn by `init` instead of He's rule, and both parameters' learning rate
+    /// multiplied by `lr_scale` (before the parameters are drawn).
+    pub fn with_init(mut self, init: WeightInit, lr_scale: f32) -> Self {
+        self.weight.init = init.rule(self.inputs);
+        self.weight.lr_scale = lr_scale;
+        if let Some(b) = &mut self.bias {
+            b.lr_scale = lr_scale;
+        }
+        self
     }
 }
 

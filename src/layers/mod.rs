@@ -30,9 +30,12 @@ pub mod conv;
 pub mod dense;
 pub mod dropout;
 pub mod flatten;
+pub mod gelu;
 pub mod global_avgpool;
 pub mod maxpool;
 pub mod relu;
+pub mod scale;
+pub mod whiten;
 
 pub use avgpool::AvgPool2d;
 pub use batchnorm::BatchNorm;
@@ -40,9 +43,12 @@ pub use conv::Conv2d;
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
+pub use gelu::Gelu;
 pub use global_avgpool::GlobalAvgPool;
 pub use maxpool::MaxPool2d;
 pub use relu::Relu;
+pub use scale::Scale;
+pub use whiten::Whiten;
 
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -76,6 +82,40 @@ pub enum Init {
     HeNormal {
         fan_in: usize,
     },
+    /// PyTorch's default for convolutions and linear layers (`kaiming_uniform_` with
+    /// `a = √5`): U(−1/√fan_in, 1/√fan_in).
+    Uniform {
+        fan_in: usize,
+    },
+    /// A convolution kernel `O×C×kh×kw` that passes input channel `i` through to output `i`
+    /// unchanged, for the first `min(O, C)` outputs (a 1 at the kernel's centre; PyTorch's
+    /// `dirac_`); the other outputs drawn as [`Init::Uniform`].
+    Dirac {
+        fan_in: usize,
+    },
+}
+
+/// Which initialisation a layer's weight takes (the architecture's `init=` option).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightInit {
+    /// He normal ([`Init::HeNormal`]).
+    #[default]
+    He,
+    /// PyTorch's default ([`Init::Uniform`]).
+    Uniform,
+    /// Identity on the first channels ([`Init::Dirac`]; convolutions only).
+    Dirac,
+}
+
+impl WeightInit {
+    /// The rule for a weight with `fan_in` inputs per output.
+    pub fn rule(self, fan_in: usize) -> Init {
+        match self {
+            WeightInit::He => Init::HeNormal { fan_in },
+            WeightInit::Uniform => Init::Uniform { fan_in },
+            WeightInit::Dirac => Init::Dirac { fan_in },
+        }
+    }
 }
 
 /// A named tensor of a layer with its gradient (empty for buffers, and for parameters until a
@@ -95,6 +135,11 @@ pub struct Param {
     pub init: Init,
     pub value: Tensor,
     pub grad: Tensor,
+    /// Multiplies the learning rate for this parameter (a layer's `lr_scale=` option); its weight
+    /// decay is divided by the same factor, so that the decay per step stays the base rate's.
+    pub lr_scale: f32,
+    /// Trained in the first this-many epochs only, then frozen (see the whitening layer).
+    pub train_epochs: Option<u64>,
 }
 
 impl Param {
@@ -117,7 +162,20 @@ impl Param {
             init,
             value: Tensor::zeros(ndarray::IxDyn(&[0])),
             grad: Tensor::zeros(ndarray::IxDyn(&[0])),
+            lr_scale: 1.0,
+            train_epochs: None,
         }
+    }
+
+    /// This parameter with its learning rate multiplied by `scale` (see [`Param::lr_scale`]).
+    pub fn with_lr_scale(mut self, scale: f32) -> Self {
+        self.lr_scale = scale;
+        self
+    }
+
+    /// Whether the optimizer updates it in `epoch` (0-based).
+    pub fn trains_in(&self, epoch: u64) -> bool {
+        self.kind == ParamKind::Trainable && self.train_epochs.is_none_or(|e| epoch < e)
     }
 
     /// Values in the declared shape (computed without overflow: shapes come from files).
@@ -139,7 +197,21 @@ impl Param {
                 let std = (2.0 / fan_in as f32).sqrt();
                 Tensor::from_shape_fn(self.shape.as_slice(), |_| rng.normal() * std)
             }
+            Init::Uniform { fan_in } | Init::Dirac { fan_in } => {
+                let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+                Tensor::from_shape_fn(self.shape.as_slice(), |_| {
+                    (2.0 * rng.uniform() - 1.0) * bound
+                })
+            }
         };
+        if let (Init::Dirac { .. }, &[o, c, kh, kw]) = (self.init, self.shape.as_slice()) {
+            let w = crate::tensor::data_mut(&mut self.value);
+            for i in 0..o.min(c) {
+                let filter = &mut w[i * c * kh * kw..][..c * kh * kw];
+                filter.fill(0.0);
+                filter[(i * kh + kh / 2) * kw + kw / 2] = 1.0;
+            }
+        }
     }
 
     /// The value, and the gradient to accumulate into (as [`Param::grad_mut`]).
@@ -200,6 +272,16 @@ pub trait Layer: Send {
     fn item_buffer_values(&self) -> u128 {
         0
     }
+
+    /// How many training images the layer wants to see before training starts (0: none); see
+    /// [`Layer::fit_to_data`].
+    fn data_images(&self) -> usize {
+        0
+    }
+
+    /// Sets the layer's parameters from its input on the first [`Layer::data_images`] training
+    /// images (`x`: `N×(input item)`), once, before the first step (the whitening layer).
+    fn fit_to_data(&mut self, _x: &Tensor) {}
 
     /// Tells the layer whether anyone needs its input gradient (not the first layer), so that
     /// it may skip that work.

@@ -5,8 +5,8 @@
 //! describes; keeping it a chain keeps shape inference and backward trivially correct.
 
 use crate::layers::{
-    AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool, Layer, MaxPool2d, Mode,
-    Param, ParamKind, Relu,
+    AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, Gelu, GlobalAvgPool, Layer, MaxPool2d,
+    Mode, Param, ParamKind, Relu, Scale, Whiten,
 };
 use crate::net::spec::{ArchSpec, LayerSpec, Width};
 use crate::rng::{Rng, derive};
@@ -240,6 +240,34 @@ impl Network {
         }
     }
 
+    /// The most training images any layer wants to fit itself to before training (0: none).
+    pub fn data_images(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| n.layer.data_images())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Fits the layers that want it to the training images `x` (`N×C×H×W`, normalised, in
+    /// dataset order; see [`Layer::fit_to_data`]): each sees its own input, computed by the layers
+    /// before it in evaluation mode, already fitted. Shapes: x `N×C×H×W`.
+    pub fn fit_to_data(&mut self, x: &Tensor) {
+        let last = self.nodes.iter().rposition(|n| n.layer.data_images() > 0);
+        let Some(last) = last else { return };
+        let mut input: Option<Tensor> = None;
+        for node in self.nodes[..=last].iter_mut().filter(|n| !n.fused) {
+            let cur = input.as_ref().unwrap_or(x);
+            let wanted = node.layer.data_images();
+            if wanted > 0 {
+                let n = wanted.min(cur.shape()[0]);
+                let slice = cur.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n));
+                node.layer.fit_to_data(&slice.to_owned());
+            }
+            input = Some(node.layer.forward(cur, Mode::Eval).clone());
+        }
+    }
+
     /// Calls `f(full_name, param)` on every parameter and buffer (`conv1.weight`,
     /// `bn1.running_mean`), in a fixed order: the one path used by the optimizer, gradient
     /// zeroing and the model file.
@@ -380,17 +408,25 @@ fn make_layer(
         LayerSpec::MaxPool { k, stride } => Box::new(MaxPool2d::new(shape, *k, *stride)?),
         LayerSpec::AvgPool { k, stride } => Box::new(AvgPool2d::new(shape, *k, *stride)?),
         LayerSpec::GlobalAvgPool => Box::new(GlobalAvgPool::new(shape)?),
-        LayerSpec::Dense { out, bias } => {
+        LayerSpec::Dense {
+            out,
+            bias,
+            init,
+            lr_scale,
+        } => {
             let out = match out {
                 Width::Fixed(n) => *n,
                 Width::Classes => classes,
             };
-            Box::new(Dense::new(shape, out, *bias)?)
+            Box::new(Dense::new(shape, out, *bias)?.with_init(*init, *lr_scale))
         }
         LayerSpec::Relu => Box::new(Relu::new(shape)),
+        LayerSpec::Gelu => Box::new(Gelu::new(shape)),
         LayerSpec::Dropout(p) => Box::new(Dropout::new(shape, *p)?),
-        LayerSpec::BatchNorm => Box::new(BatchNorm::new(shape)?),
+        LayerSpec::BatchNorm(cfg) => Box::new(BatchNorm::new(shape, *cfg)?),
         LayerSpec::Flatten => Box::new(Flatten::new(shape)),
+        LayerSpec::Scale(s) => Box::new(Scale::new(shape, *s)?),
+        LayerSpec::Whiten(cfg) => Box::new(Whiten::new(shape, *cfg)?),
     })
 }
 

@@ -18,11 +18,18 @@
 //! dense classes
 //! ```
 //!
-//! Other layers: `batchnorm`, `global_avgpool`, `avgpool K [stride=S]`. Layers are named by kind
-//! and position among that kind (`conv1`, `conv2`, `bn1`, `dense1`), and parameters by layer
-//! (`conv1.weight`, `bn1.running_mean`).
+//! Other layers: `batchnorm [momentum=M] [eps=E] [scale=yes|no]`, `gelu`, `scale X` (a
+//! constant factor), `global_avgpool`, `avgpool K [stride=S]`, and `whiten K [eps=E] [images=N]
+//! [bias_epochs=E]` (a first layer fitted to the data's patches). Convolutions and dense layers
+//! take `init=he|uniform|dirac` (how the weight is drawn) and every layer with parameters
+//! `lr_scale=X` (a learning-rate multiplier). Layers are named by kind and position among that
+//! kind (`conv1`, `conv2`, `bn1`, `dense1`), and parameters by layer (`conv1.weight`,
+//! `bn1.running_mean`).
 
+use crate::layers::WeightInit;
+use crate::layers::batchnorm::BatchNormConfig;
 use crate::layers::conv::Conv2dConfig;
+use crate::layers::whiten::WhitenConfig;
 
 use std::fmt;
 
@@ -36,14 +43,28 @@ pub enum Width {
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerSpec {
     Conv(Conv2dConfig),
-    MaxPool { k: usize, stride: usize },
-    AvgPool { k: usize, stride: usize },
+    MaxPool {
+        k: usize,
+        stride: usize,
+    },
+    AvgPool {
+        k: usize,
+        stride: usize,
+    },
     GlobalAvgPool,
-    Dense { out: Width, bias: bool },
+    Dense {
+        out: Width,
+        bias: bool,
+        init: WeightInit,
+        lr_scale: f32,
+    },
     Relu,
+    Gelu,
     Dropout(f32),
-    BatchNorm,
+    BatchNorm(BatchNormConfig),
     Flatten,
+    Scale(f32),
+    Whiten(WhitenConfig),
 }
 
 impl LayerSpec {
@@ -60,6 +81,7 @@ impl LayerSpec {
             LayerSpec::MaxPool { k, stride } | LayerSpec::AvgPool { k, stride } => {
                 vec![("window", *k), ("stride", *stride)]
             }
+            LayerSpec::Whiten(w) => vec![("window", w.k)],
             _ => vec![],
         };
         sides
@@ -76,9 +98,12 @@ impl LayerSpec {
             LayerSpec::GlobalAvgPool => "gap",
             LayerSpec::Dense { .. } => "dense",
             LayerSpec::Relu => "relu",
+            LayerSpec::Gelu => "gelu",
             LayerSpec::Dropout(_) => "dropout",
-            LayerSpec::BatchNorm => "bn",
+            LayerSpec::BatchNorm(_) => "bn",
             LayerSpec::Flatten => "flatten",
+            LayerSpec::Scale(_) => "scale",
+            LayerSpec::Whiten(_) => "whiten",
         }
     }
 }
@@ -103,7 +128,7 @@ impl fmt::Display for LayerSpec {
                 if !c.bias {
                     write!(f, " bias=no")?;
                 }
-                Ok(())
+                write_init(f, c.init, c.lr_scale)
             }
             LayerSpec::MaxPool { k, stride } | LayerSpec::AvgPool { k, stride } => {
                 let name = if matches!(self, LayerSpec::MaxPool { .. }) {
@@ -118,7 +143,12 @@ impl fmt::Display for LayerSpec {
                 Ok(())
             }
             LayerSpec::GlobalAvgPool => write!(f, "global_avgpool"),
-            LayerSpec::Dense { out, bias } => {
+            LayerSpec::Dense {
+                out,
+                bias,
+                init,
+                lr_scale,
+            } => {
                 match out {
                     Width::Fixed(n) => write!(f, "dense {n}")?,
                     Width::Classes => write!(f, "dense classes")?,
@@ -126,14 +156,56 @@ impl fmt::Display for LayerSpec {
                 if !bias {
                     write!(f, " bias=no")?;
                 }
-                Ok(())
+                write_init(f, *init, *lr_scale)
             }
             LayerSpec::Relu => write!(f, "relu"),
+            LayerSpec::Gelu => write!(f, "gelu"),
             LayerSpec::Dropout(p) => write!(f, "dropout {p}"),
-            LayerSpec::BatchNorm => write!(f, "batchnorm"),
+            LayerSpec::BatchNorm(b) => {
+                let d = BatchNormConfig::default();
+                write!(f, "batchnorm")?;
+                if b.momentum != d.momentum {
+                    write!(f, " momentum={}", b.momentum)?;
+                }
+                if b.eps != d.eps {
+                    write!(f, " eps={}", b.eps)?;
+                }
+                if !b.scale {
+                    write!(f, " scale=no")?;
+                }
+                write_init(f, WeightInit::default(), b.lr_scale)
+            }
             LayerSpec::Flatten => write!(f, "flatten"),
+            LayerSpec::Scale(s) => write!(f, "scale {s}"),
+            LayerSpec::Whiten(w) => {
+                let d = WhitenConfig::default();
+                write!(f, "whiten {}", w.k)?;
+                if w.eps != d.eps {
+                    write!(f, " eps={}", w.eps)?;
+                }
+                if w.images != d.images {
+                    write!(f, " images={}", w.images)?;
+                }
+                if let Some(e) = w.bias_epochs {
+                    write!(f, " bias_epochs={e}")?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// The ` init=` and ` lr_scale=` options, when they are not the defaults.
+fn write_init(f: &mut fmt::Formatter, init: WeightInit, lr_scale: f32) -> fmt::Result {
+    match init {
+        WeightInit::He => {}
+        WeightInit::Uniform => write!(f, " init=uniform")?,
+        WeightInit::Dirac => write!(f, " init=dirac")?,
+    }
+    if lr_scale != 1.0 {
+        write!(f, " lr_scale={lr_scale}")?;
+    }
+    Ok(())
 }
 
 /// A parsed architecture: the input shape of one image and the layers with their source lines.
@@ -173,6 +245,19 @@ impl fmt::Display for SpecError {
 fn number<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
     s.parse()
         .map_err(|_| format!("{what} must be a number, got `{s}`"))
+}
+
+/// A number, or a fraction `A/B` of two (`1/9`).
+fn real(s: &str, what: &str) -> Result<f32, String> {
+    let v = match s.split_once('/') {
+        Some((a, b)) => number::<f64>(a, what)? / number::<f64>(b, what)?,
+        None => number::<f64>(s, what)?,
+    };
+    if v.is_finite() {
+        Ok(v as f32)
+    } else {
+        Err(format!("{what} must be a finite number, got `{s}`"))
+    }
 }
 
 fn positive(s: &str, what: &str) -> Result<usize, String> {
@@ -271,10 +356,36 @@ fn parse_layer(op: &str, args: &[&str], opts: &[(&str, &str)]) -> Result<LayerSp
             Some(o) => positive(o.1, name),
         }
     };
+    let opt_real = |name: &str, default: f32| -> Result<f32, String> {
+        opts.iter()
+            .find(|o| o.0 == name)
+            .map_or(Ok(default), |o| real(o.1, name))
+    };
+    let lr_scale = || -> Result<f32, String> {
+        match opt_real("lr_scale", 1.0)? {
+            v if v > 0.0 => Ok(v),
+            v => Err(format!("lr_scale must be positive, got {v}")),
+        }
+    };
+    let init = |dirac: bool| -> Result<WeightInit, String> {
+        match opts.iter().find(|o| o.0 == "init").map(|o| o.1) {
+            None | Some("he") => Ok(WeightInit::He),
+            Some("uniform") => Ok(WeightInit::Uniform),
+            Some("dirac") if dirac => Ok(WeightInit::Dirac),
+            Some(v) => Err(format!(
+                "init must be he, uniform{}, got `{v}`",
+                if dirac { " or dirac" } else { "" }
+            )),
+        }
+    };
     let spec = match op {
         "conv" => {
-            want_args(2, 2, "conv OUT KERNEL [stride=S] [pad=P] [bias=yes|no]")?;
-            allowed = &["stride", "pad", "bias"];
+            want_args(
+                2,
+                2,
+                "conv OUT KERNEL [stride=S] [pad=P] [bias=yes|no] [init=he|uniform|dirac] [lr_scale=X]",
+            )?;
+            allowed = &["stride", "pad", "bias", "init", "lr_scale"];
             let kernel = match args[1].split_once(['x', 'X']) {
                 Some((a, b)) => (positive(a, "kernel height")?, positive(b, "kernel width")?),
                 None => {
@@ -288,6 +399,8 @@ fn parse_layer(op: &str, args: &[&str], opts: &[(&str, &str)]) -> Result<LayerSp
                 stride: opt_num("stride", 1)?,
                 pad: opt_num("pad", 0)?,
                 bias: flag("bias", true)?,
+                init: init(true)?,
+                lr_scale: lr_scale()?,
             })
         }
         "maxpool" | "avgpool" => {
@@ -302,8 +415,12 @@ fn parse_layer(op: &str, args: &[&str], opts: &[(&str, &str)]) -> Result<LayerSp
             }
         }
         "dense" => {
-            want_args(1, 1, "dense OUT|classes [bias=yes|no]")?;
-            allowed = &["bias"];
+            want_args(
+                1,
+                1,
+                "dense OUT|classes [bias=yes|no] [init=he|uniform] [lr_scale=X]",
+            )?;
+            allowed = &["bias", "init", "lr_scale"];
             let out = if args[0] == "classes" {
                 Width::Classes
             } else {
@@ -312,6 +429,8 @@ fn parse_layer(op: &str, args: &[&str], opts: &[(&str, &str)]) -> Result<LayerSp
             LayerSpec::Dense {
                 out,
                 bias: flag("bias", true)?,
+                init: init(false)?,
+                lr_scale: lr_scale()?,
             }
         }
         "dropout" => {
@@ -322,11 +441,59 @@ fn parse_layer(op: &str, args: &[&str], opts: &[(&str, &str)]) -> Result<LayerSp
             }
             LayerSpec::Dropout(p)
         }
-        "relu" | "batchnorm" | "flatten" | "global_avgpool" => {
+        "batchnorm" => {
+            want_args(
+                0,
+                0,
+                "batchnorm [momentum=M] [eps=E] [scale=yes|no] [lr_scale=X]",
+            )?;
+            allowed = &["momentum", "eps", "scale", "lr_scale"];
+            let d = BatchNormConfig::default();
+            let momentum = opt_real("momentum", d.momentum)?;
+            let eps = opt_real("eps", d.eps)?;
+            if !((0.0..=1.0).contains(&momentum) && eps > 0.0) {
+                return Err(format!(
+                    "batchnorm needs momentum in [0, 1] and eps > 0, got {momentum} and {eps}"
+                ));
+            }
+            LayerSpec::BatchNorm(BatchNormConfig {
+                momentum,
+                eps,
+                scale: flag("scale", true)?,
+                lr_scale: lr_scale()?,
+            })
+        }
+        "scale" => {
+            want_args(1, 1, "scale X")?;
+            match real(args[0], "X")? {
+                0.0 => return Err("scale X must not be 0".into()),
+                x => LayerSpec::Scale(x),
+            }
+        }
+        "whiten" => {
+            want_args(1, 1, "whiten K [eps=E] [images=N] [bias_epochs=E]")?;
+            allowed = &["eps", "images", "bias_epochs"];
+            let d = WhitenConfig::default();
+            let eps = opt_real("eps", d.eps)?;
+            if eps.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+                return Err(format!("whiten needs eps > 0, got {eps}"));
+            }
+            let bias_epochs = match opts.iter().find(|o| o.0 == "bias_epochs") {
+                None => None,
+                Some(o) => Some(positive(o.1, "bias_epochs")? as u64),
+            };
+            LayerSpec::Whiten(WhitenConfig {
+                k: positive(args[0], "K")?,
+                eps,
+                images: opt_num("images", d.images)?,
+                bias_epochs,
+            })
+        }
+        "relu" | "gelu" | "flatten" | "global_avgpool" => {
             want_args(0, 0, &format!("{op} (no arguments)"))?;
             match op {
                 "relu" => LayerSpec::Relu,
-                "batchnorm" => LayerSpec::BatchNorm,
+                "gelu" => LayerSpec::Gelu,
                 "flatten" => LayerSpec::Flatten,
                 _ => LayerSpec::GlobalAvgPool,
             }
@@ -334,7 +501,7 @@ fn parse_layer(op: &str, args: &[&str], opts: &[(&str, &str)]) -> Result<LayerSp
         _ => {
             return Err(format!(
                 "unknown layer `{op}`; known: input, conv, maxpool, avgpool, global_avgpool, dense, relu, \
-                 dropout, batchnorm, flatten"
+                 gelu, dropout, batchnorm, flatten, scale, whiten"
             ));
         }
     };
@@ -377,7 +544,8 @@ mod tests {
                     kernel: (3, 5),
                     stride: 2,
                     pad: 1,
-                    bias: false
+                    bias: false,
+                    ..Conv2dConfig::default()
                 })
             )
         );
@@ -386,9 +554,65 @@ mod tests {
             s.layers[2].1,
             LayerSpec::Dense {
                 out: Width::Classes,
-                bias: true
+                bias: true,
+                init: WeightInit::He,
+                lr_scale: 1.0
             }
         );
+    }
+
+    /// The options of the fast CIFAR recipe's layers: read, printed back (defaults left out),
+    /// and read again to the same spec.
+    #[test]
+    fn new_layer_options_round_trip() {
+        let text = "input 3 32 32\nwhiten 2 eps=0.001 bias_epochs=3\ngelu\n\
+                    conv 64 3 pad=1 bias=no init=dirac\nmaxpool 2\n\
+                    batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64\nmaxpool 15\nflatten\n\
+                    dense classes bias=no init=uniform\nscale 1/9\n";
+        let s = parse(text).unwrap();
+        let printed = s.to_string();
+        assert!(
+            printed.contains("whiten 2 eps=0.001 bias_epochs=3\n"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("conv 64 3 pad=1 bias=no init=dirac\n"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("batchnorm momentum=0.4 eps=0.000000000001 scale=no lr_scale=64\n"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("dense classes bias=no init=uniform\nscale 0.11111111\n"),
+            "{printed}"
+        );
+        assert_eq!(
+            parse(&printed)
+                .unwrap()
+                .layers
+                .iter()
+                .map(|l| &l.1)
+                .collect::<Vec<_>>(),
+            s.layers.iter().map(|l| &l.1).collect::<Vec<_>>()
+        );
+        for (bad, msg) in [
+            (
+                "conv 8 3 init=dirac lr_scale=0",
+                "lr_scale must be positive",
+            ),
+            (
+                "dense 8 init=dirac",
+                "init must be he, uniform, got `dirac`",
+            ),
+            ("batchnorm momentum=1.5", "momentum in [0, 1]"),
+            ("scale 0", "must not be 0"),
+            ("scale 1/0", "finite"),
+            ("whiten 2 eps=0", "eps > 0"),
+        ] {
+            let e = parse(&format!("input 3 8 8\n{bad}\n")).unwrap_err();
+            assert!(e.line == 2 && e.message.contains(msg), "{bad}: {e}");
+        }
     }
 
     #[test]

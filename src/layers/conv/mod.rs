@@ -14,20 +14,24 @@ mod im2col;
 mod tests;
 mod winograd;
 
-use super::{Init, Layer, Mode, Param};
+use super::{Layer, Mode, Param, ParamKind, WeightInit};
 use crate::kernels::reduce;
 use crate::kernels::reference::Window;
 use crate::tensor::{Tensor, data, data_mut, fmt_shape, reuse};
 use im2col::Im2col;
 use winograd::WinogradConv;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Conv2dConfig {
     pub out_channels: usize,
     pub kernel: (usize, usize),
     pub stride: usize,
     pub pad: usize,
     pub bias: bool,
+    /// How the weight is drawn (the bias starts at zero).
+    pub init: WeightInit,
+    /// Learning-rate multiplier of the weight and bias (see [`Param::lr_scale`]).
+    pub lr_scale: f32,
 }
 
 impl Default for Conv2dConfig {
@@ -38,6 +42,8 @@ impl Default for Conv2dConfig {
             stride: 1,
             pad: 0,
             bias: true,
+            init: WeightInit::He,
+            lr_scale: 1.0,
         }
     }
 }
@@ -111,11 +117,18 @@ pub struct Conv2d {
     trained: bool,
     /// `[O, OH, OW]`, for [`Layer::out_shape`].
     out: [usize; 3],
+    /// With a frozen weight: one masked plane per worker thread, for the bias sums.
+    scratch: Vec<f32>,
     y: Tensor,
     dx: Tensor,
     /// With a bias: the sum of each output-gradient plane (N×O), for the bias gradient.
     plane_sums: Vec<f32>,
     path: Path,
+}
+
+/// Whether a weight is trained: a frozen one (a buffer) needs no gradient.
+fn trained(p: &Param) -> bool {
+    p.kind == ParamKind::Trainable
 }
 
 impl Conv2d {
@@ -158,20 +171,16 @@ impl Conv2d {
         Ok(Conv2d {
             cfg,
             geom,
-            weight: Param::trainable(
-                "weight",
-                &[o, c, kh, kw],
-                Init::HeNormal {
-                    fan_in: c * kh * kw,
-                },
-            ),
-            bias: cfg
-                .bias
-                .then(|| Param::trainable("bias", &[o], Init::Zeros)),
+            weight: Param::trainable("weight", &[o, c, kh, kw], cfg.init.rule(c * kh * kw))
+                .with_lr_scale(cfg.lr_scale),
+            bias: cfg.bias.then(|| {
+                Param::trainable("bias", &[o], super::Init::Zeros).with_lr_scale(cfg.lr_scale)
+            }),
             relu: false,
             needs_dx: true,
             trained: false,
             out: [o, oh, ow],
+            scratch: Vec::new(),
             y: Tensor::zeros(vec![0]),
             dx: Tensor::zeros(vec![0]),
             plane_sums: Vec::new(),
@@ -181,6 +190,39 @@ impl Conv2d {
 
     pub fn config(&self) -> Conv2dConfig {
         self.cfg
+    }
+
+    /// Makes the weight a fixed buffer (saved, never trained, no gradient computed), for a
+    /// layer whose filters come from elsewhere (the whitening layer).
+    pub fn freeze_weight(&mut self) {
+        self.weight.kind = ParamKind::Buffer;
+    }
+
+    /// The weight (`O×C×kh×kw`) and, if any, the bias, for a layer built on this one.
+    pub fn params_mut(&mut self) -> (&mut Param, Option<&mut Param>) {
+        (&mut self.weight, self.bias.as_mut())
+    }
+
+    /// The weight gradient, plane sums and input gradient by the layer's algorithm.
+    fn backward_by_path(&mut self, x: &Tensor, dy: &Tensor) {
+        let g = self.geom;
+        let (weight, dweight) = self.weight.value_and_grad();
+        let b = Backward {
+            weight,
+            relu: self.relu,
+            bias: self.bias.is_some(),
+            x: data(x),
+            y: data(&self.y),
+            dy: data(dy),
+            needs_dx: self.needs_dx,
+            dx: data_mut(&mut self.dx),
+            dweight,
+            plane_sums: &mut self.plane_sums,
+        };
+        match &mut self.path {
+            Path::Im2col(p) => p.backward(&g, b),
+            Path::Winograd(p) => p.backward(&g, b),
+        }
     }
 }
 
@@ -221,22 +263,22 @@ impl Layer for Conv2d {
         let n = dy.shape()[0];
         assert_eq!(x.shape(), [n, g.c, g.h, g.w], "conv backward: input shape");
         reuse(&mut self.dx, &[n, g.c, g.h, g.w]);
-        let (weight, dweight) = self.weight.value_and_grad();
-        let b = Backward {
-            weight,
-            relu: self.relu,
-            bias: self.bias.is_some(),
-            x: data(x),
-            y: data(&self.y),
-            dy: data(dy),
-            needs_dx: self.needs_dx,
-            dx: data_mut(&mut self.dx),
-            dweight,
-            plane_sums: &mut self.plane_sums,
-        };
-        match &mut self.path {
-            Path::Im2col(p) => p.backward(&g, b),
-            Path::Winograd(p) => p.backward(&g, b),
+        if trained(&self.weight) || self.needs_dx {
+            self.backward_by_path(x, dy);
+        } else {
+            // A frozen weight and no input gradient: only the bias learns, from the plane sums.
+            self.plane_sums.resize(n * g.o, 0.0);
+            if self.bias.is_some() {
+                let (y, relu) = (data(&self.y), self.relu);
+                bias_sums(
+                    data(dy),
+                    y,
+                    relu,
+                    g.p(),
+                    &mut self.plane_sums,
+                    &mut self.scratch,
+                );
+            }
         }
         if let Some(b) = &mut self.bias {
             // Each channel summed over the images in order.
@@ -262,8 +304,8 @@ impl Layer for Conv2d {
     }
 
     /// Per image the larger column matrix (forward's, or the transposed convolution's of the
-    /// input gradient); per group of `BATCH_CHUNK` images a
-    /// weight-gradient partial sum, and the flipped kernel. The Winograd path keeps no column
+    /// input gradient); per group of `BATCH_CHUNK` images a weight-gradient partial sum, and the
+    /// flipped kernel. The Winograd path keeps no column
     /// matrix, so this is an upper bound there.
     fn kept_values(&self, n: usize) -> u128 {
         let n = n as u128;
@@ -335,6 +377,31 @@ fn mask_planes<'a>(
         }
     }
     masked
+}
+
+/// With a bias and nothing else to learn: each `p`-long plane of the output gradient `dy`
+/// summed (after the fused ReLU's mask, from the output `y`) into `sums`, planes in parallel,
+/// masking into a per-thread slot of `scratch`.
+fn bias_sums(
+    dy: &[f32],
+    y: &[f32],
+    relu: bool,
+    p: usize,
+    sums: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    use crate::kernels::SendPtr;
+    use crate::kernels::scratch::{grow, slot_count, thread_slot};
+    use rayon::prelude::*;
+    grow(scratch, slot_count() * p);
+    let buf = SendPtr(scratch.as_mut_ptr());
+    sums.par_iter_mut()
+        .zip(dy.par_chunks(p).zip(y.par_chunks(p)))
+        .for_each(|(s, (dy, y))| {
+            // SAFETY: see `thread_slot`; the mask runs on this thread only.
+            let masked = relu.then(|| unsafe { thread_slot(buf, p) });
+            mask_planes(dy, y, masked, Some(std::slice::from_mut(s)), p);
+        });
 }
 
 /// `flipped` (C×O×kh×kw) = the kernel `weight` (O×C×kh×kw) flipped in space with input and

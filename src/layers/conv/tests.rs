@@ -36,6 +36,7 @@ fn conv_by(
         stride,
         pad,
         bias,
+        ..Conv2dConfig::default()
     };
     let mut c = Conv2d::new(input, cfg, winograd).unwrap();
     initialise(&mut c, &mut Rng::new(1));
