@@ -104,14 +104,13 @@ pub fn model_file(data: &[u8]) {
                     }
                 }
                 Kind::Checkpoint => {
-                    if let Ok((model, _, _, opt)) =
-                        cnn::train::checkpoint::from_container(c, Path::new(NAME))
-                        && let Ok(mut net) = model.build_network(&BuildOptions::default())
+                    if let Ok(ckpt) = cnn::train::checkpoint::from_container(c, Path::new(NAME))
+                        && let Ok(mut net) = ckpt.model.build_network(&BuildOptions::default())
                     {
                         let _ = cnn::train::checkpoint::check_optimizer(
                             Path::new(NAME),
                             &mut net,
-                            &opt,
+                            &ckpt.opt,
                         );
                     }
                 }

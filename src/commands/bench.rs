@@ -104,7 +104,7 @@ fn execute(args: BenchArgs) -> Result<()> {
         let t3 = Instant::now();
         net.backward(&x, dlogits);
         let t4 = Instant::now();
-        opt.step(net, 0.01);
+        opt.step(net, 0.01, 0);
         let t5 = Instant::now();
         outside[0] += t1 - t0;
         outside[1] += t3 - t2;

@@ -63,6 +63,7 @@ fn execute(args: PredictArgs) -> Result<()> {
             .with_context(|| format!("{}: cannot create folder", dir.display()))?;
     }
     let (mut x, mut labels) = (Tensor::zeros(vec![0]), Vec::new());
+    let mut scratch = Tensor::zeros(vec![0]);
     let mut probs = vec![0.0f32; k];
     for chunk in ok.chunks(256) {
         let ds = Dataset {
@@ -89,7 +90,7 @@ fn execute(args: PredictArgs) -> Result<()> {
             &mut labels,
         );
         let mut logits = Vec::with_capacity(chunk.len() * k);
-        tta::logits(&mut net, &mut x, args.tta, &mut logits);
+        tta::logits(&mut net, &x, args.tta, &mut scratch, &mut logits);
         let len = x.len() / chunk.len().max(1);
         for (i, ((file, _), z)) in chunk.iter().zip(logits.chunks(k)).enumerate() {
             let scaled: Vec<f32> = z.iter().map(|v| v / model.temperature).collect();

@@ -36,15 +36,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
 fn execute(args: TrainArgs) -> Result<()> {
     let (config, resumed) = match &args.resume {
         Some(path) => {
-            let (model, mut config, state, opt) = checkpoint::load(path)?;
+            let c = checkpoint::load(path)?;
+            let mut config = c.config;
             if args.plots.is_some() {
                 config.plots = args.plots.clone();
             }
             let resumed = Resumed {
                 path: path.clone(),
-                model,
-                state,
-                opt,
+                model: c.model,
+                state: c.state,
+                opt: c.opt,
+                lookahead: c.lookahead,
             };
             (config, Some(resumed))
         }
@@ -213,6 +215,7 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         skip_bad: a.skip_bad,
         time_budget_secs: a.time_budget,
         max_epochs: epochs,
+        lookahead: None,
     })
 }
 

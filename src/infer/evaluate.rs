@@ -29,11 +29,12 @@ pub fn infer_logits(
     tta: Tta,
 ) -> Vec<f32> {
     let (mut x, mut labels) = (Tensor::zeros(vec![0]), Vec::new());
+    let mut scratch = Tensor::zeros(vec![0]);
     let mut out = Vec::with_capacity(ds.len() * net.classes);
     let idx: Vec<usize> = (0..ds.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
         data::fill_batch(ds, chunk, norm, &Augment::none(), 0, 0, &mut x, &mut labels);
-        tta::logits(net, &mut x, tta, &mut out);
+        tta::logits(net, &x, tta, &mut scratch, &mut out);
     }
     out
 }

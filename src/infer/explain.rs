@@ -64,16 +64,17 @@ pub fn occlusion(
     let len = c * h * w;
     debug_assert_eq!(x.len(), len);
     let patch = cfg.patch.min(h).min(w).max(1);
-    let prob = |net: &mut Network, batch: &mut Tensor| -> Vec<f32> {
+    let mut scratch = Tensor::zeros(vec![0]);
+    let mut prob = |net: &mut Network, batch: &Tensor| -> Vec<f32> {
         let mut logits = Vec::new();
-        tta::logits(net, batch, cfg.tta, &mut logits);
+        tta::logits(net, batch, cfg.tta, &mut scratch, &mut logits);
         logits.iter_mut().for_each(|z| *z /= temperature);
         let mut p = vec![0f32; logits.len()];
         softmax(&logits, k, &mut p);
         p.chunks(k).map(|row| row[class]).collect()
     };
-    let mut one = Tensor::from_shape_vec(vec![1, c, h, w], x.to_vec()).expect("C×H×W image");
-    let base = prob(net, &mut one)[0];
+    let one = Tensor::from_shape_vec(vec![1, c, h, w], x.to_vec()).expect("C×H×W image");
+    let base = prob(net, &one)[0];
     let positions: Vec<(usize, usize)> = starts(h, patch, cfg.stride)
         .into_iter()
         .flat_map(|top| {
@@ -94,7 +95,7 @@ pub fn occlusion(
                 }
             }
         }
-        for (&(top, left), p) in chunk.iter().zip(prob(net, &mut batch)) {
+        for (&(top, left), p) in chunk.iter().zip(prob(net, &batch)) {
             for y in top..top + patch {
                 for xx in left..left + patch {
                     sum[y * w + xx] += base - p;

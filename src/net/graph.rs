@@ -698,7 +698,7 @@ mod tests {
             let logits = net.forward(&x, Mode::Train { seed: step });
             loss.forward(logits, &labels);
             net.backward(&x, loss.backward());
-            opt.step(&mut net, 0.05);
+            opt.step(&mut net, 0.05, 0);
         }
         let logits = net.forward(&x, Mode::Eval).clone();
         let l = loss.forward(&logits, &labels);

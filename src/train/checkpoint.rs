@@ -6,7 +6,7 @@
 //! - meta `state`: the cursor ([`TrainState`]): next epoch and batch, global step, best
 //!   validation accuracy and the running sums of the current epoch;
 //! - tensors: the model's parameters by name, then the optimizer's moments as
-//!   `optim/<param>/<slot>`.
+//!   `optim/<param>/<slot>`, and with lookahead its slow copy as `lookahead/<param>`.
 //!
 //! Randomness needs no state of its own: shuffles, augmentation and dropout are functions of the
 //! seed and the cursor (see [`crate::rng`]).
@@ -18,7 +18,18 @@ use crate::store::Model;
 use crate::store::container::{self, Container, Kind, NamedTensor};
 use crate::tensor::Tensor;
 use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
 use std::path::Path;
+
+/// What a checkpoint holds.
+pub struct Checkpoint {
+    pub model: Model,
+    pub config: TrainConfig,
+    pub state: TrainState,
+    pub opt: Optimizer,
+    /// Lookahead's slow copy of every parameter and buffer, by name, when the run uses it.
+    pub lookahead: Option<BTreeMap<String, Tensor>>,
+}
 
 /// Writes a checkpoint atomically.
 pub fn save(
@@ -27,8 +38,16 @@ pub fn save(
     config: &TrainConfig,
     state: &TrainState,
     opt: &Optimizer,
+    lookahead: Option<&BTreeMap<String, Tensor>>,
 ) -> Result<()> {
     let mut tensors = model.params.clone();
+    for (name, t) in lookahead.into_iter().flatten() {
+        tensors.push(NamedTensor {
+            name: format!("lookahead/{name}"),
+            shape: t.shape().to_vec(),
+            data: t.iter().copied().collect(),
+        });
+    }
     for (name, slots) in &opt.state {
         for (i, t) in slots.iter().enumerate() {
             tensors.push(NamedTensor {
@@ -55,15 +74,12 @@ pub fn save(
 }
 
 /// Reads a checkpoint: the model, settings, cursor and optimizer state.
-pub fn load(path: &Path) -> Result<(Model, TrainConfig, TrainState, Optimizer)> {
+pub fn load(path: &Path) -> Result<Checkpoint> {
     from_container(container::read(path, Kind::Checkpoint)?, path)
 }
 
 /// [`load`] on a container already read from `path` (named in errors).
-pub fn from_container(
-    c: Container,
-    path: &Path,
-) -> Result<(Model, TrainConfig, TrainState, Optimizer)> {
+pub fn from_container(c: Container, path: &Path) -> Result<Checkpoint> {
     let field = |k: &str| {
         c.meta
             .get(k)
@@ -76,8 +92,11 @@ pub fn from_container(
         .with_context(|| format!("{}: bad checkpoint state", path.display()))?;
     let steps: u64 = serde_json::from_value(field("optimizer_steps")?)
         .with_context(|| format!("{}: bad optimizer step count", path.display()))?;
-    let (params, optim): (Vec<_>, Vec<_>) = c
+    let (slow, rest): (Vec<_>, Vec<_>) = c
         .tensors
+        .into_iter()
+        .partition(|t| t.name.starts_with("lookahead/"));
+    let (params, optim): (Vec<_>, Vec<_>) = rest
         .into_iter()
         .partition(|t| !t.name.starts_with("optim/"));
     let model = Model::from_parts(field("model")?, params)
@@ -104,7 +123,53 @@ pub fn from_container(
                 .with_context(|| format!("{}: bad shape of `{}`", path.display(), t.name))?,
         );
     }
-    Ok((model, config, state, opt))
+    let lookahead = match (config.lookahead.is_some(), slow.is_empty()) {
+        (false, true) => None,
+        (true, false) => {
+            let mut map = BTreeMap::new();
+            for t in slow {
+                let name = t.name["lookahead/".len()..].to_string();
+                let shape_ok = model
+                    .params
+                    .iter()
+                    .any(|p| p.name == name && p.shape == t.shape);
+                if !shape_ok {
+                    bail!(
+                        "{}: lookahead tensor `{}` matches no parameter of the model",
+                        path.display(),
+                        t.name.escape_debug()
+                    );
+                }
+                let value = Tensor::from_shape_vec(t.shape, t.data)
+                    .with_context(|| format!("{}: bad shape of `{}`", path.display(), t.name))?;
+                map.insert(name, value);
+            }
+            if map.len() != model.params.len() {
+                bail!(
+                    "{}: lookahead holds {} of the model's {} tensors",
+                    path.display(),
+                    map.len(),
+                    model.params.len()
+                );
+            }
+            Some(map)
+        }
+        (true, true) => bail!(
+            "{}: the run uses lookahead but its state is missing",
+            path.display()
+        ),
+        (false, false) => bail!(
+            "{}: lookahead state in a run without lookahead",
+            path.display()
+        ),
+    };
+    Ok(Checkpoint {
+        model,
+        config,
+        state,
+        opt,
+        lookahead,
+    })
 }
 
 /// Checks that the optimizer state matches the network's parameters (names and shapes).

@@ -1,6 +1,7 @@
 //! A training run's settings and its cursor: what a checkpoint stores so that `--resume` needs
 //! no other flag and continues exactly where the run stopped.
 
+use super::lookahead::LookaheadConfig;
 use super::optim::OptimizerConfig;
 use super::schedule::ScheduleKind;
 use crate::data::Augment;
@@ -41,6 +42,9 @@ pub struct TrainConfig {
     /// The most epochs a time budget may plan (`--epochs`).
     #[serde(default)]
     pub max_epochs: u64,
+    /// Lookahead toward a slow copy of the weights, which becomes the final model.
+    #[serde(default)]
+    pub lookahead: Option<LookaheadConfig>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

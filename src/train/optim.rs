@@ -4,11 +4,16 @@
 //! [`Network::visit_params`] and keeps its state per parameter name, so checkpoints can store and
 //! restore it by name. Update rules follow PyTorch's `torch.optim` documentation:
 //! - SGD: `g += wd·w; v = μ·v + g; w −= lr·(nesterov ? g + μ·v : v)`.
+//!
+//! Per parameter, the learning rate is multiplied by its `lr_scale` and the weight decay divided
+//! by it, so that a group of parameters can learn faster (batch norm's shifts in fast CIFAR
+//! recipes) while the decay per step, `lr·wd·w`, stays that of the base rate: the decay is
+//! decoupled from the group's rate. A parameter whose `train_epochs` have passed is skipped:
+//! no update, no momentum, no decay.
 //! - Adam: `g += wd·w; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
 //!   w −= lr · m̂ / (√v̂ + ε)` with `m̂ = m/(1−β1^t)`, `v̂ = v/(1−β2^t)`.
 //! - AdamW: Adam without the `wd·w` term in `g`, and `w −= lr·wd·w` first (decoupled decay).
 
-use crate::layers::ParamKind;
 use crate::net::graph::Network;
 use crate::tensor::{Tensor, data, data_mut};
 use rayon::prelude::*;
@@ -68,8 +73,9 @@ impl Optimizer {
         }
     }
 
-    /// Applies one update with learning rate `lr` from the gradients accumulated in `net`.
-    pub fn step(&mut self, net: &mut Network, lr: f32) {
+    /// Applies one update with learning rate `lr` from the gradients accumulated in `net`, in
+    /// epoch `epoch` (0-based; see [`crate::layers::Param::trains_in`]).
+    pub fn step(&mut self, net: &mut Network, lr: f32, epoch: u64) {
         self.steps += 1;
         let c = self.config;
         let t = self.steps as i32;
@@ -77,9 +83,10 @@ impl Optimizer {
         let state = &mut self.state;
         net.visit_params(&mut |name, p| {
             // Buffers are not trained; a parameter no backward pass has reached has no gradient.
-            if p.kind != ParamKind::Trainable || p.grad.len() != p.value.len() {
+            if !p.trains_in(epoch) || p.grad.len() != p.value.len() {
                 return;
             }
+            let (lr, wd) = (lr * p.lr_scale, c.weight_decay / p.lr_scale);
             let slots = match c.kind {
                 OptimizerKind::Sgd if c.momentum == 0.0 => 0,
                 OptimizerKind::Sgd => 1,
@@ -100,14 +107,14 @@ impl Optimizer {
             match (c.kind, &mut st[..]) {
                 (OptimizerKind::Sgd, []) => w.for_each(|(w, g)| {
                     for (w, &g) in w.iter_mut().zip(g) {
-                        *w -= lr * (g + c.weight_decay * *w);
+                        *w -= lr * (g + wd * *w);
                     }
                 }),
                 (OptimizerKind::Sgd, [v]) => {
                     w.zip(data_mut(v).par_chunks_mut(CHUNK))
                         .for_each(|((w, g), v)| {
                             for ((w, &g), v) in w.iter_mut().zip(g).zip(v) {
-                                let g = g + c.weight_decay * *w;
+                                let g = g + wd * *w;
                                 *v = c.momentum * *v + g;
                                 *w -= lr * if c.nesterov { g + c.momentum * *v } else { *v };
                             }
@@ -121,10 +128,10 @@ impl Optimizer {
                     w.zip(mv).for_each(|((w, g), (m, v))| {
                         for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(m.iter_mut().zip(v)) {
                             let g = if decoupled {
-                                *w -= lr * c.weight_decay * *w;
+                                *w -= lr * wd * *w;
                                 g
                             } else {
-                                g + c.weight_decay * *w
+                                g + wd * *w
                             };
                             *m = c.beta1 * *m + (1.0 - c.beta1) * g;
                             *v = c.beta2 * *v + (1.0 - c.beta2) * g * g;
@@ -162,7 +169,7 @@ mod tests {
         let mut opt = Optimizer::new(cfg);
         for &g in grads {
             net.visit_params(&mut |_, p| p.grad_mut().fill(g));
-            opt.step(&mut net, lr);
+            opt.step(&mut net, lr, 0);
         }
         let mut w = 0.0;
         net.visit_params(&mut |_, p| w = p.value.as_slice().unwrap()[0]);
@@ -220,5 +227,39 @@ mod tests {
             ..adam
         };
         assert!((run(adam_l2, &[0.25], 0.01) - 0.99).abs() < 1e-6);
+    }
+
+    /// A parameter's `lr_scale` multiplies its rate and divides its decay; one past its
+    /// `train_epochs` is left alone (no update, no momentum).
+    #[test]
+    fn learning_rate_scale_and_training_epochs() {
+        let cfg = OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.5,
+            weight_decay: 0.2,
+            ..Default::default()
+        };
+        let mut net = tiny();
+        net.visit_params(&mut |_, p| {
+            p.lr_scale = 4.0;
+            p.train_epochs = Some(1);
+        });
+        let mut opt = Optimizer::new(cfg);
+        let w = |net: &mut Network| {
+            let mut w = 0.0;
+            net.visit_params(&mut |_, p| w = p.value.as_slice().unwrap()[0]);
+            w
+        };
+        // Epoch 0: g = 0.5 + (0.2 / 4)·1 = 0.55, v = 0.55, w = 1 − (0.1·4)·0.55 = 0.78.
+        net.visit_params(&mut |_, p| p.grad_mut().fill(0.5));
+        opt.step(&mut net, 0.1, 0);
+        assert!((w(&mut net) - 0.78).abs() < 1e-6, "{}", w(&mut net));
+        // Epoch 1: frozen.
+        opt.step(&mut net, 0.1, 1);
+        assert!((w(&mut net) - 0.78).abs() < 1e-6);
+        assert_eq!(
+            opt.state.values().next().unwrap()[0].as_slice().unwrap()[0],
+            0.55
+        );
     }
 }

@@ -6,8 +6,12 @@
 //! - step: `lr0 · γ^⌊t / S⌋` (S steps, usually a whole number of epochs);
 //! - cosine: `lr0 · ½(1 + cos(π·t'/T'))`, with `t'`, `T'` counted after warm-up, down to 0;
 //! - one-cycle (Smith & Topin 2017, as PyTorch's `OneCycleLR` with cosine annealing): up from
-//!   `lr0/25` to `lr0` over the first 30% of steps, then down to `lr0/10⁴`. It has its own
-//!   warm-up, so `W` is ignored for it.
+//!   `lr0/25` to `lr0` over the first 30% of steps, then down to `lr0/10⁴`;
+//! - linear (airbench's, Jordan 2024): from `start·lr0` up to `lr0` in a straight line over the
+//!   first `peak` fraction of the steps (`P = ⌊peak·T⌋`), then down in a straight line towards
+//!   `end·lr0` at step `T`.
+//!
+//! One-cycle and linear have their own warm-up, so `W` is ignored for them.
 
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
@@ -18,6 +22,7 @@ pub enum ScheduleKind {
     Step { every: u64, gamma: f32 },
     Cosine,
     OneCycle,
+    Linear { peak: f32, start: f32, end: f32 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,7 +38,11 @@ impl Schedule {
     pub fn lr(&self, t: u64) -> f32 {
         let lr0 = self.base_lr as f64;
         let w = self.warmup_steps;
-        if self.kind != ScheduleKind::OneCycle && t < w {
+        let own_warmup = matches!(
+            self.kind,
+            ScheduleKind::OneCycle | ScheduleKind::Linear { .. }
+        );
+        if !own_warmup && t < w {
             return (lr0 * (t + 1) as f64 / w as f64) as f32;
         }
         let rate = match self.kind {
@@ -60,6 +69,19 @@ impl Schedule {
                 } else {
                     cos(hi, end, (t - up) / (total - up).max(1.0))
                 }
+            }
+            ScheduleKind::Linear { peak, start, end } => {
+                let total = self.total_steps.max(1);
+                let up = (peak as f64 * total as f64) as u64;
+                let (start, end) = (start as f64, end as f64);
+                let f = if t < up {
+                    let a = t as f64 / up as f64;
+                    start * (1.0 - a) + a
+                } else {
+                    let a = ((t - up) as f64 / (total - up).max(1) as f64).min(1.0);
+                    (1.0 - a) + end * a
+                };
+                lr0 * f
             }
         };
         rate as f32
@@ -104,5 +126,26 @@ mod tests {
         let wc = sched(ScheduleKind::Cosine, 10);
         assert!((wc.lr(0) - 0.01).abs() < 1e-7 && (wc.lr(9) - 0.1).abs() < 1e-7);
         assert!((wc.lr(10) - 0.1).abs() < 1e-7 && (wc.lr(55) - 0.05).abs() < 1e-7);
+    }
+
+    /// airbench94's numbers (T = 476, peak 0.23, 0.2 → 1 → 0.07): the rise ends at step 109;
+    /// the last step's factor is 0.072534.
+    #[test]
+    fn linear_schedule_hand_worked() {
+        let kind = ScheduleKind::Linear {
+            peak: 0.23,
+            start: 0.2,
+            end: 0.07,
+        };
+        let s = Schedule {
+            total_steps: 476,
+            base_lr: 1.0,
+            ..sched(kind, 5)
+        };
+        assert!((s.lr(0) - 0.2).abs() < 1e-7, "its own warm-up, not `W`'s");
+        assert!((s.lr(109) - 1.0).abs() < 1e-7);
+        assert!((s.lr(54) - (0.2 * (1.0 - 54.0 / 109.0) + 54.0 / 109.0)).abs() < 1e-6);
+        assert!((s.lr(475) - 0.072_534).abs() < 1e-6, "{}", s.lr(475));
+        assert!((s.lr(476) - 0.07).abs() < 1e-7);
     }
 }

@@ -11,10 +11,11 @@
 
 use super::checkpoint;
 use super::config::{EpochRecord, TrainConfig, TrainState};
+use super::lookahead::Lookahead;
 use super::memory;
 use super::optim::Optimizer;
 use super::schedule::{Schedule, ScheduleKind};
-use crate::data::{self, Dataset, LoadOptions, Normalization};
+use crate::data::{self, Augment, Dataset, LoadOptions, Normalization};
 use crate::error::UsageError;
 use crate::infer::evaluate::evaluate;
 use crate::infer::metrics::{Report, argmax};
@@ -114,6 +115,8 @@ pub struct Resumed {
     pub model: Model,
     pub state: TrainState,
     pub opt: Optimizer,
+    /// Lookahead's slow copy, when the run uses it.
+    pub lookahead: Option<std::collections::BTreeMap<String, Tensor>>,
 }
 
 pub struct Trainer<'e> {
@@ -125,6 +128,7 @@ pub struct Trainer<'e> {
     net: Network,
     opts: BuildOptions,
     opt: Optimizer,
+    lookahead: Option<Lookahead>,
     state: TrainState,
     schedule: Schedule,
     ckpt_path: PathBuf,
@@ -179,22 +183,29 @@ impl<'e> Trainer<'e> {
             seconds: t0.elapsed().as_secs_f64(),
         });
         let ckpt_path = checkpoint_path(&cfg.out);
-        let (mut net, norm, opt, state) = match resumed {
+        let (mut net, norm, opt, state, lookahead) = match resumed {
             Some(r) => {
                 r.model.check_classes(&r.path, &train.classes)?;
                 let mut net = r.model.build_network(opts)?;
                 checkpoint::check_optimizer(&r.path, &mut net, &r.opt)?;
-                (net, r.model.normalization(), r.opt, r.state)
+                let la = cfg
+                    .lookahead
+                    .zip(r.lookahead)
+                    .map(|(config, slow)| Lookahead { config, slow });
+                (net, r.model.normalization(), r.opt, r.state, la)
             }
             None => {
-                let net = Network::build(&spec, train.classes.len(), Some(cfg.seed), opts)
+                let mut net = Network::build(&spec, train.classes.len(), Some(cfg.seed), opts)
                     .map_err(|e| anyhow!("{}: {e}", cfg.arch_name))?;
                 let norm = Normalization::from_dataset(&train);
+                fit_to_data(&mut net, &train, &norm);
+                let la = cfg.lookahead.map(|c| Lookahead::new(c, &mut net));
                 (
                     net,
                     norm,
                     Optimizer::new(cfg.optimizer),
                     TrainState::default(),
+                    la,
                 )
             }
         };
@@ -232,6 +243,7 @@ impl<'e> Trainer<'e> {
             net,
             opts: *opts,
             opt,
+            lookahead,
             state,
             schedule,
             ckpt_path,
@@ -307,8 +319,11 @@ impl<'e> Trainer<'e> {
                     .filter(|(z, y)| argmax(z) == **y)
                     .count();
                 self.net.backward(&x, loss.backward());
-                self.opt.step(&mut self.net, lr);
+                self.opt.step(&mut self.net, lr, self.state.epoch);
                 self.state.step += 1;
+                if let Some(la) = &mut self.lookahead {
+                    la.after_step(&mut self.net, self.state.step, self.schedule.total_steps);
+                }
                 self.state.batch += 1;
                 if self.state.epoch == 0
                     && self.state.batch == PLAN_AFTER_STEPS.min(steps_per_epoch)
@@ -352,7 +367,15 @@ impl<'e> Trainer<'e> {
 
     fn save_checkpoint(&mut self) -> Result<()> {
         let model = self.model(self.state.epoch);
-        checkpoint::save(&self.ckpt_path, &model, &self.cfg, &self.state, &self.opt)
+        let slow = self.lookahead.as_ref().map(|l| &l.slow);
+        checkpoint::save(
+            &self.ckpt_path,
+            &model,
+            &self.cfg,
+            &self.state,
+            &self.opt,
+            slow,
+        )
     }
 
     /// With a time budget, sets the number of epochs to what fits in the time left, given
@@ -382,6 +405,12 @@ impl<'e> Trainer<'e> {
     /// Validation, the epoch's record, the kept model and the checkpoint.
     fn end_epoch(&mut self, started: Instant) -> Result<()> {
         let epoch = self.state.epoch;
+        if epoch + 1 == self.cfg.epochs
+            && let Some(la) = &self.lookahead
+        {
+            // The slow copy is the final model: validated and kept as such.
+            la.finish(&mut self.net);
+        }
         let train_loss = self.state.loss_sum / self.state.seen.max(1) as f64;
         let train_acc = self.state.correct as f64 / self.state.seen.max(1) as f64;
         let val = match &self.val {
@@ -457,6 +486,28 @@ impl<'e> Trainer<'e> {
             seconds,
         })
     }
+}
+
+/// Fits the layers that want it (see [`Network::fit_to_data`]) to the first training images, in
+/// dataset order, normalised and not augmented.
+fn fit_to_data(net: &mut Network, train: &Dataset, norm: &Normalization) {
+    let n = net.data_images().min(train.len());
+    if n == 0 {
+        return;
+    }
+    let (mut x, mut labels) = (Tensor::zeros(vec![0]), Vec::new());
+    let idx: Vec<usize> = (0..n).collect();
+    data::fill_batch(
+        train,
+        &idx,
+        norm,
+        &Augment::none(),
+        0,
+        0,
+        &mut x,
+        &mut labels,
+    );
+    net.fit_to_data(&x);
 }
 
 /// `<out>.ckpt`, beside the model.

@@ -74,7 +74,9 @@ fn calibrate_eval_and_predict_with_confidence() {
     // Training curves, and the history behind them in the checkpoint (so a resume keeps it).
     check_png(&d.join("curves/loss.png"));
     check_png(&d.join("curves/accuracy.png"));
-    let (_, _, state, _) = cnn::train::checkpoint::load(&d.join("m.cnn.ckpt")).unwrap();
+    let state = cnn::train::checkpoint::load(&d.join("m.cnn.ckpt"))
+        .unwrap()
+        .state;
     let epochs: Vec<u64> = state.history.iter().map(|r| r.epoch).collect();
     assert_eq!(epochs, [1, 2]);
     assert!(state.history.iter().all(|r| r.val_accuracy.is_some()));

@@ -715,6 +715,7 @@ fn placements_hand_worked() {
         flip: true,
         dy: 0,
         dx: 0,
+        reflect: false,
     };
     assert_eq!(flip.apply(&img, [1, 2, 3]), [3, 2, 1, 6, 5, 4]);
     // Content moves right by 1 and down by 1; zeros come in from the left and the top.
@@ -722,6 +723,7 @@ fn placements_hand_worked() {
         flip: false,
         dy: 1,
         dx: 1,
+        reflect: false,
     };
     assert_eq!(shift.apply(&img, [1, 2, 3]), [0, 0, 0, 0, 1, 2]);
     // Up and left by 1.
@@ -729,6 +731,7 @@ fn placements_hand_worked() {
         flip: false,
         dy: -1,
         dx: -1,
+        reflect: false,
     };
     assert_eq!(shift.apply(&img, [1, 2, 3]), [5, 6, 0, 0, 0, 0]);
     // Flip, then right by 2: flipped rows are 3 2 1 / 6 5 4.
@@ -736,6 +739,7 @@ fn placements_hand_worked() {
         flip: true,
         dy: 0,
         dx: 2,
+        reflect: false,
     };
     assert_eq!(both.apply(&img, [1, 2, 3]), [0, 0, 3, 0, 0, 6]);
     // Out of range entirely: all zeros. Channels move together.
@@ -743,6 +747,7 @@ fn placements_hand_worked() {
         flip: false,
         dy: 0,
         dx: 3,
+        reflect: false,
     };
     assert_eq!(far.apply(&img, [2, 1, 3]), [0; 6]);
     let two = [1, 2, 3, 10, 20, 30];
@@ -750,6 +755,7 @@ fn placements_hand_worked() {
         flip: true,
         dy: 0,
         dx: 1,
+        reflect: false,
     };
     assert_eq!(p.apply(&two, [2, 1, 3]), [0, 3, 2, 0, 30, 20]);
 }
@@ -759,7 +765,7 @@ fn augmentation_is_deterministic_and_in_range() {
     let aug = Augment {
         pad_crop: 4,
         flip: true,
-        shift: 0,
+        ..Augment::none()
     };
     let s0 = Augment::epoch_seed(5, 0);
     assert_eq!(aug.placement(s0, 17), aug.placement(s0, 17));
@@ -816,6 +822,8 @@ fn batches_match_the_reference_and_reuse_their_buffers() {
         pad_crop: 2,
         flip: true,
         shift: 1,
+        reflect: true,
+        alternate_flip: true,
     };
     let mut b = data::Batcher::new();
     let order = data::epoch_order(9, 3, ds.len());
