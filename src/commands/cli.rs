@@ -52,6 +52,8 @@ pub enum ScheduleArg {
     Step,
     Cosine,
     Onecycle,
+    /// Linear up from 0.2·lr over the first 23% of steps, then linear down to 0.07·lr
+    Linear,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -70,6 +72,8 @@ pub enum AugmentArg {
     Crop,
     /// Small random shifts (up to 2 pixels), for digits.
     Shift,
+    /// Random crop of the image reflect-padded by 2 pixels, alternating flips (cifar-fast's).
+    ReflectCrop,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -126,11 +130,20 @@ pub struct TrainArgs {
     /// Linear warm-up, in epochs (may be fractional)
     #[arg(long)]
     pub warmup: Option<f32>,
-    /// Label smoothing for cross-entropy, 0 to 1
-    #[arg(long, default_value_t = 0.0)]
-    pub label_smoothing: f32,
-    #[arg(long, value_enum, default_value_t = AugmentArg::Auto)]
-    pub augment: AugmentArg,
+    /// Label smoothing for cross-entropy, 0 to 1 (default 0; cifar-fast 0.2)
+    #[arg(long)]
+    pub label_smoothing: Option<f32>,
+    /// Training-time augmentation (default auto; cifar-fast reflect-crop)
+    #[arg(long, value_enum)]
+    pub augment: Option<AugmentArg>,
+    /// Lookahead: every 5 steps pull the weights toward a slow copy, which becomes the final
+    /// model (default no; cifar-fast yes)
+    #[arg(long)]
+    pub lookahead: Option<bool>,
+    /// The test-time augmentation that eval and predict apply to this model unless told
+    /// otherwise (default none; cifar-fast flip-shift)
+    #[arg(long, value_enum)]
+    pub tta: Option<crate::infer::tta::Tta>,
     /// Fraction of the training set held out for validation (default 0.1 when the dataset has
     /// no validation split; 0 trains on everything and keeps the last epoch)
     #[arg(long)]
@@ -152,9 +165,9 @@ pub struct TrainArgs {
     /// every epoch
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
-    /// Which model to keep at --out
-    #[arg(long, value_enum, default_value_t = KeepArg::Best)]
-    pub keep: KeepArg,
+    /// Which model to keep at --out (default best; cifar-fast last)
+    #[arg(long, value_enum)]
+    pub keep: Option<KeepArg>,
     /// Continue from a checkpoint with the settings stored in it
     #[arg(long)]
     pub resume: Option<PathBuf>,
@@ -258,10 +271,11 @@ pub struct EvalArgs {
     /// Write confusion.png and reliability.png to this folder
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
-    /// Test-time augmentation: `flip` averages the logits of each image and its mirror image
-    /// (for models trained with flips, e.g. CIFAR-10; never for digits)
-    #[arg(long, value_enum, default_value_t = crate::infer::tta::Tta::None)]
-    pub tta: crate::infer::tta::Tta,
+    /// Test-time augmentation: `flip` averages the logits of each image and its mirror image,
+    /// `flip-shift` six views (for models trained with flips and crops, e.g. CIFAR-10; never for
+    /// digits). Default: the one the model was trained for (none unless it says)
+    #[arg(long, value_enum)]
+    pub tta: Option<crate::infer::tta::Tta>,
 }
 
 #[derive(Args, Debug)]
@@ -336,10 +350,11 @@ pub struct PredictArgs {
     /// Folder for the --explain images (default: the current folder); implies --explain
     #[arg(long, value_name = "DIR")]
     pub explain_dir: Option<PathBuf>,
-    /// Test-time augmentation: `flip` averages the logits of each image and its mirror image
-    /// (for models trained with flips, e.g. CIFAR-10; never for digits)
-    #[arg(long, value_enum, default_value_t = crate::infer::tta::Tta::None)]
-    pub tta: crate::infer::tta::Tta,
+    /// Test-time augmentation: `flip` averages the logits of each image and its mirror image,
+    /// `flip-shift` six views (for models trained with flips and crops, e.g. CIFAR-10; never for
+    /// digits). Default: the one the model was trained for (none unless it says)
+    #[arg(long, value_enum)]
+    pub tta: Option<crate::infer::tta::Tta>,
     #[arg(long)]
     pub threads: Option<usize>,
 }

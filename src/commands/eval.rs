@@ -44,7 +44,8 @@ fn execute(args: EvalArgs) -> Result<()> {
     model.check_classes(&args.model, &ds.classes)?;
     let norm = model.normalization();
     let top_k = args.top_k.clamp(1, model.classes.len());
-    let mut logits = infer_logits(&mut net, &ds, &norm, args.batch_size.max(1), args.tta);
+    let tta = crate::infer::tta::choose(args.tta, &model);
+    let mut logits = infer_logits(&mut net, &ds, &norm, args.batch_size.max(1), tta);
     let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
     let uncalibrated = Report::from_logits(&logits, &labels, &ds.classes, top_k);
     // Every figure below uses the model's probabilities, softmax(logits / T); the top class,
@@ -74,6 +75,7 @@ fn execute(args: EvalArgs) -> Result<()> {
         if let Some(m) = v.as_object_mut() {
             use serde_json::json;
             m.insert("temperature".into(), json!(calibration::readable(t)));
+            m.insert("tta".into(), json!(tta.name()));
             m.insert("ece_uncalibrated".into(), json!(conf.uncalibrated.ece));
             m.insert("nll_uncalibrated".into(), json!(conf.uncalibrated.nll));
             m.insert("coverage_table".into(), json!(conf.table));
@@ -87,6 +89,9 @@ fn execute(args: EvalArgs) -> Result<()> {
         writeln!(out)?;
     } else {
         print_report(&mut out, &report, &conf, &ds.name)?;
+        if tta != crate::infer::tta::Tta::None {
+            writeln!(out, "(test-time augmentation: {})", tta.name())?;
+        }
         if skipped > 0 {
             writeln!(out, "({skipped} unreadable images skipped)")?;
         }

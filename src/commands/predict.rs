@@ -32,6 +32,7 @@ fn execute(args: PredictArgs) -> Result<()> {
         .all(|(i, c)| *c == i.to_string())
         && model.classes.len() == 10;
     let input = model.input;
+    let tta = tta::choose(args.tta, &model);
     // Decode and prepare in parallel; a file that fails is reported and skipped.
     let prepared: Vec<(PathBuf, Result<Vec<u8>>)> = files
         .into_par_iter()
@@ -90,7 +91,7 @@ fn execute(args: PredictArgs) -> Result<()> {
             &mut labels,
         );
         let mut logits = Vec::with_capacity(chunk.len() * k);
-        tta::logits(&mut net, &x, args.tta, &mut scratch, &mut logits);
+        tta::logits(&mut net, &x, tta, &mut scratch, &mut logits);
         let len = x.len() / chunk.len().max(1);
         for (i, ((file, _), z)) in chunk.iter().zip(logits.chunks(k)).enumerate() {
             let scaled: Vec<f32> = z.iter().map(|v| v / model.temperature).collect();
@@ -113,7 +114,7 @@ fn execute(args: PredictArgs) -> Result<()> {
                         image,
                         pred,
                         probs[pred],
-                        args.tta,
+                        tta,
                     )?)
                 }
                 None => None,

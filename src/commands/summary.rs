@@ -55,25 +55,32 @@ pub fn run(args: SummaryArgs) -> Result<()> {
 
 fn print_table(out: &mut impl Write, net: &mut Network) -> Result<()> {
     let input = net.input_shape();
+    let rows = net.summary();
+    // The spec column as wide as its longest line (28 at least, as before).
+    let w = rows
+        .iter()
+        .map(|r| r.spec.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(28);
     writeln!(
         out,
-        "{:<10} {:<28} {:>14} {:>12} {:>14}",
+        "{:<10} {:<w$} {:>14} {:>12} {:>14}",
         "layer", "spec", "output", "params", "MACs/image"
     )?;
     writeln!(
         out,
-        "{:<10} {:<28} {:>14} {:>12} {:>14}",
+        "{:<10} {:<w$} {:>14} {:>12} {:>14}",
         "input",
         "",
         fmt_shape(&input),
         "",
         ""
     )?;
-    let rows = net.summary();
     for r in &rows {
         writeln!(
             out,
-            "{:<10} {:<28} {:>14} {:>12} {:>14}",
+            "{:<10} {:<w$} {:>14} {:>12} {:>14}",
             r.name,
             r.spec,
             fmt_shape(&r.out_shape),
@@ -85,7 +92,7 @@ fn print_table(out: &mut impl Write, net: &mut Network) -> Result<()> {
     let macs: u64 = rows.iter().map(|r| r.macs).sum();
     writeln!(
         out,
-        "{:<10} {:<28} {:>14} {:>12} {:>14}",
+        "{:<10} {:<w$} {:>14} {:>12} {:>14}",
         "total",
         "",
         "",

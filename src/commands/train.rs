@@ -5,11 +5,12 @@
 use super::cli::{AugmentArg, KeepArg, LossArg, OptimizerArg, ScheduleArg, TrainArgs};
 use super::{build_options, format::group, load_arch, plot, with_threads};
 use crate::data::{self, Augment};
+use crate::infer::tta::Tta;
 use crate::net::loss::LossKind;
-use crate::net::spec;
 use crate::train::checkpoint;
 use crate::train::config::{EpochRecord, TrainConfig};
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
+use crate::train::recipe::Recipe;
 use crate::train::schedule::ScheduleKind;
 use crate::train::trainer::{
     BatchProgress, DataSummary, Events, Outcome, Resumed, RunSummary, Trainer,
@@ -70,19 +71,21 @@ fn execute(args: TrainArgs) -> Result<()> {
             Err(Interrupted(checkpoint.display().to_string()).into())
         }
         Outcome::Finished { .. } if args.quiet => Ok(()),
-        Outcome::Finished {
-            test: None,
-            seconds: _,
-        } => {
+        Outcome::Finished { test: None, .. } => {
             println!("model saved to {} (no test split to report)", out.display());
             Ok(())
         }
         Outcome::Finished {
             test: Some(r),
+            tta,
             seconds,
         } => {
+            let views = match tta {
+                Tta::None => String::new(),
+                t => format!(" with --tta {}", t.name()),
+            };
             println!(
-                "test: accuracy {:.4}, loss {:.4} on {} images; model saved to {} ({seconds:.0}s of training)",
+                "test: accuracy {:.4}, loss {:.4} on {} images{views}; model saved to {} ({seconds:.0}s of training)",
                 r.accuracy,
                 r.loss,
                 r.images,
@@ -93,7 +96,7 @@ fn execute(args: TrainArgs) -> Result<()> {
     }
 }
 
-/// Settings from flags and per-dataset defaults.
+/// Settings from flags, and where they are silent from the recipe for the network and data.
 fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     let dataset = a.dataset.clone().unwrap_or_else(|| "mnist".into());
     let data_dir = match (&a.data_dir, a.dataset.is_none()) {
@@ -107,81 +110,87 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         .clone()
         .unwrap_or_else(|| if colour { "cifar-ref" } else { "mnist-ref" }.into());
     let arch = load_arch(&arch_name)?;
-    let optimizer = match a.optimizer.unwrap_or(OptimizerArg::Sgd) {
+    let kind = data::DatasetKind::parse(&dataset)?;
+    let optimizer = a.optimizer.map(|o| match o {
         OptimizerArg::Sgd => OptimizerKind::Sgd,
         OptimizerArg::Adam => OptimizerKind::Adam,
         OptimizerArg::Adamw => OptimizerKind::AdamW,
-    };
-    let sgd = optimizer == OptimizerKind::Sgd;
-    // Batch norm tolerates (and profits from) a larger step; plain nets diverge with it early on.
-    let has_bn = arch
-        .layers
-        .iter()
-        .any(|l| matches!(l.1, spec::LayerSpec::BatchNorm(_)));
-    let lr = a.lr.unwrap_or(match (sgd, has_bn) {
-        (true, true) => 0.05,
-        (true, false) => 0.01,
-        (false, _) => 1e-3,
     });
-    let weight_decay = a
-        .weight_decay
-        .unwrap_or(if optimizer == OptimizerKind::AdamW {
-            0.01
-        } else {
-            5e-4
-        });
-    let momentum = a.momentum.unwrap_or(if sgd { 0.9 } else { 0.0 });
+    let r = Recipe::for_run(&arch_name, &arch, &kind, colour, optimizer);
+    let lr = a.lr.unwrap_or(r.lr);
+    let weight_decay = a.weight_decay.unwrap_or(r.weight_decay);
+    let momentum = a.momentum.unwrap_or(r.momentum);
+    let label_smoothing = a.label_smoothing.unwrap_or(r.label_smoothing);
     for (name, v, lo, hi) in [
         ("--lr", lr, 0.0, 100.0),
         ("--momentum", momentum, 0.0, 1.0),
         ("--weight-decay", weight_decay, 0.0, 1.0),
-        ("--label-smoothing", a.label_smoothing, 0.0, 1.0),
+        ("--label-smoothing", label_smoothing, 0.0, 1.0),
     ] {
         if !(v >= lo && v < hi) || (name == "--lr" && v == 0.0) {
             usage!("{name} must be in ({lo}, {hi}), got {v}");
         }
     }
-    let val_split = a.val_split.unwrap_or(-1.0);
     if a.val_split.is_some_and(|v| !(0.0..0.9).contains(&v)) {
-        usage!("--val-split must be in [0, 0.9), got {val_split}");
+        usage!(
+            "--val-split must be in [0, 0.9), got {}",
+            a.val_split.unwrap_or(0.0)
+        );
     }
-    let batch_size = a.batch_size.unwrap_or(if colour { 128 } else { 64 });
+    let val_split = a.val_split.or(r.val_split).unwrap_or(-1.0);
+    let batch_size = a.batch_size.unwrap_or(r.batch_size);
     if batch_size == 0 {
         usage!("--batch-size must be at least 1");
     }
     let default_epochs = if a.time_budget.is_some() {
         1000
-    } else if colour {
-        30
     } else {
-        10
+        r.epochs
     };
     let epochs = a.epochs.unwrap_or(default_epochs);
     if epochs == 0 {
         usage!("--epochs must be at least 1");
     }
-    let schedule = match a.schedule.unwrap_or(ScheduleArg::Cosine) {
-        ScheduleArg::Constant => ScheduleKind::Constant,
-        ScheduleArg::Step => ScheduleKind::Step {
+    let schedule = match a.schedule {
+        None => r.schedule,
+        Some(ScheduleArg::Constant) => ScheduleKind::Constant,
+        Some(ScheduleArg::Step) => ScheduleKind::Step {
             every: a.step_every,
             gamma: a.step_gamma,
         },
-        ScheduleArg::Cosine => ScheduleKind::Cosine,
-        ScheduleArg::Onecycle => ScheduleKind::OneCycle,
+        Some(ScheduleArg::Cosine) => ScheduleKind::Cosine,
+        Some(ScheduleArg::Onecycle) => ScheduleKind::OneCycle,
+        Some(ScheduleArg::Linear) => ScheduleKind::Linear {
+            peak: 0.23,
+            start: 0.2,
+            end: 0.07,
+        },
     };
-    let kind = data::DatasetKind::parse(&dataset)?;
     let augment = match a.augment {
-        AugmentArg::Auto => Augment::for_dataset(&kind, arch.input[0]),
-        AugmentArg::None => Augment::none(),
-        AugmentArg::Crop => Augment {
+        None => r.augment,
+        Some(AugmentArg::Auto) => Augment::for_dataset(&kind, arch.input[0]),
+        Some(AugmentArg::None) => Augment::none(),
+        Some(AugmentArg::Crop) => Augment {
             pad_crop: 4,
             flip: true,
             ..Augment::none()
         },
-        AugmentArg::Shift => Augment {
+        Some(AugmentArg::Shift) => Augment {
             shift: 2,
             ..Augment::none()
         },
+        Some(AugmentArg::ReflectCrop) => Augment {
+            pad_crop: 2,
+            reflect: true,
+            flip: true,
+            alternate_flip: true,
+            ..Augment::none()
+        },
+    };
+    let lookahead = match a.lookahead {
+        None => r.lookahead,
+        Some(true) => Some(r.lookahead.unwrap_or_default()),
+        Some(false) => None,
     };
     Ok(TrainConfig {
         dataset,
@@ -191,16 +200,16 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         epochs,
         batch_size,
         optimizer: OptimizerConfig {
-            kind: optimizer,
+            kind: r.optimizer,
             momentum,
-            nesterov: a.nesterov.unwrap_or(sgd),
+            nesterov: a.nesterov.unwrap_or(r.nesterov),
             weight_decay,
             ..Default::default()
         },
         lr,
         schedule,
-        warmup_epochs: a.warmup.unwrap_or(0.0).max(0.0),
-        label_smoothing: a.label_smoothing,
+        warmup_epochs: a.warmup.unwrap_or(r.warmup_epochs).max(0.0),
+        label_smoothing,
         loss: match a.loss {
             LossArg::CrossEntropy => LossKind::CrossEntropy,
             LossArg::Mse => LossKind::Mse,
@@ -211,11 +220,12 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         out: a.out.clone(),
         log: a.log.clone(),
         plots: a.plots.clone(),
-        keep_best: a.keep == KeepArg::Best,
+        keep_best: a.keep.map_or(r.keep_best, |k| k == KeepArg::Best),
         skip_bad: a.skip_bad,
         time_budget_secs: a.time_budget,
         max_epochs: epochs,
-        lookahead: None,
+        lookahead,
+        tta: a.tta.unwrap_or(r.tta),
     })
 }
 

@@ -6,15 +6,17 @@ use crate::data::{self, Augment, Dataset, Normalization};
 use crate::net::Network;
 use crate::tensor::Tensor;
 
-/// Runs the network over a dataset in eval mode and reports the metrics.
+/// Runs the network over a dataset in eval mode, with the views of `tta`, and reports the
+/// metrics.
 pub fn evaluate(
     net: &mut Network,
     ds: &Dataset,
     norm: &Normalization,
     batch: usize,
     top_k: usize,
+    tta: Tta,
 ) -> Report {
-    let logits = infer_logits(net, ds, norm, batch, Tta::None);
+    let logits = infer_logits(net, ds, norm, batch, tta);
     let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
     Report::from_logits(&logits, &labels, &ds.classes, top_k)
 }

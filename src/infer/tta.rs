@@ -13,7 +13,18 @@ use crate::net::Network;
 use crate::tensor::{Tensor, data, data_mut, reuse};
 
 /// Which views of each image to classify.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Tta {
     /// The image as it is.
     #[default]
@@ -75,6 +86,20 @@ impl Tta {
             .into_iter()
             .find(|t| t.name() == s)
     }
+}
+
+/// The key of a model's provenance that names the test-time augmentation it was trained for.
+pub const MODEL_KEY: &str = "tta";
+
+/// The test-time augmentation to use: `asked` if given, else the one `model` was trained for
+/// (none when it names none, or one this cnn does not know).
+pub fn choose(asked: Option<Tta>, model: &crate::store::Model) -> Tta {
+    asked
+        .or_else(|| {
+            let name = model.provenance.extra.get(MODEL_KEY)?;
+            Tta::from_name(name)
+        })
+        .unwrap_or_default()
 }
 
 /// Mirrors every row of an `N×C×H×W` batch left to right, in place; applying it twice

@@ -165,10 +165,10 @@ impl fmt::Display for LayerSpec {
                 let d = BatchNormConfig::default();
                 write!(f, "batchnorm")?;
                 if b.momentum != d.momentum {
-                    write!(f, " momentum={}", b.momentum)?;
+                    write!(f, " momentum={}", real_text(b.momentum))?;
                 }
                 if b.eps != d.eps {
-                    write!(f, " eps={}", b.eps)?;
+                    write!(f, " eps={}", real_text(b.eps))?;
                 }
                 if !b.scale {
                     write!(f, " scale=no")?;
@@ -176,12 +176,12 @@ impl fmt::Display for LayerSpec {
                 write_init(f, WeightInit::default(), b.lr_scale)
             }
             LayerSpec::Flatten => write!(f, "flatten"),
-            LayerSpec::Scale(s) => write!(f, "scale {s}"),
+            LayerSpec::Scale(s) => write!(f, "scale {}", real_text(*s)),
             LayerSpec::Whiten(w) => {
                 let d = WhitenConfig::default();
                 write!(f, "whiten {}", w.k)?;
                 if w.eps != d.eps {
-                    write!(f, " eps={}", w.eps)?;
+                    write!(f, " eps={}", real_text(w.eps))?;
                 }
                 if w.images != d.images {
                     write!(f, " images={}", w.images)?;
@@ -195,6 +195,12 @@ impl fmt::Display for LayerSpec {
     }
 }
 
+/// `x` in the shorter of plain and exponent notation (`0.4`, `1e-12`); both read back exactly.
+fn real_text(x: f32) -> String {
+    let (plain, exp) = (x.to_string(), format!("{x:e}"));
+    if exp.len() < plain.len() { exp } else { plain }
+}
+
 /// The ` init=` and ` lr_scale=` options, when they are not the defaults.
 fn write_init(f: &mut fmt::Formatter, init: WeightInit, lr_scale: f32) -> fmt::Result {
     match init {
@@ -203,7 +209,7 @@ fn write_init(f: &mut fmt::Formatter, init: WeightInit, lr_scale: f32) -> fmt::R
         WeightInit::Dirac => write!(f, " init=dirac")?,
     }
     if lr_scale != 1.0 {
-        write!(f, " lr_scale={lr_scale}")?;
+        write!(f, " lr_scale={}", real_text(lr_scale))?;
     }
     Ok(())
 }
@@ -580,7 +586,7 @@ mod tests {
             "{printed}"
         );
         assert!(
-            printed.contains("batchnorm momentum=0.4 eps=0.000000000001 scale=no lr_scale=64\n"),
+            printed.contains("batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64\n"),
             "{printed}"
         );
         assert!(

@@ -5,6 +5,7 @@ use super::lookahead::LookaheadConfig;
 use super::optim::OptimizerConfig;
 use super::schedule::ScheduleKind;
 use crate::data::Augment;
+use crate::infer::tta::Tta;
 use crate::net::loss::LossKind;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ pub struct TrainConfig {
     /// Lookahead toward a slow copy of the weights, which becomes the final model.
     #[serde(default)]
     pub lookahead: Option<LookaheadConfig>,
+    /// The test-time augmentation eval and predict apply to the model by default.
+    #[serde(default)]
+    pub tta: Tta,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

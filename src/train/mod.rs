@@ -4,6 +4,7 @@
 //! - [`config`]: a run's settings and cursor, as stored in checkpoints;
 //! - [`optim`], [`schedule`]: what changes the weights, and by how much at each step;
 //!   [`lookahead`]: the slow copy the weights are pulled back to;
+//! - [`recipe`]: the settings a network trains with where the command line says nothing;
 //! - [`trainer`]: the epochs and steps, validation, best-model keeping, the time budget; it
 //!   reports what happens through [`trainer::Events`] and prints nothing itself;
 //! - [`checkpoint`]: the run's state in a file;
@@ -17,5 +18,6 @@ pub mod config;
 pub mod lookahead;
 pub mod memory;
 pub mod optim;
+pub mod recipe;
 pub mod schedule;
 pub mod trainer;

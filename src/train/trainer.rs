@@ -19,6 +19,7 @@ use crate::data::{self, Augment, Dataset, LoadOptions, Normalization};
 use crate::error::UsageError;
 use crate::infer::evaluate::evaluate;
 use crate::infer::metrics::{Report, argmax};
+use crate::infer::tta::{self, Tta};
 use crate::layers::Mode;
 use crate::net::graph::{BuildOptions, Network};
 use crate::net::loss::Loss;
@@ -103,8 +104,13 @@ pub struct BatchProgress {
 
 /// How a run ended.
 pub enum Outcome {
-    /// Every epoch ran; the kept model's test figures, if the dataset has a test split.
-    Finished { test: Option<Report>, seconds: f64 },
+    /// Every epoch ran; the kept model's test figures (with the run's test-time augmentation),
+    /// if the dataset has a test split.
+    Finished {
+        test: Option<Report>,
+        tta: Tta,
+        seconds: f64,
+    },
     /// Stopped on request at a batch boundary, after writing this checkpoint.
     Interrupted { checkpoint: PathBuf },
 }
@@ -234,6 +240,11 @@ impl<'e> Trainer<'e> {
         provenance
             .extra
             .insert("val_split".into(), held_out.to_string());
+        if cfg.tta != Tta::None {
+            provenance
+                .extra
+                .insert(tta::MODEL_KEY.into(), cfg.tta.name().into());
+        }
         Ok(Trainer {
             cfg,
             train,
@@ -414,7 +425,14 @@ impl<'e> Trainer<'e> {
         let train_loss = self.state.loss_sum / self.state.seen.max(1) as f64;
         let train_acc = self.state.correct as f64 / self.state.seen.max(1) as f64;
         let val = match &self.val {
-            Some(v) => Some(evaluate(&mut self.net, v, &self.norm, EVAL_BATCH, 1)),
+            Some(v) => Some(evaluate(
+                &mut self.net,
+                v,
+                &self.norm,
+                EVAL_BATCH,
+                1,
+                Tta::None,
+            )),
             None => None,
         };
         self.state.seconds += started.elapsed().as_secs_f64();
@@ -469,13 +487,14 @@ impl<'e> Trainer<'e> {
         let Some(test) = &self.test else {
             return Ok(Outcome::Finished {
                 test: None,
+                tta: self.cfg.tta,
                 seconds,
             });
         };
         let out = &self.cfg.out;
         let mut model = Model::load(out)?;
         let mut net = model.build_network(&self.opts)?;
-        let r = evaluate(&mut net, test, &self.norm, EVAL_BATCH, 5);
+        let r = evaluate(&mut net, test, &self.norm, EVAL_BATCH, 5, self.cfg.tta);
         let metrics = &mut model.provenance.metrics;
         metrics.insert("test_accuracy".into(), r.accuracy);
         metrics.insert("test_loss".into(), r.loss);
@@ -483,6 +502,7 @@ impl<'e> Trainer<'e> {
         model.save(out)?;
         Ok(Outcome::Finished {
             test: Some(r),
+            tta: self.cfg.tta,
             seconds,
         })
     }

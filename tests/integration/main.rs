@@ -10,3 +10,4 @@ mod fuzz_corpus;
 mod hostile;
 mod model_file;
 mod preprocess;
+mod recipes;

@@ -1,0 +1,127 @@
+//! Recipes: the settings a network trains with where the command line says nothing.
+//!
+//! A preset may bring its own recipe, tuned with it (`cifar-fast`: airbench94's, Jordan 2024);
+//! every other network gets the general defaults, which depend on the data and the
+//! architecture. The command line's flags override any field.
+
+use super::lookahead::LookaheadConfig;
+use super::optim::OptimizerKind;
+use super::schedule::ScheduleKind;
+use crate::data::{Augment, DatasetKind};
+use crate::infer::tta::Tta;
+use crate::net::spec::{ArchSpec, LayerSpec};
+
+/// Every default-able setting of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipe {
+    pub optimizer: OptimizerKind,
+    pub lr: f32,
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+    pub batch_size: usize,
+    pub epochs: u64,
+    pub schedule: ScheduleKind,
+    /// Linear warm-up, in epochs (schedules without their own).
+    pub warmup_epochs: f32,
+    pub label_smoothing: f32,
+    pub augment: Augment,
+    /// Fraction of the training set held out for validation; `None`: the general default (10%
+    /// unless the dataset has its own validation split).
+    pub val_split: Option<f32>,
+    /// Keep the epoch with the best validation accuracy (else the last).
+    pub keep_best: bool,
+    pub lookahead: Option<LookaheadConfig>,
+    /// The test-time augmentation eval and predict apply by default.
+    pub tta: Tta,
+}
+
+impl Recipe {
+    /// The recipe for `arch` (the preset or file named `arch_name`) on a dataset of `kind`
+    /// (photographs when `colour`), with the optimizer the command line chose, if it did.
+    pub fn for_run(
+        arch_name: &str,
+        arch: &ArchSpec,
+        kind: &DatasetKind,
+        colour: bool,
+        optimizer: Option<OptimizerKind>,
+    ) -> Recipe {
+        match arch_name {
+            "cifar-fast" if optimizer.is_none_or(|o| o == OptimizerKind::Sgd) => cifar_fast(),
+            _ => general(arch, kind, colour, optimizer.unwrap_or(OptimizerKind::Sgd)),
+        }
+    }
+}
+
+/// airbench94's recipe (Jordan 2024, `legacy/airbench94.py` of KellerJordan/cifar10-airbench),
+/// in the form of a mean loss: its summed loss at learning rate `11.5 / (1024 · 7.667)` per
+/// image is a mean loss at 1.5; its decay per step, `lr·wd = 0.0153 / 7.667`, is 1.5 × 1.3304e-3
+/// (and the same for batch norm's shifts, whose 64× rate the architecture's `lr_scale` gives).
+/// Ten epochs of 49 batches of 1024 (theirs: 9.9 epochs of 48, the last partial batch dropped).
+fn cifar_fast() -> Recipe {
+    Recipe {
+        optimizer: OptimizerKind::Sgd,
+        lr: 1.5,
+        momentum: 0.85,
+        nesterov: true,
+        weight_decay: 0.0153 / 11.5,
+        batch_size: 1024,
+        epochs: 10,
+        schedule: ScheduleKind::Linear {
+            peak: 0.23,
+            start: 0.2,
+            end: 0.07,
+        },
+        warmup_epochs: 0.0,
+        label_smoothing: 0.2,
+        augment: Augment {
+            pad_crop: 2,
+            reflect: true,
+            flip: true,
+            alternate_flip: true,
+            shift: 0,
+        },
+        val_split: Some(0.0),
+        keep_best: false,
+        lookahead: Some(LookaheadConfig::default()),
+        tta: Tta::FlipShift,
+    }
+}
+
+/// The general defaults: SGD with Nesterov momentum 0.9, weight decay 5e-4 and a cosine
+/// schedule; learning rate 0.05 with batch norm, 0.01 without (0.001 for Adam and AdamW);
+/// batch 64 for digits and 128 for colour photographs; 10 epochs (30 for photographs);
+/// augmentation that suits the data.
+fn general(arch: &ArchSpec, kind: &DatasetKind, colour: bool, optimizer: OptimizerKind) -> Recipe {
+    let sgd = optimizer == OptimizerKind::Sgd;
+    // Batch norm tolerates (and profits from) a larger step; plain nets diverge with it early on.
+    let has_bn = arch
+        .layers
+        .iter()
+        .any(|l| matches!(l.1, LayerSpec::BatchNorm(_)));
+    Recipe {
+        optimizer,
+        lr: match (sgd, has_bn) {
+            (true, true) => 0.05,
+            (true, false) => 0.01,
+            (false, _) => 1e-3,
+        },
+        momentum: if sgd { 0.9 } else { 0.0 },
+        nesterov: sgd,
+        weight_decay: if optimizer == OptimizerKind::AdamW {
+            0.01
+        } else {
+            5e-4
+        },
+        batch_size: if colour { 128 } else { 64 },
+        epochs: if colour { 30 } else { 10 },
+        schedule: ScheduleKind::Cosine,
+        warmup_epochs: 0.0,
+        label_smoothing: 0.0,
+        augment: Augment::for_dataset(kind, arch.input[0]),
+        val_split: None,
+        keep_best: true,
+        lookahead: None,
+        tta: Tta::None,
+    }
+}

@@ -1,0 +1,114 @@
+//! The fast recipe's parts through the binary, on a small network that has them all (a
+//! whitening layer fitted to the data, GELU, batch norm without scale and with its own momentum
+//! and learning-rate scale, identity-initialised convolutions, a scaled bias-free head) trained
+//! with lookahead, reflect-padded crops with alternating flips, the linear schedule and label
+//! smoothing: it learns, gives the same weights on one thread and two, and resumes after Ctrl-C
+//! to exactly the weights of the uninterrupted run (lookahead's slow copy included).
+
+use crate::common::{cnn, digest, text, train_on_mini};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const ARCH: &str = "\
+input 1 28 28
+whiten 2 images=500 bias_epochs=1
+gelu
+conv 8 3 pad=1 bias=no init=dirac
+maxpool 2
+batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=8
+gelu
+conv 16 3 pad=1 bias=no init=dirac
+maxpool 2
+batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=8
+gelu
+maxpool 6
+flatten
+dense classes bias=no init=uniform
+scale 1/9
+";
+
+fn args(out: &str, extra: &[&str]) -> Vec<String> {
+    let mut a = vec![
+        "--arch",
+        "fast.arch",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "100",
+        "--lr",
+        "0.5",
+        "--momentum",
+        "0.85",
+        "--lookahead",
+        "true",
+        "--augment",
+        "reflect-crop",
+        "--schedule",
+        "linear",
+        "--label-smoothing",
+        "0.2",
+        "--keep",
+        "last",
+        "--tta",
+        "flip-shift",
+        "--out",
+        out,
+    ];
+    a.extend(extra);
+    train_on_mini(&a)
+}
+
+#[test]
+fn the_fast_recipe_learns_repeats_across_threads_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("fast.arch"), ARCH).unwrap();
+    let o = cnn(d, &args("two.cnn", &["--threads", "2"]));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let acc: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("test: accuracy "))
+        .and_then(|l| l.split(',').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no test line in {out}"));
+    assert!(acc > 0.5, "learned too little: {acc}\n{out}");
+    assert!(out.contains("with --tta flip-shift"), "{out}");
+    let want = digest(d, "two.cnn");
+    let o = cnn(d, &args("one.cnn", &["--threads", "1", "--quiet"]));
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(
+        digest(d, "one.cnn"),
+        want,
+        "1 thread and 2 give other weights"
+    );
+
+    // Ctrl-C after epoch 1's line, then resume: the same weights.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cnn"))
+        .args(args("part.cnn", &[]))
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    assert!(first.starts_with("epoch   1/4"), "{first}");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "not interrupted: {rest:?}");
+    let o = cnn(d, &["train", "--resume", "part.cnn.ckpt", "--quiet"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(
+        digest(d, "part.cnn"),
+        want,
+        "the resumed run ends elsewhere"
+    );
+    // The model remembers its test-time augmentation.
+    let o = cnn(d, &["summary", "--model", "part.cnn"]);
+    assert!(o.status.success());
+}
