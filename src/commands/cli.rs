@@ -77,6 +77,14 @@ pub enum AugmentArg {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Layout {
+    /// The answer, then a line per class with a bar as long as its probability.
+    Full,
+    /// One line per image: the answer, its bar and the next two classes.
+    Compact,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum KeepArg {
     /// The epoch with the best validation accuracy.
     Best,
@@ -250,8 +258,10 @@ pub struct ModelDataArgs {
     cnn eval --model models/mnist.cnn --dataset mnist\n  \
     cnn eval --model models/mnist.cnn --dataset mnist --data-dir data/mnist-mini --json")]
 pub struct EvalArgs {
-    #[arg(long, short, default_value = "models/mnist.cnn")]
-    pub model: PathBuf,
+    /// The model file (default: the digit model built into cnn, models/mnist.cnn when it was
+    /// built)
+    #[arg(long, short)]
+    pub model: Option<PathBuf>,
     #[command(flatten)]
     pub data: ModelDataArgs,
     /// Also report top-k accuracy for this k
@@ -330,14 +340,20 @@ pub struct PredictArgs {
     /// Image files, or folders of images
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    #[arg(long, short, default_value = "models/mnist.cnn")]
-    pub model: PathBuf,
+    /// The model file (default: the digit model built into cnn, models/mnist.cnn when it was
+    /// built)
+    #[arg(long, short)]
+    pub model: Option<PathBuf>,
     /// Show only the k most likely classes
     #[arg(long)]
     pub top_k: Option<usize>,
     /// One JSON object per line: file, class, probabilities
     #[arg(long)]
     pub json: bool,
+    /// Text layout: full (a line per class, with bars) or compact (a line per image); default
+    /// full for up to 10 images, compact beyond
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
     /// Feed the image as is (resized), without MNIST-style digit preparation
     #[arg(long)]
     pub no_preprocess: bool,

@@ -7,7 +7,6 @@ use crate::data::{self, LoadOptions};
 use crate::infer::calibration;
 use crate::infer::evaluate::infer_logits;
 use crate::infer::metrics::{self, Coverage, ECE_BINS, Report};
-use crate::store::Model;
 use anyhow::{Context, Result};
 use std::io::Write;
 
@@ -28,7 +27,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
 }
 
 fn execute(args: EvalArgs) -> Result<()> {
-    let (model, mut net) = Model::load_with_network(&args.model, &super::build_options())?;
+    let (model, mut net) = super::load_model(args.model.as_deref())?;
+    let model_path = args
+        .model
+        .clone()
+        .unwrap_or_else(|| super::BUILT_IN_MODEL_NAME.into());
     let dataset = args
         .data
         .dataset
@@ -41,7 +44,7 @@ fn execute(args: EvalArgs) -> Result<()> {
     };
     let (ds, skipped) =
         data::load_eval(&dataset, args.data.data_dir.as_deref(), model.input, &opts)?;
-    model.check_classes(&args.model, &ds.classes)?;
+    model.check_classes(&model_path, &ds.classes)?;
     let norm = model.normalization();
     let top_k = args.top_k.clamp(1, model.classes.len());
     let tta = crate::infer::tta::choose(args.tta, &model);

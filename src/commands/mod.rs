@@ -16,9 +16,10 @@ pub mod summary;
 pub mod train;
 
 use crate::commands::cli::{Cli, Command};
-use crate::net::graph::BuildOptions;
+use crate::net::graph::{BuildOptions, Network};
 use crate::net::presets;
 use crate::net::spec::{self, ArchSpec};
+use crate::store::Model;
 use crate::usage;
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -73,6 +74,23 @@ pub fn build_options() -> BuildOptions {
         fuse: var("CNN_FUSE").as_deref() != Some("off"),
         winograd: var("CNN_CONV").as_deref() != Some("im2col"),
         ..BuildOptions::default()
+    }
+}
+
+/// The digit model built into the binary (`models/mnist.cnn` at build time), so that `cnn
+/// predict` works from any folder and after `cargo install`.
+const BUILT_IN_MODEL: &[u8] = include_bytes!("../../models/mnist.cnn");
+
+/// What `--model` names in messages when it is not given.
+pub const BUILT_IN_MODEL_NAME: &str = "the built-in digit model";
+
+/// The model at `path` and its network, or without a path the built-in digit model.
+pub fn load_model(path: Option<&Path>) -> Result<(Model, Network)> {
+    match path {
+        Some(p) => Model::load_with_network(p, &build_options()),
+        None => {
+            Model::from_bytes_with_network(BUILT_IN_MODEL, BUILT_IN_MODEL_NAME, &build_options())
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! `cnn predict`: the class probabilities of image files.
 
 use super::with_threads;
-use crate::commands::cli::PredictArgs;
+use crate::commands::cli::{Layout, PredictArgs};
 use crate::data::digits;
 use crate::data::{self, Dataset};
 use crate::infer::explain::{OcclusionConfig, occlusion};
@@ -17,13 +17,106 @@ use std::path::{Path, PathBuf};
 
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp"];
 
+/// Text output lists every class up to this many, else the top 5 (unless `--top-k`).
+const FULL_LIST: usize = 20;
+/// More images than this print one line each (unless `--layout`).
+const COMPACT_ABOVE: usize = 10;
+/// Characters of a probability bar.
+const BAR: usize = 24;
+
+/// One image's answer, for the text layouts.
+struct Shown<'a> {
+    file: &'a Path,
+    classes: &'a [String],
+    probs: &'a [f32],
+    /// Classes by falling probability.
+    order: &'a [usize],
+    pred: usize,
+    uncertain: bool,
+}
+
+impl Shown<'_> {
+    /// `FILE: CLASS (P%)` (or `uncertain`), then a line per class: a mark on the predicted one,
+    /// its name, a bar as long as its probability and the number.
+    fn write_full(&self, out: &mut impl Write, top_k: usize, name_width: usize) -> Result<()> {
+        writeln!(out, "{}: {}", self.file.display(), self.answer())?;
+        for &c in self.order.iter().take(top_k) {
+            let mark = if c == self.pred { "*" } else { " " };
+            let name = &self.classes[c];
+            let pad = name_width.saturating_sub(name.chars().count());
+            writeln!(
+                out,
+                "  {mark} {name}{:pad$}  {} {:.4}",
+                "",
+                bar(self.probs[c], BAR),
+                self.probs[c]
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One line: the file, the answer with its bar, and the next two classes.
+    fn write_compact(&self, out: &mut impl Write, file_width: usize) -> Result<()> {
+        let file = self.file.display().to_string();
+        let pad = file_width.saturating_sub(file.chars().count());
+        let next: Vec<String> = self
+            .order
+            .iter()
+            .filter(|&&c| c != self.pred)
+            .take(2)
+            .map(|&c| format!("{} {:.1}%", self.classes[c], 100.0 * self.probs[c]))
+            .collect();
+        writeln!(
+            out,
+            "{file}{:pad$}  {} {}  (then {})",
+            "",
+            bar(self.probs[self.pred], BAR / 2),
+            self.answer(),
+            next.join(", ")
+        )?;
+        Ok(())
+    }
+
+    /// `3 (97.1%)`, or `uncertain (top: 3 45.0%, 5 30.1%)` below `--min-confidence`.
+    fn answer(&self) -> String {
+        if self.uncertain {
+            let top: Vec<String> = self
+                .order
+                .iter()
+                .take(2)
+                .map(|&c| format!("{} {:.1}%", self.classes[c], 100.0 * self.probs[c]))
+                .collect();
+            format!("uncertain (top: {})", top.join(", "))
+        } else {
+            format!(
+                "{} ({:.1}%)",
+                self.classes[self.pred],
+                100.0 * self.probs[self.pred]
+            )
+        }
+    }
+}
+
+/// A bar `width` characters wide, filled in eighths of a character to `p` of its width.
+fn bar(p: f32, width: usize) -> String {
+    const EIGHTHS: [char; 8] = [' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
+    let eighths = (p.clamp(0.0, 1.0) * (8 * width) as f32).round() as usize;
+    let (full, part) = (eighths / 8, eighths % 8);
+    let mut s: String = "█".repeat(full);
+    if full < width {
+        s.push(EIGHTHS[part]);
+        s.extend(std::iter::repeat_n(' ', width - full - 1));
+    }
+    s
+}
+
 pub fn run(args: PredictArgs) -> Result<()> {
     with_threads(args.threads, || execute(args))
 }
 
 fn execute(args: PredictArgs) -> Result<()> {
     crate::kernels::gemm::warm_up_in_background();
-    let (model, mut net) = Model::load_with_network(&args.model, &super::build_options())?;
+    let (model, mut net) = super::load_model(args.model.as_deref())?;
     let files = expand(&args.images)?;
     let digits = model
         .classes
@@ -53,7 +146,28 @@ fn execute(args: PredictArgs) -> Result<()> {
             unreachable!("partitioned on is_err: {}", f.display());
         }
     }
+    // JSON lists every class unless asked; text lists up to FULL_LIST classes, else the top 5.
     let top_k = args.top_k.unwrap_or(k).clamp(1, k);
+    let text_top_k = args
+        .top_k
+        .unwrap_or(if k <= FULL_LIST { k } else { 5 })
+        .clamp(1, k);
+    let layout = match args.layout {
+        Some(l) => l,
+        None if ok.len() > COMPACT_ABOVE => Layout::Compact,
+        None => Layout::Full,
+    };
+    let name_width = model
+        .classes
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(1);
+    let file_width = ok
+        .iter()
+        .map(|(f, _)| f.display().to_string().chars().count())
+        .max()
+        .unwrap_or(1);
     let explain_dir = match (&args.explain_dir, args.explain) {
         (Some(d), _) => Some(d.clone()),
         (None, true) => Some(PathBuf::from(".")),
@@ -136,33 +250,20 @@ fn execute(args: PredictArgs) -> Result<()> {
                 }
                 writeln!(out, "{line}")?;
             } else {
-                if uncertain {
-                    let top: Vec<String> = order
-                        .iter()
-                        .take(2)
-                        .map(|&c| format!("{} {:.1}%", model.classes[c], 100.0 * probs[c]))
-                        .collect();
-                    writeln!(
-                        out,
-                        "{}: uncertain (top: {})",
-                        file.display(),
-                        top.join(", ")
-                    )?;
-                } else {
-                    writeln!(
-                        out,
-                        "{}: {} ({:.1}%)",
-                        file.display(),
-                        model.classes[pred],
-                        100.0 * probs[pred]
-                    )?;
+                let shown = Shown {
+                    file,
+                    classes: &model.classes,
+                    probs: &probs,
+                    order: &order,
+                    pred,
+                    uncertain,
+                };
+                match layout {
+                    Layout::Full => shown.write_full(&mut out, text_top_k, name_width)?,
+                    Layout::Compact => shown.write_compact(&mut out, file_width)?,
                 }
                 if let Some(path) = &explanation {
                     writeln!(out, "  explanation: {}", path.display())?;
-                }
-                for &c in order.iter().take(top_k) {
-                    let mark = if c == pred { "*" } else { " " };
-                    writeln!(out, "  {mark} {:<12} {:.4}", model.classes[c], probs[c])?;
                 }
             }
         }
@@ -257,4 +358,20 @@ fn has_image_extension(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_fill_in_eighths() {
+        assert_eq!(bar(0.0, 4), "    ");
+        assert_eq!(bar(1.0, 4), "████");
+        assert_eq!(bar(0.5, 4), "██  ");
+        // 0.3 of 32 eighths is 9.6, rounded to 10: one full character and two eighths.
+        assert_eq!(bar(0.3, 4), "█▎  ");
+        assert_eq!(bar(2.0, 3).chars().count(), 3);
+        assert_eq!(bar(f32::NAN, 3).chars().count(), 3);
+    }
 }

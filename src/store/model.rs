@@ -329,7 +329,26 @@ impl Model {
     /// the returned model's `params` is empty.
     pub fn load_with_network(path: &Path, opts: &BuildOptions) -> Result<(Model, Network)> {
         let container = read(path, Kind::Model)?;
-        let named = |e: anyhow::Error| anyhow!("{}: {e:#}", path.display());
+        Model::with_network(container, &path.display().to_string(), opts)
+    }
+
+    /// [`Model::load_with_network`] on a model file's bytes (the one built into the binary),
+    /// `name` standing for the file in errors.
+    pub fn from_bytes_with_network(
+        bytes: &[u8],
+        name: &str,
+        opts: &BuildOptions,
+    ) -> Result<(Model, Network)> {
+        let container = super::container::read_bytes(bytes, name, Kind::Model)?;
+        Model::with_network(container, name, opts)
+    }
+
+    fn with_network(
+        container: Container,
+        name: &str,
+        opts: &BuildOptions,
+    ) -> Result<(Model, Network)> {
+        let named = |e: anyhow::Error| anyhow!("{name}: {e:#}");
         let mut model =
             Model::from_parts_unchecked(container.meta, container.tensors).map_err(named)?;
         model.check_fields().map_err(named)?;

@@ -473,3 +473,36 @@ fn a_time_budget_plans_the_epochs() {
         &["soon"],
     );
 }
+
+/// Without `--model`, predict and eval use the digit model built into the binary, from any
+/// folder; the text output draws a bar per class, and many images get a line each.
+#[test]
+fn the_built_in_model_answers_from_any_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = repo().join("data/samples/7.png");
+    let o = cnn(dir.path(), &["predict", sample.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].ends_with("7.png: 7 (92.3%)"), "{out}");
+    assert_eq!(lines.len(), 11, "{out}");
+    assert!(lines[1].starts_with("  * 7  █"), "{out}");
+    let samples = repo().join("data/samples");
+    let fixtures = repo().join("tests/fixtures/digits");
+    let o = cnn(
+        dir.path(),
+        &[
+            "predict",
+            samples.to_str().unwrap(),
+            fixtures.to_str().unwrap(),
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.lines().count() > 10 && out.lines().all(|l| l.contains("(then ")),
+        "{out}"
+    );
+    let o = cnn(dir.path(), &["predict", "--help"]);
+    assert!(text(&o).0.contains("built into cnn"));
+}
