@@ -484,7 +484,7 @@ fn the_built_in_model_answers_from_any_folder() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].ends_with("7.png: 7 (92.3%)"), "{out}");
+    assert!(lines[0].contains("7.png: 7 ("), "{out}");
     assert_eq!(lines.len(), 11, "{out}");
     assert!(lines[1].starts_with("  * 7  █"), "{out}");
     let samples = repo().join("data/samples");
