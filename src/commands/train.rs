@@ -7,10 +7,11 @@ use super::{build_options, format::group, load_arch, plot, with_threads};
 use crate::data::{self, Augment};
 use crate::infer::tta::Tta;
 use crate::net::loss::LossKind;
+use crate::net::spec;
 use crate::train::checkpoint;
 use crate::train::config::{EpochRecord, TrainConfig};
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
-use crate::train::recipe::Recipe;
+use crate::train::recipe::{self, Recipe};
 use crate::train::schedule::ScheduleKind;
 use crate::train::trainer::{
     BatchProgress, DataSummary, Events, Outcome, Resumed, RunSummary, Trainer,
@@ -104,13 +105,18 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         (None, true) if !Path::new("data/mnist").exists() => Some(PathBuf::from("data/mnist-mini")),
         (d, _) => d.clone(),
     };
-    let colour = dataset == "cifar10" || !matches!(dataset.as_str(), "mnist" | "fashion-mnist");
-    let arch_name = a
-        .arch
-        .clone()
-        .unwrap_or_else(|| if colour { "cifar-ref" } else { "mnist-ref" }.into());
-    let arch = load_arch(&arch_name)?;
     let kind = data::DatasetKind::parse(&dataset)?;
+    let (arch_name, arch, arch_reason) = match (&a.arch, &kind) {
+        (Some(name), _) => (name.clone(), load_arch(name)?, None),
+        (None, data::DatasetKind::Folder(root)) => {
+            let c = recipe::arch_for_folder(&data::folder::survey(root)?);
+            let spec = spec::parse(&c.text).map_err(|e| anyhow::anyhow!("{}: {e}", c.name))?;
+            (c.name, spec, Some(c.reason))
+        }
+        (None, data::DatasetKind::Cifar10) => ("cifar-ref".into(), load_arch("cifar-ref")?, None),
+        (None, _) => ("mnist-ref".into(), load_arch("mnist-ref")?, None),
+    };
+    let colour = arch.input[0] == 3;
     let optimizer = a.optimizer.map(|o| match o {
         OptimizerArg::Sgd => OptimizerKind::Sgd,
         OptimizerArg::Adam => OptimizerKind::Adam,
@@ -197,6 +203,7 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         data_dir,
         arch_name,
         arch: arch.to_string(),
+        arch_reason,
         epochs,
         batch_size,
         optimizer: OptimizerConfig {
@@ -259,6 +266,9 @@ impl Events for Report {
             return;
         }
         let cfg = r.cfg;
+        if let Some(why) = &cfg.arch_reason {
+            eprintln!("network: {} chosen for {why}", cfg.arch_name);
+        }
         eprintln!(
             "model: {} ({} parameters), {} epochs of {} steps, batch {}, {:?} lr {}, {} threads",
             cfg.arch_name,

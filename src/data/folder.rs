@@ -222,3 +222,71 @@ pub fn load_dir(
     };
     Ok((ds, skipped))
 }
+
+/// What a folder's training images look like, from a sample of them: enough to choose a
+/// network that fits (see `train::recipe`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Survey {
+    pub classes: usize,
+    /// Training images (files) in all.
+    pub images: usize,
+    /// Median height and width of the sampled images.
+    pub median_size: (u32, u32),
+    /// Whether every sampled image is grey (one channel, or colour with equal channels).
+    pub grey: bool,
+}
+
+/// Images decoded by [`survey`] (spread evenly over the classes' files).
+const SURVEY_IMAGES: usize = 64;
+
+/// Looks at up to [`SURVEY_IMAGES`] training images of the folder at `root`, spread over its
+/// classes; files that cannot be read are passed over (training reports them).
+pub fn survey(root: &Path) -> Result<Survey> {
+    let lay = layout(root)?;
+    let mut files = Vec::new();
+    for class in &lay.classes {
+        files.push(class_files(&lay.train.join(class))?);
+    }
+    let images: usize = files.iter().map(|f| f.len()).sum();
+    // Round-robin over the classes, so that a few of each are seen.
+    let mut sample = Vec::new();
+    for i in 0.. {
+        let before = sample.len();
+        for f in &files {
+            if let Some(p) = f.get(i) {
+                sample.push(p.clone());
+            }
+        }
+        if sample.len() >= SURVEY_IMAGES || sample.len() == before {
+            break;
+        }
+    }
+    sample.truncate(SURVEY_IMAGES);
+    let seen: Vec<(u32, u32, bool)> = sample
+        .par_iter()
+        .filter_map(|p| image::decode(p).ok())
+        .map(|img| {
+            let (w, h) = (img.width(), img.height());
+            (h, w, image::is_grey(&img))
+        })
+        .collect();
+    if seen.is_empty() {
+        bail!(
+            "{}: none of the sampled images is readable",
+            lay.train.display()
+        );
+    }
+    let median = |mut v: Vec<u32>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    Ok(Survey {
+        classes: lay.classes.len(),
+        images,
+        median_size: (
+            median(seen.iter().map(|s| s.0).collect()),
+            median(seen.iter().map(|s| s.1).collect()),
+        ),
+        grey: seen.iter().all(|s| s.2),
+    })
+}

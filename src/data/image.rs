@@ -46,6 +46,20 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
         .map_err(|e| anyhow::anyhow!("{}: not a readable image: {e}", path.display()))
 }
 
+/// Whether an image is grey: stored with one channel, or with three that barely differ (a scan
+/// saved as RGB, or as a JPEG whose compression tinted it: mean chroma at most 3 of 255).
+pub fn is_grey(img: &DynamicImage) -> bool {
+    if !img.color().has_color() {
+        return true;
+    }
+    let rgb = img.to_rgb8();
+    let chroma: u64 = rgb
+        .pixels()
+        .map(|p| (p[0].max(p[1]).max(p[2]) - p[0].min(p[1]).min(p[2])) as u64)
+        .sum();
+    chroma <= 3 * rgb.pixels().len() as u64
+}
+
 /// Composites transparency onto white and returns 8-bit RGB.
 pub fn flatten_alpha(img: &DynamicImage) -> image::RgbImage {
     let rgba = img.to_rgba8();

@@ -18,6 +18,9 @@ pub struct TrainConfig {
     /// The architecture's name as given (preset or file) and its canonical text.
     pub arch_name: String,
     pub arch: String,
+    /// Why this architecture, when cnn chose it (no `--arch`).
+    #[serde(default)]
+    pub arch_reason: Option<String>,
     pub epochs: u64,
     pub batch_size: usize,
     pub optimizer: OptimizerConfig,

@@ -125,3 +125,103 @@ fn general(arch: &ArchSpec, kind: &DatasetKind, colour: bool, optimizer: Optimiz
         tta: Tta::None,
     }
 }
+
+/// The network chosen for an image folder without `--arch`, and why.
+pub struct ArchChoice {
+    /// A preset's name, or `auto-photo-S` for a generated network.
+    pub name: String,
+    /// The architecture text.
+    pub text: String,
+    pub reason: String,
+}
+
+/// A network that fits a folder's images: small grey ones (digits, scans) get a batch-normalised
+/// 28×28 digit net, small colour ones the 32×32 CIFAR net, larger ones a net of strided stages
+/// at 64, 96 or 128 pixels (grey or colour as the images are).
+pub fn arch_for_folder(s: &crate::data::folder::Survey) -> ArchChoice {
+    let (h, w) = s.median_size;
+    let side = h.max(w);
+    let (kind, channels) = if s.grey { ("grey", 1) } else { ("colour", 3) };
+    let seen = format!("{kind} images, median {h}×{w} px");
+    let preset = |name: &str, why: &str| ArchChoice {
+        name: name.to_string(),
+        text: crate::net::presets::preset(name)
+            .expect("a built-in preset")
+            .to_string(),
+        reason: format!("{seen}: {why}"),
+    };
+    match (s.grey, side) {
+        (true, 0..=40) => preset("mnist-fast", "a 28×28 grey digit net"),
+        (false, 0..=48) => preset("cifar-ref", "a 32×32 colour net"),
+        _ => {
+            let size = match side {
+                0..=80 => 64,
+                81..=112 => 96,
+                _ => 128,
+            };
+            ArchChoice {
+                name: format!("auto-photo-{size}"),
+                text: strided_net(channels, size),
+                reason: format!("{seen}: a {kind} net of strided stages at {size}×{size}"),
+            }
+        }
+    }
+}
+
+/// Four stages that halve the image with a stride-2 convolution (32, 64, 128, 256 channels),
+/// each but the last followed by a second convolution, batch norm and ReLU after every one, then
+/// global average pooling and the classifier.
+fn strided_net(channels: usize, size: usize) -> String {
+    let mut t = format!(
+        "# Chosen for an image folder: {channels}×{size}×{size}, four strided stages.\n\
+         input {channels} {size} {size}\n"
+    );
+    for (i, width) in [32, 64, 128, 256].into_iter().enumerate() {
+        t += &format!("conv {width} 3 stride=2 pad=1 bias=no\nbatchnorm\nrelu\n");
+        if i < 3 {
+            t += &format!("conv {width} 3 pad=1 bias=no\nbatchnorm\nrelu\n");
+        }
+    }
+    t + "global_avgpool\ndense classes\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::folder::Survey;
+    use crate::net::{BuildOptions, Network};
+
+    fn survey(grey: bool, h: u32, w: u32) -> Survey {
+        Survey {
+            classes: 5,
+            images: 1000,
+            median_size: (h, w),
+            grey,
+        }
+    }
+
+    /// Small grey scans get the digit net, small photos the CIFAR net, larger images a strided
+    /// net at a size near theirs; every choice builds.
+    #[test]
+    fn the_network_fits_the_images() {
+        let cases = [
+            (survey(true, 8, 8), "mnist-fast", [1, 28, 28]),
+            (survey(false, 32, 32), "cifar-ref", [3, 32, 32]),
+            (survey(false, 64, 80), "auto-photo-64", [3, 64, 64]),
+            (survey(true, 100, 90), "auto-photo-96", [1, 96, 96]),
+            (survey(false, 375, 500), "auto-photo-128", [3, 128, 128]),
+        ];
+        for (s, name, input) in cases {
+            let c = arch_for_folder(&s);
+            assert_eq!(c.name, name);
+            let spec = crate::net::spec::parse(&c.text).unwrap();
+            assert_eq!(spec.input, input);
+            assert!(
+                c.reason.contains(if s.grey { "grey" } else { "colour" }),
+                "{}",
+                c.reason
+            );
+            Network::build(&spec, 7, None, &BuildOptions::default()).unwrap();
+        }
+    }
+}
