@@ -71,6 +71,9 @@ pub struct TrainState {
     /// One record per finished epoch, for the training curves (kept across resumes).
     #[serde(default)]
     pub history: Vec<EpochRecord>,
+    /// The loss watch that stops a diverging run (see `train::diverge`).
+    #[serde(default)]
+    pub watch: super::diverge::LossWatch,
 }
 
 /// The figures of one finished epoch (the same as a line of the CSV log).

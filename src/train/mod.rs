@@ -7,7 +7,7 @@
 //! - [`recipe`]: the settings a network trains with where the command line says nothing;
 //! - [`trainer`]: the epochs and steps, validation, best-model keeping, the time budget; it
 //!   reports what happens through [`trainer::Events`] and prints nothing itself;
-//! - [`checkpoint`]: the run's state in a file;
+//! - [`checkpoint`]: the run's state in a file; [`diverge`]: catching a run that diverges;
 //! - [`memory`]: whether a run fits in the machine's memory.
 //!
 //! May use: `net`, `infer` (validation and the final test figures), `store`, `data`, `tensor`,
@@ -15,6 +15,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod diverge;
 pub mod lookahead;
 pub mod memory;
 pub mod optim;

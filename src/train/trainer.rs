@@ -317,11 +317,22 @@ impl<'e> Trainer<'e> {
                 if !l.is_finite() {
                     bail!(
                         "the loss became {l} at epoch {} step {}: training diverged; try a lower --lr (now {}), \
-                         --warmup 1, or gradient-friendlier settings; the last checkpoint ({}) is kept",
+                         --warmup 1, or gradient-friendlier settings{}",
                         epoch + 1,
                         b + 1,
                         self.cfg.lr,
-                        self.ckpt_path.display()
+                        self.kept_checkpoint()
+                    );
+                }
+                if let Some((avg, reference)) = self.state.watch.record(l as f64, k) {
+                    bail!(
+                        "the loss rose to {avg:.2} at epoch {} step {} from {reference:.2} at the start: \
+                         training is diverging; try a lower --lr (now {}, e.g. {}) or a longer --warmup{}",
+                        epoch + 1,
+                        b + 1,
+                        self.cfg.lr,
+                        self.cfg.lr / 4.0,
+                        self.kept_checkpoint()
                     );
                 }
                 let correct = data(logits)
@@ -374,6 +385,19 @@ impl<'e> Trainer<'e> {
             self.norm.std.clone(),
             provenance,
         )
+    }
+
+    /// `; the last checkpoint (PATH) is kept`, when there is one, for the messages that stop a
+    /// run.
+    fn kept_checkpoint(&self) -> String {
+        if self.ckpt_path.exists() {
+            format!(
+                "; the last checkpoint ({}) is kept",
+                self.ckpt_path.display()
+            )
+        } else {
+            String::new()
+        }
     }
 
     fn save_checkpoint(&mut self) -> Result<()> {
