@@ -57,6 +57,12 @@ pub enum ScheduleArg {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InitArg {
+    He,
+    Uniform,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LossArg {
     CrossEntropy,
     Mse,
@@ -138,6 +144,10 @@ pub struct TrainArgs {
     /// Linear warm-up, in epochs (may be fractional)
     #[arg(long)]
     pub warmup: Option<f32>,
+    /// How weights are drawn where the architecture does not say: he (normal, √(2/fan-in)) or
+    /// uniform (PyTorch's default, ±1/√fan-in)
+    #[arg(long, value_enum)]
+    pub init: Option<InitArg>,
     /// Label smoothing for cross-entropy, 0 to 1 (default 0; cifar-fast 0.2)
     #[arg(long)]
     pub label_smoothing: Option<f32>,

@@ -2,7 +2,8 @@
 //! ([`crate::train::trainer`]) with its reports drawn here: the progress bar, one line per epoch,
 //! the CSV log, the plots; Ctrl-C asks the loop to checkpoint and stop.
 
-use super::cli::{AugmentArg, KeepArg, LossArg, OptimizerArg, ScheduleArg, TrainArgs};
+use super::cli::{AugmentArg, InitArg, KeepArg, LossArg, OptimizerArg, ScheduleArg, TrainArgs};
+use crate::layers::WeightInit;
 use super::{build_options, format::group, load_arch, plot, with_threads};
 use crate::data::{self, Augment};
 use crate::infer::tta::Tta;
@@ -123,7 +124,11 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         OptimizerArg::Adamw => OptimizerKind::AdamW,
     });
     let r = Recipe::for_run(&arch_name, &arch, &kind, colour, optimizer);
-    let lr = a.lr.unwrap_or(r.lr);
+    let batch_size = a.batch_size.unwrap_or(r.batch_size);
+    if batch_size == 0 {
+        usage!("--batch-size must be at least 1");
+    }
+    let lr = a.lr.unwrap_or(r.lr_for_batch(batch_size));
     let weight_decay = a.weight_decay.unwrap_or(r.weight_decay);
     let momentum = a.momentum.unwrap_or(r.momentum);
     let label_smoothing = a.label_smoothing.unwrap_or(r.label_smoothing);
@@ -144,10 +149,6 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         );
     }
     let val_split = a.val_split.or(r.val_split).unwrap_or(-1.0);
-    let batch_size = a.batch_size.unwrap_or(r.batch_size);
-    if batch_size == 0 {
-        usage!("--batch-size must be at least 1");
-    }
     let default_epochs = if a.time_budget.is_some() {
         1000
     } else {
@@ -233,6 +234,11 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         max_epochs: epochs,
         lookahead,
         tta: a.tta.unwrap_or(r.tta),
+        init: match a.init {
+            None => r.init,
+            Some(InitArg::He) => WeightInit::He,
+            Some(InitArg::Uniform) => WeightInit::Uniform,
+        },
     })
 }
 

@@ -96,10 +96,13 @@ pub enum Init {
 }
 
 /// Which initialisation a layer's weight takes (the architecture's `init=` option).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WeightInit {
-    /// He normal ([`Init::HeNormal`]).
+    /// Not said: the build options decide (see `net::graph::BuildOptions::init`).
     #[default]
+    Auto,
+    /// He normal ([`Init::HeNormal`]).
     He,
     /// PyTorch's default ([`Init::Uniform`]).
     Uniform,
@@ -108,10 +111,17 @@ pub enum WeightInit {
 }
 
 impl WeightInit {
-    /// The rule for a weight with `fan_in` inputs per output.
+    /// `self`, or `fallback` when `self` leaves it open.
+    pub fn or(self, fallback: WeightInit) -> WeightInit {
+        if self == WeightInit::Auto { fallback } else { self }
+    }
+}
+
+impl WeightInit {
+    /// The rule for a weight with `fan_in` inputs per output (`Auto` as He's).
     pub fn rule(self, fan_in: usize) -> Init {
         match self {
-            WeightInit::He => Init::HeNormal { fan_in },
+            WeightInit::Auto | WeightInit::He => Init::HeNormal { fan_in },
             WeightInit::Uniform => Init::Uniform { fan_in },
             WeightInit::Dirac => Init::Dirac { fan_in },
         }

@@ -4,9 +4,10 @@
 //! The graph is a chain (each layer feeds the next), which covers every network the spec format
 //! describes; keeping it a chain keeps shape inference and backward trivially correct.
 
+use crate::layers::conv::Conv2dConfig;
 use crate::layers::{
     AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, Gelu, GlobalAvgPool, Layer, MaxPool2d,
-    Mode, Param, ParamKind, Relu, Scale, Whiten,
+    Mode, Param, ParamKind, Relu, Scale, WeightInit, Whiten,
 };
 use crate::net::spec::{ArchSpec, LayerSpec, Width};
 use crate::rng::{Rng, derive};
@@ -68,6 +69,9 @@ pub struct BuildOptions {
     pub fuse: bool,
     /// 3×3 stride-1 convolutions by Winograd's algorithm where it pays, else im2col + GEMM.
     pub winograd: bool,
+    /// How weights whose layer does not say (`init=`) are drawn: a training choice, matched to
+    /// the optimizer (see `train::recipe`); nothing else in the options changes results.
+    pub init: WeightInit,
     pub limits: BuildLimits,
 }
 
@@ -76,6 +80,7 @@ impl Default for BuildOptions {
         BuildOptions {
             fuse: true,
             winograd: true,
+            init: WeightInit::He,
             limits: BuildLimits::default(),
         }
     }
@@ -404,7 +409,13 @@ fn make_layer(
     opts: &BuildOptions,
 ) -> Result<Box<dyn Layer>, String> {
     Ok(match ls {
-        LayerSpec::Conv(cfg) => Box::new(Conv2d::new(shape, *cfg, opts.winograd)?),
+        LayerSpec::Conv(cfg) => {
+            let cfg = Conv2dConfig {
+                init: cfg.init.or(opts.init),
+                ..*cfg
+            };
+            Box::new(Conv2d::new(shape, cfg, opts.winograd)?)
+        }
         LayerSpec::MaxPool { k, stride } => Box::new(MaxPool2d::new(shape, *k, *stride)?),
         LayerSpec::AvgPool { k, stride } => Box::new(AvgPool2d::new(shape, *k, *stride)?),
         LayerSpec::GlobalAvgPool => Box::new(GlobalAvgPool::new(shape)?),
@@ -418,7 +429,7 @@ fn make_layer(
                 Width::Fixed(n) => *n,
                 Width::Classes => classes,
             };
-            Box::new(Dense::new(shape, out, *bias)?.with_init(*init, *lr_scale))
+            Box::new(Dense::new(shape, out, *bias)?.with_init(init.or(opts.init), *lr_scale))
         }
         LayerSpec::Relu => Box::new(Relu::new(shape)),
         LayerSpec::Gelu => Box::new(Gelu::new(shape)),

@@ -204,7 +204,8 @@ fn real_text(x: f32) -> String {
 /// The ` init=` and ` lr_scale=` options, when they are not the defaults.
 fn write_init(f: &mut fmt::Formatter, init: WeightInit, lr_scale: f32) -> fmt::Result {
     match init {
-        WeightInit::He => {}
+        WeightInit::Auto => {}
+        WeightInit::He => write!(f, " init=he")?,
         WeightInit::Uniform => write!(f, " init=uniform")?,
         WeightInit::Dirac => write!(f, " init=dirac")?,
     }
@@ -375,7 +376,8 @@ fn parse_layer(op: &str, args: &[&str], opts: &[(&str, &str)]) -> Result<LayerSp
     };
     let init = |dirac: bool| -> Result<WeightInit, String> {
         match opts.iter().find(|o| o.0 == "init").map(|o| o.1) {
-            None | Some("he") => Ok(WeightInit::He),
+            None => Ok(WeightInit::Auto),
+            Some("he") => Ok(WeightInit::He),
             Some("uniform") => Ok(WeightInit::Uniform),
             Some("dirac") if dirac => Ok(WeightInit::Dirac),
             Some(v) => Err(format!(
@@ -561,7 +563,7 @@ mod tests {
             LayerSpec::Dense {
                 out: Width::Classes,
                 bias: true,
-                init: WeightInit::He,
+                init: WeightInit::Auto,
                 lr_scale: 1.0
             }
         );

@@ -6,6 +6,7 @@ use super::optim::OptimizerConfig;
 use super::schedule::ScheduleKind;
 use crate::data::Augment;
 use crate::infer::tta::Tta;
+use crate::layers::WeightInit;
 use crate::net::loss::LossKind;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -49,6 +50,10 @@ pub struct TrainConfig {
     /// Lookahead toward a slow copy of the weights, which becomes the final model.
     #[serde(default)]
     pub lookahead: Option<LookaheadConfig>,
+    /// How weights are drawn where the architecture does not say (`Auto` in an older
+    /// checkpoint: He's).
+    #[serde(default)]
+    pub init: WeightInit,
     /// The test-time augmentation eval and predict apply to the model by default.
     #[serde(default)]
     pub tta: Tta,

@@ -9,12 +9,15 @@ use super::optim::OptimizerKind;
 use super::schedule::ScheduleKind;
 use crate::data::{Augment, DatasetKind};
 use crate::infer::tta::Tta;
+use crate::layers::WeightInit;
 use crate::net::spec::{ArchSpec, LayerSpec};
 
 /// Every default-able setting of a run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recipe {
     pub optimizer: OptimizerKind,
+    /// How weights are drawn where the architecture does not say.
+    pub init: WeightInit,
     pub lr: f32,
     pub momentum: f32,
     pub nesterov: bool,
@@ -37,6 +40,19 @@ pub struct Recipe {
 }
 
 impl Recipe {
+    /// The learning rate for batches of `batch` images: the recipe's, scaled from its own batch
+    /// size linearly for SGD (Goyal et al., "Accurate, Large Minibatch SGD", 2017: the step's
+    /// gradient noise falls as the batch grows) and by the square root for Adam and AdamW, whose
+    /// steps are normalised by the gradient's scale already.
+    pub fn lr_for_batch(&self, batch: usize) -> f32 {
+        let ratio = batch as f64 / self.batch_size as f64;
+        let scale = match self.optimizer {
+            OptimizerKind::Sgd => ratio,
+            OptimizerKind::Adam | OptimizerKind::AdamW => ratio.sqrt(),
+        };
+        (self.lr as f64 * scale) as f32
+    }
+
     /// The recipe for `arch` (the preset or file named `arch_name`) on a dataset of `kind`
     /// (photographs when `colour`), with the optimizer the command line chose, if it did.
     pub fn for_run(
@@ -61,6 +77,7 @@ impl Recipe {
 fn cifar_fast() -> Recipe {
     Recipe {
         optimizer: OptimizerKind::Sgd,
+        init: WeightInit::Uniform,
         lr: 1.5,
         momentum: 0.85,
         nesterov: true,
@@ -101,6 +118,7 @@ fn general(arch: &ArchSpec, kind: &DatasetKind, colour: bool, optimizer: Optimiz
         .any(|l| matches!(l.1, LayerSpec::BatchNorm(_)));
     Recipe {
         optimizer,
+        init: WeightInit::He,
         lr: match (sgd, has_bn) {
             (true, true) => 0.05,
             (true, false) => 0.01,

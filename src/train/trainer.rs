@@ -20,7 +20,7 @@ use crate::error::UsageError;
 use crate::infer::evaluate::evaluate;
 use crate::infer::metrics::{Report, argmax};
 use crate::infer::tta::{self, Tta};
-use crate::layers::Mode;
+use crate::layers::{Mode, WeightInit};
 use crate::net::graph::{BuildOptions, Network};
 use crate::net::loss::Loss;
 use crate::net::spec;
@@ -201,7 +201,11 @@ impl<'e> Trainer<'e> {
                 (net, r.model.normalization(), r.opt, r.state, la)
             }
             None => {
-                let mut net = Network::build(&spec, train.classes.len(), Some(cfg.seed), opts)
+                let opts = BuildOptions {
+                    init: cfg.init.or(WeightInit::He),
+                    ..*opts
+                };
+                let mut net = Network::build(&spec, train.classes.len(), Some(cfg.seed), &opts)
                     .map_err(|e| anyhow!("{}: {e}", cfg.arch_name))?;
                 let norm = Normalization::from_dataset(&train);
                 fit_to_data(&mut net, &train, &norm);

@@ -42,7 +42,7 @@ impl Default for Conv2dConfig {
             stride: 1,
             pad: 0,
             bias: true,
-            init: WeightInit::He,
+            init: WeightInit::Auto,
             lr_scale: 1.0,
         }
     }
