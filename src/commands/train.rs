@@ -3,10 +3,10 @@
 //! the CSV log, the plots; Ctrl-C asks the loop to checkpoint and stop.
 
 use super::cli::{AugmentArg, InitArg, KeepArg, LossArg, OptimizerArg, ScheduleArg, TrainArgs};
-use crate::layers::WeightInit;
 use super::{build_options, format::group, load_arch, plot, with_threads};
 use crate::data::{self, Augment};
 use crate::infer::tta::Tta;
+use crate::layers::WeightInit;
 use crate::net::loss::LossKind;
 use crate::net::spec;
 use crate::train::checkpoint;

@@ -7,11 +7,13 @@
 //! 0.1`, `eps = 1e-5`). The scale `γ` may be left out (`scale=no`: fixed at 1, as in fast CIFAR
 //! recipes where only the shift trains).
 //!
-//! A ReLU that follows can be applied here ([`Layer::fuse_relu`]): on the way out of the
-//! normalising pass, and on the way in of backward's, which saves the ReLU's two passes over
-//! memory. `y > 0` is recomputed from `x̂` as `γ·x̂ + β > 0`, the same test the ReLU makes.
+//! A ReLU or GELU that follows can be applied here ([`Layer::fuse_activation`]): on the way out
+//! of the normalising pass, and on the way in of backward's, which saves the activation's two
+//! passes over memory. Its input `z = γ·x̂ + β` is recomputed from `x̂`, exactly as the separate
+//! layer would have seen it.
 
-use super::{Init, Layer, Mode, Param};
+use super::{Activation, Init, Layer, Mode, Param};
+use crate::kernels::math::{gelu, gelu_grad};
 use crate::kernels::{SendPtr, reduce};
 use crate::tensor::{Tensor, data, data_mut, reuse};
 use rayon::prelude::*;
@@ -56,7 +58,7 @@ pub struct BatchNorm {
     inv_std: Vec<f32>,
     trained: bool,
     /// Whether the output goes through a ReLU (fused, see the module doc).
-    relu: bool,
+    act: Option<Activation>,
     y: Tensor,
     dx: Tensor,
 }
@@ -95,7 +97,7 @@ impl BatchNorm {
             xhat: Tensor::zeros(vec![0]),
             inv_std: Vec::new(),
             trained: false,
-            relu: false,
+            act: None,
             y: Tensor::zeros(vec![0]),
             dx: Tensor::zeros(vec![0]),
         })
@@ -114,7 +116,7 @@ impl Layer for BatchNorm {
         reuse(&mut self.y, x.shape());
         reuse(&mut self.xhat, x.shape());
         self.trained = matches!(mode, Mode::Train { .. });
-        let (trained, relu) = (self.trained, self.relu);
+        let (trained, act) = (self.trained, self.act);
         let x = data(x);
         let eps = self.cfg.eps;
         let gamma = self.gamma.as_ref().map(|g| data(&g.value));
@@ -160,10 +162,15 @@ impl Layer for BatchNorm {
                         )
                     };
                     let values = xh.iter_mut().zip(y.iter_mut()).zip(&x[s..s + plane]);
-                    if relu {
+                    if act == Some(Activation::Relu) {
                         for ((xh, y), &v) in values {
                             *xh = (v - mean) * inv_std;
                             *y = (g * *xh + b).max(0.0);
+                        }
+                    } else if act == Some(Activation::Gelu) {
+                        for ((xh, y), &v) in values {
+                            *xh = (v - mean) * inv_std;
+                            *y = gelu(g * *xh + b);
                         }
                     } else {
                         for ((xh, y), &v) in values {
@@ -207,7 +214,7 @@ impl Layer for BatchNorm {
         let dx_ptr = SendPtr(data_mut(&mut self.dx).as_mut_ptr());
         let gamma = self.gamma.as_ref().map(|g| data(&g.value));
         let beta = data(&self.beta.value);
-        let (inv_std, trained, relu) = (&self.inv_std, self.trained, self.relu);
+        let (inv_std, trained, act) = (&self.inv_std, self.trained, self.act);
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {
@@ -220,16 +227,25 @@ impl Layer for BatchNorm {
                 let (mut sum_dy, mut sum_dy_xhat) = (0.0f32, 0.0f32);
                 for s in runs.clone() {
                     let xh = &xhat[s..s + plane];
-                    // With a fused ReLU the gradient passes where its output was positive; the
-                    // masked gradient goes to dx first, to be read back below.
-                    let d = if relu {
-                        let masked = dx_run(s);
-                        for ((m, &d), &xh) in masked.iter_mut().zip(&dy[s..s + plane]).zip(xh) {
-                            *m = if g * xh + b > 0.0 { d } else { 0.0 };
+                    // With a fused activation the gradient is multiplied by its derivative (a
+                    // ReLU's: 1 where its output was positive); that goes to dx first, to be
+                    // read back below.
+                    let d = match act {
+                        Some(a) => {
+                            let masked = dx_run(s);
+                            let runs = masked.iter_mut().zip(&dy[s..s + plane]).zip(xh);
+                            if a == Activation::Relu {
+                                for ((m, &d), &xh) in runs {
+                                    *m = if g * xh + b > 0.0 { d } else { 0.0 };
+                                }
+                            } else {
+                                for ((m, &d), &xh) in runs {
+                                    *m = d * gelu_grad(g * xh + b);
+                                }
+                            }
+                            &*masked
                         }
-                        &*masked
-                    } else {
-                        &dy[s..s + plane]
+                        None => &dy[s..s + plane],
                     };
                     let (sd, sdx) = reduce::sum_and_dot(d, xh);
                     sum_dy += sd;
@@ -245,7 +261,7 @@ impl Layer for BatchNorm {
                 };
                 for s in runs {
                     let (dx, xh) = (dx_run(s), &xhat[s..s + plane]);
-                    if relu {
+                    if act.is_some() {
                         for (dx, &xh) in dx.iter_mut().zip(xh) {
                             *dx = k * *dx + shift + slope * xh;
                         }
@@ -269,8 +285,8 @@ impl Layer for BatchNorm {
         &self.dx
     }
 
-    fn fuse_relu(&mut self) -> bool {
-        self.relu = true;
+    fn fuse_activation(&mut self, act: Activation) -> bool {
+        self.act = Some(act);
         true
     }
 

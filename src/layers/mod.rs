@@ -20,7 +20,7 @@
 //!   input. It never changes a weight: only the optimizer does.
 //! - Parameters are reached only through [`Layer::visit_params`], the one path that the
 //!   optimizer, gradient zeroing and the model file all use.
-//! - A layer may take over the ReLU that follows it ([`Layer::fuse_relu`]), or the flatten
+//! - A layer may take over the activation that follows it ([`Layer::fuse_activation`]), or the flatten
 //!   before it ([`Layer::reads_input_flat`]); the results are bit-identical to running the two
 //!   layers one after the other.
 
@@ -52,6 +52,13 @@ pub use whiten::Whiten;
 
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+
+/// An element-wise activation a layer can apply to its own output ([`Layer::fuse_activation`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    Gelu,
+}
 
 /// Whether a forward pass is for training (batch statistics, dropout on) or evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +120,11 @@ pub enum WeightInit {
 impl WeightInit {
     /// `self`, or `fallback` when `self` leaves it open.
     pub fn or(self, fallback: WeightInit) -> WeightInit {
-        if self == WeightInit::Auto { fallback } else { self }
+        if self == WeightInit::Auto {
+            fallback
+        } else {
+            self
+        }
     }
 }
 
@@ -297,10 +308,10 @@ pub trait Layer: Send {
     /// it may skip that work.
     fn set_needs_input_grad(&mut self, _needed: bool) {}
 
-    /// Asks the layer to apply the ReLU that follows it: `max(0, y)` as it writes its output,
-    /// and the ReLU's mask on the incoming gradient, saving the ReLU's own passes over memory.
-    /// Returns whether it will (then the graph skips the ReLU layer).
-    fn fuse_relu(&mut self) -> bool {
+    /// Asks the layer to apply the activation that follows it as it writes its output, and the
+    /// activation's derivative to the incoming gradient, saving the activation's own passes over
+    /// memory. Returns whether it will (then the graph skips the activation layer).
+    fn fuse_activation(&mut self, _act: Activation) -> bool {
         false
     }
 

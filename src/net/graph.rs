@@ -6,8 +6,8 @@
 
 use crate::layers::conv::Conv2dConfig;
 use crate::layers::{
-    AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, Gelu, GlobalAvgPool, Layer, MaxPool2d,
-    Mode, Param, ParamKind, Relu, Scale, WeightInit, Whiten,
+    Activation, AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, Gelu, GlobalAvgPool, Layer,
+    MaxPool2d, Mode, Param, ParamKind, Relu, Scale, WeightInit, Whiten,
 };
 use crate::net::spec::{ArchSpec, LayerSpec, Width};
 use crate::rng::{Rng, derive};
@@ -22,7 +22,7 @@ struct Node {
     /// Shape of one input item, without the batch axis.
     in_shape: Vec<usize>,
     layer: Box<dyn Layer>,
-    /// Skipped: a ReLU that the layer before applies itself ([`Layer::fuse_relu`]), or a flatten
+    /// Skipped: an activation the layer before applies itself ([`Layer::fuse_activation`]), or a flatten
     /// whose next layer reads its input flat ([`Layer::reads_input_flat`]).
     fused: bool,
     /// Time spent in forward and backward since profiling was switched on.
@@ -175,7 +175,7 @@ impl Network {
             }
         }
         if opts.fuse {
-            fuse_relus(&mut nodes);
+            fuse_activations(&mut nodes);
             fuse_flattens(&mut nodes);
         }
         // No one needs the gradient of the image itself (a skipped flatten passes it on).
@@ -377,13 +377,18 @@ impl Network {
     }
 }
 
-/// Hands every ReLU to the layer before it when that layer can apply it (conv, batch norm): one
-/// pass over the activations fewer each way, with bit-identical results.
-fn fuse_relus(nodes: &mut [Node]) {
+/// Hands every ReLU and GELU to the layer before it when that layer can apply it (conv: ReLU;
+/// batch norm: both): one pass over the activations fewer each way, with bit-identical results.
+fn fuse_activations(nodes: &mut [Node]) {
     for i in 1..nodes.len() {
         let (before, rest) = nodes.split_at_mut(i);
         let (prev, node) = (&mut before[i - 1], &mut rest[0]);
-        if matches!(node.spec, LayerSpec::Relu) && !prev.fused && prev.layer.fuse_relu() {
+        let act = match node.spec {
+            LayerSpec::Relu => Activation::Relu,
+            LayerSpec::Gelu => Activation::Gelu,
+            _ => continue,
+        };
+        if !prev.fused && prev.layer.fuse_activation(act) {
             node.fused = true;
         }
     }
@@ -497,14 +502,15 @@ mod tests {
         assert_eq!(params_of("lenet5"), 61_706);
     }
 
-    /// ReLUs run inside the conv and batch-norm layers before them, and dense layers read their
+    /// ReLUs run inside the conv and batch-norm layers before them, GELUs inside batch norm,
+    /// and dense layers read their
     /// input without a flatten (after pooling, or as the first layer), with results
     /// bit-identical to separate layers: logits in training and evaluation, and every parameter
     /// gradient. Covers the Winograd and im2col convolutions, with and without bias, and batch
     /// norm.
     #[test]
     fn fused_layers_change_no_result() {
-        let cases: [(&str, &[bool]); 2] = [
+        let cases: [(&str, &[bool]); 3] = [
             (
                 "input 8 9 7\nconv 8 3 pad=1\nrelu\nconv 6 3 stride=2 bias=no\nrelu\n\
                  conv 8 3 pad=1 bias=no\nbatchnorm\nrelu\nrelu\nmaxpool 2\nflatten\n\
@@ -517,6 +523,15 @@ mod tests {
             (
                 "input 8 9 7\nflatten\ndense 6\nrelu\ndense classes\n",
                 &[true, false, false, false],
+            ),
+            // GELU: into batch norm (with and without its scale), not into a convolution.
+            (
+                "input 8 9 7\nconv 8 3 pad=1 bias=no\ngelu\nconv 8 3 pad=1 bias=no\n\
+                 batchnorm momentum=0.4 scale=no\ngelu\nmaxpool 2\nbatchnorm\ngelu\nflatten\n\
+                 dense classes\n",
+                &[
+                    false, false, false, false, true, false, false, true, true, false,
+                ],
             ),
         ];
         for (text, want) in cases {

@@ -580,7 +580,7 @@ mod tests {
         let s = parse(text).unwrap();
         let printed = s.to_string();
         assert!(
-            printed.contains("whiten 2 eps=0.001 bias_epochs=3\n"),
+            printed.contains("whiten 2 eps=1e-3 bias_epochs=3\n"),
             "{printed}"
         );
         assert!(

@@ -14,7 +14,7 @@ mod im2col;
 mod tests;
 mod winograd;
 
-use super::{Layer, Mode, Param, ParamKind, WeightInit};
+use super::{Activation, Layer, Mode, Param, ParamKind, WeightInit};
 use crate::kernels::reduce;
 use crate::kernels::reference::Window;
 use crate::tensor::{Tensor, data, data_mut, fmt_shape, reuse};
@@ -110,7 +110,7 @@ pub struct Conv2d {
     geom: Geometry,
     weight: Param,
     bias: Option<Param>,
-    /// Whether the output goes through a ReLU (fused, see [`Layer::fuse_relu`]).
+    /// Whether the output goes through a ReLU (fused, see [`Layer::fuse_activation`]).
     relu: bool,
     needs_dx: bool,
     /// Whether the last forward was in training mode (backward needs one).
@@ -325,9 +325,10 @@ impl Layer for Conv2d {
         self.needs_dx = needed;
     }
 
-    fn fuse_relu(&mut self) -> bool {
-        self.relu = true;
-        true
+    /// A ReLU only: its derivative is known from the output alone.
+    fn fuse_activation(&mut self, act: Activation) -> bool {
+        self.relu = act == Activation::Relu;
+        self.relu
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::layers::gradcheck::{check_layer, seeded};
-use crate::layers::initialise;
+use crate::layers::{Activation, initialise};
 use crate::rng::Rng;
 
 /// Backward needs a training-mode forward; convolution itself has no random choices.
@@ -196,7 +196,7 @@ fn conv_winograd_matches_im2col() {
             let layer = |winograd| {
                 let mut l = conv_by(&[c, h, w], o, (3, 3), 1, pad, bias, winograd);
                 if relu {
-                    assert!(l.fuse_relu());
+                    assert!(l.fuse_activation(Activation::Relu));
                 }
                 l
             };
@@ -250,7 +250,7 @@ fn conv_without_input_gradient_matches_the_separate_mask_pass() {
                 let mut l = conv(&[c, h, w], o, k, stride, pad, bias);
                 assert!(matches!(l.path, Path::Im2col(_)));
                 if relu {
-                    assert!(l.fuse_relu());
+                    assert!(l.fuse_activation(Activation::Relu));
                 }
                 l.set_needs_input_grad(needs_dx);
                 let y = l.forward(&x, TRAIN).clone();
