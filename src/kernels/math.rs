@@ -40,7 +40,13 @@ pub fn exp(x: f32) -> f32 {
     let k = (x * LOG2E + ROUND) - ROUND;
     let r = x - k * 0.693_359_4 - k * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4_f32;
-    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
         p = p * r + c;
     }
     let e = p * r * r + r + 1.0;
@@ -93,7 +99,10 @@ mod tests {
         let mut x = -87.0f32;
         while x <= 88.0 {
             let (got, want) = (exp(x) as f64, (x as f64).exp());
-            assert!(((got - want) / want).abs() <= 2.5e-7, "exp({x}) = {got}, want {want}");
+            assert!(
+                ((got - want) / want).abs() <= 2.5e-7,
+                "exp({x}) = {got}, want {want}"
+            );
             x += 0.0137;
         }
         assert_eq!(exp(0.0), 1.0);
