@@ -106,33 +106,42 @@ pub enum KeepArg {
     cnn train --dataset photos/ --arch my-net.arch --val-split 0.2\n  \
     cnn train --resume models/model.cnn.ckpt       continue an interrupted run")]
 pub struct TrainArgs {
-    /// mnist, fashion-mnist, cifar10, or a folder with train/<class>/ images
+    /// mnist, fashion-mnist, cifar10, or a folder with train/<class>/ images (default mnist)
     #[arg(long, short)]
     pub dataset: Option<String>,
     /// Where the named dataset lives (default data/<name>)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// A preset (mnist-ref, mnist-fast, lenet5, cifar-ref) or an architecture file
+    /// A preset (mnist-ref, mnist-fast, lenet5, cifar-ref, cifar-fast) or an architecture file
+    /// (default: mnist-ref for MNIST and Fashion-MNIST, cifar-ref for CIFAR-10, for a folder a
+    /// network that fits its images, named in the run's header)
     #[arg(long, short)]
     pub arch: Option<String>,
+    /// Passes over the training set (default 10, 30 for colour images; cifar-fast 10)
     #[arg(long, short)]
     pub epochs: Option<u64>,
+    /// Images per step (default 64 for grey images, 128 for colour, halved down to 16 while an
+    /// epoch would have fewer than 50 steps; cifar-fast 1024)
     #[arg(long, short)]
     pub batch_size: Option<usize>,
+    /// The optimizer (default sgd for a network with batch norm, adam without)
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerArg>,
-    /// Base learning rate (default: SGD 0.05 with batch norm, 0.01 without; Adam/AdamW 0.001)
+    /// Base learning rate (default: SGD 0.05 with batch norm, 0.1 without, Adam and AdamW 0.002,
+    /// for the default batch; scaled linearly (SGD) or by the square root (Adam) with another
+    /// --batch-size; cifar-fast 1.5)
     #[arg(long)]
     pub lr: Option<f32>,
-    /// SGD momentum
+    /// SGD momentum (default 0.9; cifar-fast 0.85)
     #[arg(long)]
     pub momentum: Option<f32>,
-    /// Nesterov momentum (SGD)
+    /// Nesterov momentum (SGD; default true)
     #[arg(long)]
     pub nesterov: Option<bool>,
+    /// L2 weight decay (default 5e-4; AdamW 0.01, decoupled; cifar-fast 1.33e-3, decoupled)
     #[arg(long)]
     pub weight_decay: Option<f32>,
-    /// Learning-rate schedule, per step
+    /// Learning-rate schedule, per step (default cosine; cifar-fast linear)
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
     /// For --schedule step: epochs between decays
@@ -141,17 +150,19 @@ pub struct TrainArgs {
     /// For --schedule step: decay factor
     #[arg(long, default_value_t = 0.7)]
     pub step_gamma: f32,
-    /// Linear warm-up, in epochs (may be fractional)
+    /// Linear warm-up, in epochs, may be fractional (default: 5% of the epochs, at most one, for
+    /// SGD on a network with batch norm; else 0)
     #[arg(long)]
     pub warmup: Option<f32>,
     /// How weights are drawn where the architecture does not say: he (normal, √(2/fan-in)) or
-    /// uniform (PyTorch's default, ±1/√fan-in)
+    /// uniform (PyTorch's default, ±1/√fan-in; the default)
     #[arg(long, value_enum)]
     pub init: Option<InitArg>,
     /// Label smoothing for cross-entropy, 0 to 1 (default 0; cifar-fast 0.2)
     #[arg(long)]
     pub label_smoothing: Option<f32>,
-    /// Training-time augmentation (default auto; cifar-fast reflect-crop)
+    /// Training-time augmentation (default auto, left out of runs of fewer than 500 steps;
+    /// cifar-fast reflect-crop)
     #[arg(long, value_enum)]
     pub augment: Option<AugmentArg>,
     /// Lookahead: every 5 steps pull the weights toward a slow copy, which becomes the final

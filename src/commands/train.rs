@@ -216,13 +216,27 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         },
         lr,
         schedule,
-        warmup_epochs: a.warmup.unwrap_or(r.warmup_epochs).max(0.0),
+        warmup_epochs: a
+            .warmup
+            .unwrap_or((r.warmup_fraction * epochs as f32).min(1.0))
+            .max(0.0),
         label_smoothing,
         loss: match a.loss {
             LossArg::CrossEntropy => LossKind::CrossEntropy,
             LossArg::Mse => LossKind::Mse,
         },
         augment,
+        augment_from_steps: if a.augment.is_none() {
+            r.augment_from_steps
+        } else {
+            0
+        },
+        min_epoch_steps: if a.batch_size.is_none() {
+            r.min_epoch_steps
+        } else {
+            0
+        },
+        lr_batch_exponent: a.lr.is_none().then(|| r.lr_batch_exponent()),
         val_split,
         seed: a.seed,
         out: a.out.clone(),
@@ -275,16 +289,33 @@ impl Events for Report {
         if let Some(why) = &cfg.arch_reason {
             eprintln!("network: {} chosen for {why}", cfg.arch_name);
         }
+        let batch = match r.batch_reduced {
+            Some(why) => format!("{} ({why})", cfg.batch_size),
+            None => cfg.batch_size.to_string(),
+        };
         eprintln!(
-            "model: {} ({} parameters), {} epochs of {} steps, batch {}, {:?} lr {}, {} threads",
+            "model: {} ({} parameters), {} epochs of {} steps, batch {batch}, {:?} lr {}, {} threads",
             cfg.arch_name,
             group(r.params as u64),
             cfg.epochs,
             r.steps_per_epoch,
-            cfg.batch_size,
             cfg.optimizer.kind,
             cfg.lr,
             rayon::current_num_threads()
+        );
+        let warmup = if cfg.warmup_epochs > 0.0 {
+            format!(", warm-up {} epochs", cfg.warmup_epochs)
+        } else {
+            String::new()
+        };
+        let augment = match r.augment_dropped {
+            Some(why) => why.to_string(),
+            None => cfg.augment.describe(),
+        };
+        eprintln!(
+            "recipe: init {}, {} schedule{warmup}, augmentation {augment}",
+            cfg.init.name(),
+            cfg.schedule.name()
         );
     }
 

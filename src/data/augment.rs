@@ -92,6 +92,33 @@ impl Augment {
         *self == Self::none()
     }
 
+    /// In words, for a run's header: "crop (pad 4) + flip", "shift ±2", "none".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.pad_crop > 0 {
+            let edge = if self.reflect { "reflect-pad" } else { "pad" };
+            parts.push(format!("crop ({edge} {})", self.pad_crop));
+        }
+        if self.shift > 0 {
+            parts.push(format!("shift ±{}", self.shift));
+        }
+        if self.flip {
+            parts.push(
+                if self.alternate_flip {
+                    "alternating flip"
+                } else {
+                    "flip"
+                }
+                .to_string(),
+            );
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(" + ")
+        }
+    }
+
     /// The seeds of one epoch's augmentations, from the run seed.
     pub fn epoch_seed(seed: u64, epoch: u64) -> EpochSeed {
         EpochSeed {

@@ -118,6 +118,16 @@ pub enum WeightInit {
 }
 
 impl WeightInit {
+    /// The name the architecture's `init=` and `--init` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightInit::Auto => "auto",
+            WeightInit::He => "he",
+            WeightInit::Uniform => "uniform",
+            WeightInit::Dirac => "dirac",
+        }
+    }
+
     /// `self`, or `fallback` when `self` leaves it open.
     pub fn or(self, fallback: WeightInit) -> WeightInit {
         if self == WeightInit::Auto {

@@ -31,6 +31,17 @@ pub struct TrainConfig {
     pub label_smoothing: f32,
     pub loss: LossKind,
     pub augment: Augment,
+    /// Augmentation is dropped before training when the run plans fewer steps than this (0:
+    /// kept); the decision is written back (0) so that a resumed run keeps it.
+    #[serde(default)]
+    pub augment_from_steps: u64,
+    /// The batch halves (down to 16) before training until an epoch has at least this many
+    /// steps (0: kept), the learning rate scaled with it by `lr_batch_exponent` unless `--lr`
+    /// set it; written back (0) once decided.
+    #[serde(default)]
+    pub min_epoch_steps: u64,
+    #[serde(default)]
+    pub lr_batch_exponent: Option<f64>,
     pub val_split: f32,
     pub seed: u64,
     pub out: PathBuf,

@@ -13,6 +13,7 @@
 //! May use: `net`, `infer` (validation and the final test figures), `store`, `data`, `tensor`,
 //! `rng`, `error`.
 
+pub mod adapt;
 pub mod checkpoint;
 pub mod config;
 pub mod diverge;

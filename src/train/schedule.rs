@@ -33,6 +33,19 @@ pub struct Schedule {
     pub total_steps: u64,
 }
 
+impl ScheduleKind {
+    /// The name `--schedule` takes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ScheduleKind::Constant => "constant",
+            ScheduleKind::Step { .. } => "step",
+            ScheduleKind::Cosine => "cosine",
+            ScheduleKind::OneCycle => "onecycle",
+            ScheduleKind::Linear { .. } => "linear",
+        }
+    }
+}
+
 impl Schedule {
     /// The learning rate for step `t` (0-based).
     pub fn lr(&self, t: u64) -> f32 {

@@ -9,6 +9,7 @@
 //! boundary and resumed from its checkpoint ends with exactly the weights of an uninterrupted
 //! one.
 
+use super::adapt;
 use super::checkpoint;
 use super::config::{EpochRecord, TrainConfig, TrainState};
 use super::lookahead::Lookahead;
@@ -89,6 +90,10 @@ pub struct RunSummary<'a> {
     pub cfg: &'a TrainConfig,
     pub params: usize,
     pub steps_per_epoch: u64,
+    /// Why the configured augmentation was dropped, when it was (too few planned steps).
+    pub augment_dropped: Option<&'a str>,
+    /// Why the batch is smaller than the recipe's, when it is (a small training set).
+    pub batch_reduced: Option<&'a str>,
 }
 
 /// The running figures of the current epoch.
@@ -139,13 +144,15 @@ pub struct Trainer<'e> {
     schedule: Schedule,
     ckpt_path: PathBuf,
     provenance: Provenance,
+    augment_dropped: Option<String>,
+    batch_reduced: Option<String>,
     events: &'e mut dyn Events,
 }
 
 impl<'e> Trainer<'e> {
     /// Loads the data and builds (or, resuming, restores) the network, optimizer and cursor.
     pub fn new(
-        cfg: TrainConfig,
+        mut cfg: TrainConfig,
         resumed: Option<Resumed>,
         opts: &BuildOptions,
         events: &'e mut dyn Events,
@@ -171,6 +178,7 @@ impl<'e> Trainer<'e> {
                 train.len()
             );
         }
+        let batch_reduced = adapt::fit_batch(&mut cfg, train.len());
         if cfg.batch_size > train.len() {
             return Err(UsageError(format!(
                 "--batch-size {} is larger than the training set ({} images)",
@@ -221,6 +229,7 @@ impl<'e> Trainer<'e> {
         };
         memory::check(&mut net, cfg.batch_size, &cfg.arch_name)?;
         let steps_per_epoch = train.len().div_ceil(cfg.batch_size) as u64;
+        let augment_dropped = adapt::augmentation(&mut cfg, steps_per_epoch);
         let schedule = Schedule {
             kind: match cfg.schedule {
                 // Step decay counted in epochs on the command line, in steps here.
@@ -263,6 +272,8 @@ impl<'e> Trainer<'e> {
             schedule,
             ckpt_path,
             provenance,
+            augment_dropped,
+            batch_reduced,
             events,
         })
     }
@@ -279,6 +290,8 @@ impl<'e> Trainer<'e> {
             cfg: &self.cfg,
             params,
             steps_per_epoch,
+            augment_dropped: self.augment_dropped.as_deref(),
+            batch_reduced: self.batch_reduced.as_deref(),
         });
         if let Some(parent) = self.cfg.out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)

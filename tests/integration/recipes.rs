@@ -112,3 +112,38 @@ fn the_fast_recipe_learns_repeats_across_threads_and_resumes_exactly() {
     let o = cnn(d, &["summary", "--model", "part.cnn"]);
     assert!(o.status.success());
 }
+
+/// The general recipe leaves augmentation out of a run too short to profit from it, says so in
+/// the header, and `--augment auto` puts it back: the default run's weights are those of
+/// `--augment none`, and differ from `--augment auto`'s.
+#[test]
+fn a_short_run_trains_without_augmentation_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |out: &str, extra: &[&str]| {
+        let mut a = vec!["--arch", "lenet5", "--epochs", "1", "--out", out];
+        a.extend(extra);
+        let o = cnn(d, &train_on_mini(&a));
+        let (stdout, stderr) = text(&o);
+        assert!(o.status.success(), "{stdout}\n{stderr}");
+        (digest(d, out), stderr)
+    };
+    let (default, header) = run("default.cnn", &[]);
+    assert!(
+        header.contains("augmentation none (shift ±2 left out: 85 steps planned, under the 500"),
+        "{header}"
+    );
+    assert!(
+        header.contains("batch 32 (from 64: 2698 images made 43 steps an epoch, under 50;"),
+        "{header}"
+    );
+    assert!(
+        header.contains("recipe: init uniform, cosine schedule"),
+        "{header}"
+    );
+    let (none, _) = run("none.cnn", &["--augment", "none"]);
+    assert_eq!(default, none);
+    let (auto, header) = run("auto.cnn", &["--augment", "auto"]);
+    assert!(header.contains("augmentation shift ±2\n"), "{header}");
+    assert_ne!(default, auto);
+}
