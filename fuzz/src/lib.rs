@@ -72,10 +72,14 @@ pub fn cifar(data: &[u8]) {
     }
 }
 
-/// `data` with its last 32 bytes replaced by the SHA-256 of the rest, so that the fuzzer also
-/// reaches the header, the tensors and the model checks behind the checksum.
+/// `data` with its checksum made to match, so that the fuzzer also reaches the header, the
+/// tensors and the model checks behind it: the digest in the metadata of the safetensors layout
+/// (see `container::reseal`), or for format 1 the last 32 bytes, the SHA-256 of the rest.
 pub fn with_checksum(data: &[u8]) -> Vec<u8> {
     let mut v = data.to_vec();
+    if model_file::reseal(&mut v) {
+        return v;
+    }
     if v.len() >= 32 {
         let body = v.len() - 32;
         let digest = Sha256::digest(&v[..body]);

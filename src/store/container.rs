@@ -1,48 +1,67 @@
-//! The byte container of model (`.cnn`) and checkpoint (`.ckpt`) files: free-form JSON metadata
-//! and named `f32` tensors, with a checksum.
+//! The byte container of model (`.cnn`) and checkpoint (`.ckpt`) files: named `f32` tensors in
+//! the [safetensors](https://github.com/huggingface/safetensors) layout, with cnn's metadata and
+//! a SHA-256 in its `__metadata__`, so that any safetensors reader (Python's
+//! `safetensors.numpy.load_file`) returns every weight by name.
 //!
-//! # Layout (all integers little-endian; see `docs/MODEL_FORMAT.md` for the full description)
+//! # Layout (see `docs/MODEL_FORMAT.md` for the full description)
 //!
 //! | bytes | content |
 //! |---|---|
-//! | 8 | magic: `CNNMODEL` (a model) or `CNNCKPT\0` (a training checkpoint) |
-//! | 4 | `u32` format version, [`FORMAT_VERSION`] |
-//! | 8 | `u64` header length `L` |
-//! | `L` | header: UTF-8 JSON `{"meta": {...}, "tensors": [{"name", "dtype", "shape"}, ...]}` |
-//! | `4·Σ` | tensor data: every tensor's `f32` values, little-endian, in directory order |
-//! | 32 | SHA-256 of every byte before it |
+//! | 8 | `u64` little-endian header length `N`, a multiple of 8 |
+//! | `N` | header: UTF-8 JSON, padded with spaces: `{"__metadata__": {...}, "<tensor>": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, ...}` |
+//! | rest | tensor data: each tensor's `f32` values, little-endian, row-major, in offset order |
 //!
-//! This file knows only the layout: [`Container`] with [`write`] / [`read`]. The training code
-//! stores its checkpoints with it, and [`super::model::Model`] gives the `meta` of a model file
-//! its typed fields.
+//! `__metadata__` maps strings to strings: [`FORMAT_KEY`] says which [`Kind`] of file this is,
+//! [`VERSION_KEY`] the format version, [`DIGEST_KEY`] the SHA-256 of the whole file with that
+//! value's 64 hex digits replaced by `0`s (so a flipped byte anywhere is caught); the rest is the
+//! caller's ([`Container::meta`]).
 //!
-//! Reading never panics and never allocates more than the file's size: every length is checked
-//! against the file size, with overflow-checked arithmetic, before anything is allocated.
+//! This file knows only the layout: [`Container`] with [`write`] / [`read`]. Files of format 1
+//! (cnn's own layout before this one) are read by [`super::legacy`].
+//!
+//! Reading never panics and never allocates more than the file's size: the header length is
+//! checked against [`MAX_HEADER_BYTES`] and the file size before the header is parsed, and the
+//! tensors' offsets (validated by the `safetensors` crate, overflow-checked) against the bytes
+//! the file holds before any tensor is allocated.
 
 use super::atomic::atomic_write;
+use super::legacy;
 use crate::tensor::fmt_shape;
 use anyhow::{Result, anyhow, bail};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use safetensors::Dtype;
+use safetensors::tensor::Metadata;
+use serde::Serialize;
+use serde::ser::SerializeMap;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 /// The format version this cnn writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The largest header (JSON) cnn writes or reads.
 pub const MAX_HEADER_BYTES: u64 = 16 << 20;
 /// The largest file cnn writes or reads.
 pub const MAX_FILE_BYTES: u64 = 4 << 30;
-/// Magic, version and header length.
-const PREFIX_BYTES: u64 = 8 + 4 + 8;
-const CHECKSUM_BYTES: u64 = 32;
+/// The `u64` header length in front of the header.
+const PREFIX_BYTES: u64 = 8;
 /// Values converted to bytes at a time while streaming tensor data.
 pub(crate) const CHUNK_VALUES: usize = 16 * 1024;
 
-/// What a file holds; each kind has its own magic so that one is never mistaken for the other.
+/// `__metadata__` key: `cnn model` or `cnn checkpoint`.
+pub const FORMAT_KEY: &str = "format";
+/// `__metadata__` key: the format version, in decimal.
+pub const VERSION_KEY: &str = "format_version";
+/// `__metadata__` key: the file's SHA-256 (see the module docs), 64 lowercase hex digits.
+pub const DIGEST_KEY: &str = "sha256";
+/// The keys the container owns; a caller's metadata may not use them.
+const RESERVED_KEYS: [&str; 3] = [FORMAT_KEY, VERSION_KEY, DIGEST_KEY];
+/// The safetensors header's own key for the metadata, hence no tensor's name.
+const METADATA_NAME: &str = "__metadata__";
+
+/// What a file holds; each kind has its own `format` value so that one is never mistaken for the
+/// other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Model,
@@ -50,25 +69,33 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The 8 bytes a file of this kind starts with.
-    pub fn magic(self) -> &'static [u8; 8] {
+    /// The value of [`FORMAT_KEY`] in a file of this kind.
+    pub fn format(self) -> &'static str {
         match self {
-            Kind::Model => b"CNNMODEL",
-            Kind::Checkpoint => b"CNNCKPT\0",
+            Kind::Model => "cnn model",
+            Kind::Checkpoint => "cnn checkpoint",
         }
     }
 
-    fn noun(self) -> &'static str {
+    pub(crate) fn noun(self) -> &'static str {
         match self {
             Kind::Model => "cnn model file",
             Kind::Checkpoint => "cnn training checkpoint",
         }
     }
 
-    fn other(self) -> Kind {
+    pub(crate) fn other(self) -> Kind {
         match self {
             Kind::Model => Kind::Checkpoint,
             Kind::Checkpoint => Kind::Model,
+        }
+    }
+
+    /// The error for a file of the other kind.
+    pub(crate) fn mistaken(self) -> &'static str {
+        match self {
+            Kind::Model => "is a training checkpoint, not a model file",
+            Kind::Checkpoint => "is a model file, not a training checkpoint",
         }
     }
 }
@@ -81,49 +108,19 @@ pub struct NamedTensor {
     pub data: Vec<f32>,
 }
 
-/// The generic content of a model or checkpoint file: free-form JSON plus named tensors.
+/// The generic content of a model or checkpoint file: string metadata plus named tensors, in the
+/// order of their data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Container {
     pub kind: Kind,
-    pub meta: Value,
+    /// `__metadata__` without the container's own keys ([`FORMAT_KEY`], [`VERSION_KEY`],
+    /// [`DIGEST_KEY`]).
+    pub meta: BTreeMap<String, String>,
     pub tensors: Vec<NamedTensor>,
 }
 
-/// The header as written: borrowed, so that writing copies nothing.
-#[derive(Serialize)]
-struct HeaderOut<'a> {
-    meta: &'a Value,
-    tensors: Vec<EntryOut<'a>>,
-}
-
-#[derive(Serialize)]
-struct EntryOut<'a> {
-    name: &'a str,
-    dtype: &'static str,
-    shape: &'a [usize],
-}
-
-/// The header as read. Unknown fields are ignored (see the version policy in the docs).
-#[derive(Deserialize)]
-struct HeaderIn {
-    meta: Value,
-    tensors: Vec<EntryIn>,
-}
-
-#[derive(Deserialize)]
-struct EntryIn {
-    name: String,
-    #[serde(default = "dtype_f32")]
-    dtype: String,
-    shape: Vec<usize>,
-}
-
-fn dtype_f32() -> String {
-    "f32".into()
-}
-
 /// The number of values of a tensor of `shape`, or `None` if it overflows `usize`.
-fn element_count(shape: &[usize]) -> Option<usize> {
+pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }
 
@@ -133,12 +130,47 @@ pub fn write(path: &Path, container: &Container) -> Result<()> {
     write_borrowed(path, container.kind, &container.meta, &tensors)
 }
 
+/// The header as written: the metadata first, then the tensors in data order (safetensors
+/// readers order tensors by offset, so the file keeps the network's visit order).
+struct HeaderOut<'a> {
+    meta: &'a BTreeMap<&'a str, &'a str>,
+    tensors: &'a [&'a NamedTensor],
+}
+
+#[derive(Serialize)]
+struct EntryOut<'a> {
+    dtype: &'static str,
+    shape: &'a [usize],
+    data_offsets: [u64; 2],
+}
+
+impl Serialize for HeaderOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.tensors.len() + 1))?;
+        map.serialize_entry(METADATA_NAME, self.meta)?;
+        let mut offset = 0u64;
+        for t in self.tensors {
+            let end = offset + 4 * t.data.len() as u64;
+            map.serialize_entry(
+                &t.name,
+                &EntryOut {
+                    dtype: "F32",
+                    shape: &t.shape,
+                    data_offsets: [offset, end],
+                },
+            )?;
+            offset = end;
+        }
+        map.end()
+    }
+}
+
 /// [`write`] from borrowed parts, so that a checkpoint can list a model's parameters and the
 /// optimizer state without copying either.
 pub fn write_borrowed(
     path: &Path,
     kind: Kind,
-    meta: &Value,
+    meta: &BTreeMap<String, String>,
     tensors: &[&NamedTensor],
 ) -> Result<()> {
     let shown = path.display();
@@ -154,57 +186,86 @@ pub fn write_borrowed(
                 t.data.len()
             );
         }
+        if t.name == METADATA_NAME {
+            bail!("{shown}: cannot write: a tensor may not be named `{METADATA_NAME}`");
+        }
         if !names.insert(t.name.as_str()) {
             bail!("{shown}: cannot write: tensor `{}` is listed twice", t.name);
         }
         data_bytes = data_bytes.saturating_add(4u64.saturating_mul(t.data.len() as u64));
     }
-    let header = HeaderOut {
-        meta,
-        tensors: tensors
-            .iter()
-            .map(|t| EntryOut {
-                name: &t.name,
-                dtype: "f32",
-                shape: &t.shape,
-            })
-            .collect(),
-    };
-    let header = serde_json::to_vec(&header)
-        .map_err(|e| anyhow!("{shown}: cannot encode the header: {e}"))?;
+    if let Some(k) = RESERVED_KEYS.iter().find(|k| meta.contains_key(**k)) {
+        bail!("{shown}: cannot write: metadata key `{k}` is the container's own");
+    }
+    let version = FORMAT_VERSION.to_string();
+    let zeros = "0".repeat(64);
+    let mut all: BTreeMap<&str, &str> =
+        meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    all.insert(FORMAT_KEY, kind.format());
+    all.insert(VERSION_KEY, &version);
+    all.insert(DIGEST_KEY, &zeros);
+    let mut header = serde_json::to_vec(&HeaderOut {
+        meta: &all,
+        tensors,
+    })
+    .map_err(|e| anyhow!("{shown}: cannot encode the header: {e}"))?;
+    // Safetensors pads the header with spaces so that the data starts 8-byte aligned.
+    header.resize(header.len().next_multiple_of(8), b' ');
     let header_len = header.len() as u64;
     if header_len > MAX_HEADER_BYTES {
         bail!(
             "{shown}: cannot write: the header would be {header_len} bytes, over the {MAX_HEADER_BYTES}-byte limit"
         );
     }
-    let total = (PREFIX_BYTES + header_len + CHECKSUM_BYTES).saturating_add(data_bytes);
+    let total = (PREFIX_BYTES + header_len).saturating_add(data_bytes);
     if total > MAX_FILE_BYTES {
         bail!(
             "{shown}: cannot write: the file would be {total} bytes, over the {MAX_FILE_BYTES}-byte limit"
         );
     }
+    // A JSON string cannot hold an unescaped quote, so this pattern is the digest's entry.
+    let placeholder = format!("\"{DIGEST_KEY}\":\"{zeros}\"");
+    let at = find(&header, placeholder.as_bytes())
+        .map(|i| i + DIGEST_KEY.len() + 4)
+        .ok_or_else(|| anyhow!("{shown}: cannot write: the digest is missing from the header"))?;
+
+    // The digest covers the file as written with zeros in its place: one pass over the data to
+    // compute it, a second to write.
+    let mut hasher = Sha256::new();
+    hasher.update(header_len.to_le_bytes());
+    hasher.update(&header);
+    let mut bytes = Vec::with_capacity(CHUNK_VALUES * 4);
+    for_each_chunk(tensors, &mut bytes, |b| {
+        hasher.update(b);
+        Ok(())
+    })?;
+    header[at..at + 64].copy_from_slice(hex(&hasher.finalize()).as_bytes());
+
     atomic_write(path, |w| {
-        let mut w = HashingWriter {
-            inner: w,
-            hasher: Sha256::new(),
-        };
-        w.write_all(kind.magic())?;
-        w.write_all(&FORMAT_VERSION.to_le_bytes())?;
         w.write_all(&header_len.to_le_bytes())?;
         w.write_all(&header)?;
-        let mut bytes = Vec::with_capacity(CHUNK_VALUES * 4);
-        for t in tensors {
-            for chunk in t.data.chunks(CHUNK_VALUES) {
-                bytes.clear();
-                bytes.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
-                w.write_all(&bytes)?;
-            }
-        }
-        let digest = w.hasher.finalize();
-        w.inner.write_all(&digest)?;
-        Ok(())
+        for_each_chunk(tensors, &mut bytes, |b| Ok(w.write_all(b)?))
     })
+}
+
+/// Calls `f` on the tensors' data as little-endian bytes, a chunk at a time.
+fn for_each_chunk(
+    tensors: &[&NamedTensor],
+    bytes: &mut Vec<u8>,
+    mut f: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    for t in tensors {
+        for chunk in t.data.chunks(CHUNK_VALUES) {
+            bytes.clear();
+            bytes.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+            f(bytes)?;
+        }
+    }
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Reads a file of kind `expected`, checking everything listed in the module docs. Every error
@@ -221,9 +282,18 @@ pub fn read(path: &Path, expected: Kind) -> Result<Container> {
     }
     let len = metadata.len();
     if len > MAX_FILE_BYTES {
-        // Parsing stops, with the right message, before reading much of it.
-        let parsed = parse(BufReader::new(file), len, &shown, expected);
-        return Err(parsed.err().unwrap_or_else(|| fail("is too large".into())));
+        // Only the start is read: enough to tell a foreign file from one that is too large.
+        let mut start = Vec::with_capacity(9);
+        (&file)
+            .take(9)
+            .read_to_end(&mut start)
+            .map_err(|e| fail(format!("cannot read: {e}")))?;
+        if legacy::is_legacy(&start) || start.get(8) == Some(&b'{') {
+            return Err(fail(format!(
+                "is {len} bytes; this cnn reads files of at most {MAX_FILE_BYTES} bytes (4 GiB)"
+            )));
+        }
+        return Err(fail(not_ours(expected)));
     }
     let mut bytes = Vec::with_capacity(len as usize);
     file.take(len)
@@ -232,204 +302,204 @@ pub fn read(path: &Path, expected: Kind) -> Result<Container> {
     read_bytes(&bytes, &shown, expected)
 }
 
-/// [`read`] on the bytes of a file, with `name` standing for it in error messages: the same
-/// checks, for fuzzing and for files already in memory.
-///
-/// The checksum is computed on another thread while this one parses: hashing a model is a good
-/// part of `cnn predict`'s short run, and needs nothing from the parse.
-pub fn read_bytes(bytes: &[u8], name: &str, expected: Kind) -> Result<Container> {
-    let body = bytes.len().checked_sub(CHECKSUM_BYTES as usize);
-    let (computed, parsed) = rayon::join(
-        || body.map(|b| Sha256::digest(&bytes[..b])),
-        || parse(bytes, bytes.len() as u64, name, expected),
-    );
-    let (container, stored) = parsed?;
-    let computed = computed.expect("a parsed file holds a checksum");
-    if computed[..] != stored[..] {
-        return Err(anyhow!(
-            "{name}: corrupt: checksum mismatch (stored SHA-256 {}, computed {})",
-            hex(&stored),
-            hex(&computed)
-        ));
-    }
-    Ok(container)
+fn not_ours(expected: Kind) -> String {
+    format!(
+        "not a {} (neither the safetensors layout nor cnn's format 1)",
+        expected.noun()
+    )
 }
 
-/// Parses a container of `len` bytes from `inner`; `shown` names the file in errors. Returns it
-/// with the checksum stored at its end, for the caller to compare with the bytes' SHA-256.
-fn parse(inner: impl Read, len: u64, shown: &str, expected: Kind) -> Result<(Container, [u8; 32])> {
-    let fail = |msg: String| anyhow!("{shown}: {msg}");
-    let io_fail = |e: io::Error| fail(format!("cannot read: {e}"));
-    let mut r = inner;
+/// [`read`] on the bytes of a file, with `name` standing for it in error messages: the same
+/// checks, for fuzzing and for files already in memory.
+pub fn read_bytes(bytes: &[u8], name: &str, expected: Kind) -> Result<Container> {
+    if legacy::is_legacy(bytes) {
+        return legacy::read_bytes(bytes, name, expected);
+    }
+    parse(bytes, expected).map_err(|msg| anyhow!("{name}: {msg}"))
+}
 
-    // Magic: which kind of file this is, if any.
+/// Parses a file already in memory; the error is the message without the file's name.
+fn parse(bytes: &[u8], expected: Kind) -> Result<Container, String> {
+    let len = bytes.len() as u64;
     if len == 0 {
-        return Err(fail(format!("is empty, not a {}", expected.noun())));
-    }
-    let mut magic = [0u8; 8];
-    let got = len.min(8) as usize;
-    r.read_exact(&mut magic[..got]).map_err(io_fail)?;
-    if got == 8 && &magic == expected.other().magic() {
-        return Err(fail(match expected {
-            Kind::Model => "is a training checkpoint, not a model file".to_string(),
-            Kind::Checkpoint => "is a model file, not a training checkpoint".to_string(),
-        }));
-    }
-    if magic[..got] != expected.magic()[..got] {
-        return Err(fail(format!(
-            "not a {} (it does not start with the magic bytes)",
-            expected.noun()
-        )));
+        return Err(format!("is empty, not a {}", expected.noun()));
     }
     if len > MAX_FILE_BYTES {
-        return Err(fail(format!(
+        return Err(format!(
             "is {len} bytes; this cnn reads files of at most {MAX_FILE_BYTES} bytes (4 GiB)"
-        )));
+        ));
     }
-    let truncated = || {
-        fail(format!(
-            "truncated: only {len} bytes, too short for the fixed fields"
-        ))
-    };
-    if len < PREFIX_BYTES + CHECKSUM_BYTES {
-        // Report a newer version if we can see it: it explains more than "truncated" does.
-        if len >= 12 {
-            let mut v = [0u8; 4];
-            r.read_exact(&mut v).map_err(io_fail)?;
-            check_version(u32::from_le_bytes(v)).map_err(fail)?;
-        }
-        return Err(truncated());
+    if len <= PREFIX_BYTES {
+        return Err(format!(
+            "truncated: only {len} bytes, too short for the header length and a header"
+        ));
     }
-
-    // Version and header length.
-    let mut v = [0u8; 4];
-    r.read_exact(&mut v).map_err(io_fail)?;
-    check_version(u32::from_le_bytes(v)).map_err(fail)?;
-    let mut hl = [0u8; 8];
-    r.read_exact(&mut hl).map_err(io_fail)?;
-    let header_len = u64::from_le_bytes(hl);
+    if bytes[8] != b'{' {
+        return Err(not_ours(expected));
+    }
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     if header_len > MAX_HEADER_BYTES {
-        return Err(fail(format!(
+        return Err(format!(
             "corrupt: the header length field says {header_len} bytes, over the {MAX_HEADER_BYTES}-byte limit"
-        )));
+        ));
     }
-    if PREFIX_BYTES + header_len + CHECKSUM_BYTES > len {
-        return Err(fail(format!(
+    if PREFIX_BYTES + header_len > len {
+        return Err(format!(
             "truncated: the header alone needs {} bytes but the file has {len}",
-            PREFIX_BYTES + header_len + CHECKSUM_BYTES
-        )));
+            PREFIX_BYTES + header_len
+        ));
     }
+    let data_start = (PREFIX_BYTES + header_len) as usize;
+    let header = &bytes[PREFIX_BYTES as usize..data_start];
 
-    // Header: JSON, then the tensor directory's total size against what the file holds.
-    let mut header = vec![0u8; header_len as usize];
-    r.read_exact(&mut header).map_err(io_fail)?;
-    let header: HeaderIn = serde_json::from_slice(&header)
-        .map_err(|e| fail(format!("corrupt header (not the expected JSON): {e}")))?;
-    let mut names = HashSet::new();
-    let mut data_bytes: u64 = 0;
-    for e in &header.tensors {
-        if e.dtype != "f32" {
-            return Err(fail(format!(
-                "tensor `{}` has dtype `{}`; this cnn reads only f32",
-                e.name.escape_debug(),
-                e.dtype.escape_debug()
-            )));
-        }
-        if !names.insert(e.name.as_str()) {
-            return Err(fail(format!(
-                "corrupt: tensor `{}` is listed twice",
-                e.name.escape_debug()
-            )));
-        }
-        data_bytes = element_count(&e.shape)
-            .and_then(|n| u64::try_from(n).ok())
-            .and_then(|n| n.checked_mul(4))
-            .and_then(|b| data_bytes.checked_add(b))
-            .ok_or_else(|| {
-                fail(format!(
-                    "corrupt: tensor `{}` has an impossible shape {:?}",
-                    e.name.escape_debug(),
-                    e.shape
-                ))
-            })?;
-    }
-    let available = len - PREFIX_BYTES - header_len - CHECKSUM_BYTES;
+    // The crate's parser checks every tensor's dtype, shape and offsets (overflow-checked, each
+    // tensor starting where the previous one ends); nothing is allocated but the directory.
+    let directory: Metadata = serde_json::from_slice(header)
+        .map_err(|e| format!("corrupt header (not a safetensors header): {e}"))?;
+    let data_bytes = directory.data_len() as u64;
+    let available = len - PREFIX_BYTES - header_len;
     if data_bytes > available {
-        return Err(fail(format!(
+        return Err(format!(
             "truncated or corrupt: the tensor directory needs {data_bytes} bytes of tensor data but the file holds {available}"
-        )));
+        ));
     }
     if data_bytes < available {
-        return Err(fail(format!(
+        return Err(format!(
             "corrupt: {} unexpected bytes after the {data_bytes} bytes of tensor data",
             available - data_bytes
-        )));
+        ));
+    }
+
+    // cnn's metadata: which kind of file, which version, and the digest over everything.
+    let Some(mut meta) = directory.metadata().clone() else {
+        return Err(format!(
+            "not a {}: a safetensors file without cnn's `__metadata__`",
+            expected.noun()
+        ));
+    };
+    match meta.remove(FORMAT_KEY) {
+        Some(f) if f == expected.format() => {}
+        Some(f) if f == expected.other().format() => return Err(expected.mistaken().into()),
+        Some(f) => {
+            return Err(format!(
+                "not a {}: its `{FORMAT_KEY}` is `{}`",
+                expected.noun(),
+                f.escape_debug()
+            ));
+        }
+        None => {
+            return Err(format!(
+                "not a {}: a safetensors file whose `__metadata__` lacks `{FORMAT_KEY}`",
+                expected.noun()
+            ));
+        }
+    }
+    let version = meta.remove(VERSION_KEY).unwrap_or_default();
+    match version.parse::<u32>() {
+        Ok(FORMAT_VERSION) => {}
+        Ok(v) if v > FORMAT_VERSION => {
+            return Err(format!(
+                "written by a newer cnn (format {v}); this cnn reads formats 1 and {FORMAT_VERSION}"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "corrupt: `{VERSION_KEY}` is `{}`, not a format this cnn writes",
+                version.escape_debug()
+            ));
+        }
+    }
+    let stored = meta.remove(DIGEST_KEY).unwrap_or_default();
+    if stored.len() != 64
+        || !stored
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(format!(
+            "corrupt: `{DIGEST_KEY}` is not 64 lowercase hex digits"
+        ));
+    }
+    let at = find(header, stored.as_bytes())
+        .filter(|&i| find(&header[i + 1..], stored.as_bytes()).is_none())
+        .ok_or_else(|| {
+            format!("corrupt: the `{DIGEST_KEY}` value does not appear exactly once in the header")
+        })?;
+    let at = PREFIX_BYTES as usize + at;
+    let mut hasher = Sha256::new();
+    hasher.update(&bytes[..at]);
+    hasher.update([b'0'; 64]);
+    hasher.update(&bytes[at + 64..]);
+    let computed = hex(&hasher.finalize());
+    if computed != stored {
+        return Err(format!(
+            "corrupt: checksum mismatch (stored SHA-256 {stored}, computed {computed})"
+        ));
     }
 
     // Tensor data: sizes are now known to fit in the file, so allocating them is safe.
-    let mut tensors = Vec::with_capacity(header.tensors.len());
-    let mut bytes = vec![0u8; CHUNK_VALUES * 4];
-    for e in header.tensors {
-        let n = element_count(&e.shape).unwrap_or(0);
-        let mut values = Vec::with_capacity(n);
-        while values.len() < n {
-            let take = (n - values.len()).min(CHUNK_VALUES);
-            let chunk = &mut bytes[..take * 4];
-            r.read_exact(chunk).map_err(io_fail)?;
-            values.extend(
-                chunk
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            );
+    let data = &bytes[data_start..];
+    let mut tensors = Vec::new();
+    for name in directory.offset_keys() {
+        let info = directory.info(&name).expect("a listed tensor");
+        if info.dtype != Dtype::F32 {
+            return Err(format!(
+                "tensor `{}` has dtype {}; this cnn reads only F32",
+                name.escape_debug(),
+                info.dtype
+            ));
         }
+        let (begin, end) = info.data_offsets;
         tensors.push(NamedTensor {
-            name: e.name,
-            shape: e.shape,
-            data: values,
+            data: data[begin..end]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            shape: info.shape.clone(),
+            name,
         });
     }
-
-    // The checksum of everything before it.
-    let mut stored = [0u8; 32];
-    r.read_exact(&mut stored).map_err(io_fail)?;
-    let container = Container {
+    Ok(Container {
         kind: expected,
-        meta: header.meta,
+        meta: meta.into_iter().collect(),
         tensors,
-    };
-    Ok((container, stored))
+    })
 }
 
-fn check_version(version: u32) -> Result<(), String> {
-    match version {
-        FORMAT_VERSION => Ok(()),
-        0 => Err("corrupt: format version 0 does not exist".into()),
-        v => Err(format!(
-            "written by a newer cnn (format {v}); this cnn reads format {FORMAT_VERSION}"
-        )),
+/// Recomputes the digest of a file's bytes in place, as [`write`] computes it; `false` (and the
+/// bytes unchanged) if they hold no header with one well-formed [`DIGEST_KEY`] value. For tests
+/// and the fuzzer, to reach the checks behind the digest with edited files.
+pub fn reseal(bytes: &mut [u8]) -> bool {
+    let Some(len) = bytes.get(..8) else {
+        return false;
+    };
+    let header_len = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+    let Some(end) = usize::try_from(header_len)
+        .ok()
+        .and_then(|n| n.checked_add(8))
+        .filter(|&end| end <= bytes.len())
+    else {
+        return false;
+    };
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&bytes[8..end]) else {
+        return false;
+    };
+    let Some(stored) = header[METADATA_NAME][DIGEST_KEY].as_str() else {
+        return false;
+    };
+    let Some(at) = find(&bytes[8..end], stored.as_bytes()).map(|i| i + 8) else {
+        return false;
+    };
+    if stored.len() != 64 {
+        return false;
     }
+    bytes[at..at + 64].fill(b'0');
+    let digest = hex(&Sha256::digest(&*bytes));
+    bytes[at..at + 64].copy_from_slice(digest.as_bytes());
+    true
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Passes writes through and hashes every byte written.
-struct HashingWriter<'a> {
-    inner: &'a mut dyn Write,
-    hasher: Sha256,
-}
-
-impl Write for HashingWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 #[cfg(test)]
@@ -450,7 +520,10 @@ mod tests {
         let path = dir.path().join("c.ckpt");
         let c = Container {
             kind: Kind::Checkpoint,
-            meta: serde_json::json!({"train": {"epoch": 3}, "note": "ü"}),
+            meta: [("train".to_string(), "{\"epoch\": 3}".to_string())]
+                .into_iter()
+                .chain([("note".to_string(), "ü \"quoted\"".to_string())])
+                .collect(),
             tensors: vec![
                 NamedTensor {
                     name: "a".into(),
@@ -470,6 +543,8 @@ mod tests {
             ],
         };
         write(&path, &c).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(u64::from_le_bytes(bytes[..8].try_into().unwrap()) % 8, 0);
         let back = read(&path, Kind::Checkpoint).unwrap();
         assert_eq!(back.meta, c.meta);
         assert_eq!(back.tensors.len(), 3);
@@ -478,6 +553,27 @@ mod tests {
             let bits = |t: &NamedTensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(a), bits(b));
         }
+        // The safetensors crate's own reader accepts the file and finds every tensor.
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.tensor("a").unwrap().shape(), [2, 2]);
+        assert_eq!(st.len(), 3);
+    }
+
+    #[test]
+    fn reserved_keys_and_names_are_refused_on_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.cnn");
+        let meta = [(DIGEST_KEY.to_string(), "x".to_string())].into();
+        let msg = write_borrowed(&path, Kind::Model, &meta, &[]).unwrap_err();
+        assert!(msg.to_string().contains("`sha256` is the container's own"));
+        let t = NamedTensor {
+            name: METADATA_NAME.into(),
+            shape: vec![],
+            data: vec![0.0],
+        };
+        let msg = write_borrowed(&path, Kind::Model, &BTreeMap::new(), &[&t]).unwrap_err();
+        assert!(msg.to_string().contains("may not be named"));
+        assert!(!path.exists());
     }
 
     #[test]

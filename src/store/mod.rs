@@ -3,9 +3,10 @@
 //! - [`atomic`]: every file is written to a temporary beside it, synced and renamed, so a crash
 //!   never leaves a partial file;
 //! - [`container`]: the byte layout of model and checkpoint files, with every size read from a
-//!   file checked before anything is allocated;
+//!   file checked before anything is allocated (safetensors, with cnn's metadata and digest);
 //! - [`model`]: the typed model (architecture, classes, normalisation, temperature,
 //!   provenance) and the checks that make a loaded one usable;
+//! - [`legacy`]: reading files of format 1, cnn's layout before the safetensors one;
 //! - [`params`]: a network's parameters as named tensors and back.
 //!
 //! May use: `net` (parse an architecture, build a network, visit its parameters by name; never a
@@ -13,6 +14,7 @@
 
 pub mod atomic;
 pub mod container;
+pub mod legacy;
 pub mod model;
 pub mod params;
 

@@ -77,8 +77,9 @@ pub struct Model {
     pub params: Vec<NamedTensor>,
 }
 
-/// The `meta` JSON of a model file. `norm` has the shape of `data::Normalization`. The `f32`
-/// settings travel as `f64` (see [`readable`]).
+/// A model file's metadata as JSON, one field per `__metadata__` entry (see [`TEXT_KEYS`]).
+/// `norm` has the shape of `data::Normalization`. The `f32` settings travel as `f64` (see
+/// [`readable`]).
 #[derive(Serialize, Deserialize)]
 struct ModelMeta {
     arch: String,
@@ -99,6 +100,55 @@ struct NormMeta {
 
 fn one() -> f64 {
     1.0
+}
+
+/// The fields of a model's metadata stored as plain text; every other field is stored as JSON
+/// text (`input` `[1,28,28]`, `classes` `["0","1",...]`, ...), since safetensors metadata
+/// values are strings.
+pub const TEXT_KEYS: [&str; 1] = ["arch"];
+/// Every field a model's metadata has (a checkpoint adds its own beside them).
+const MODEL_KEYS: [&str; 6] = [
+    "arch",
+    "input",
+    "classes",
+    "norm",
+    "temperature",
+    "provenance",
+];
+
+/// The string metadata of a model's JSON fields: a text field's string as it is, any other
+/// value as JSON text.
+pub fn metadata_from_json(fields: &Value) -> BTreeMap<String, String> {
+    let Value::Object(fields) = fields else {
+        return BTreeMap::new();
+    };
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) if TEXT_KEYS.contains(&k.as_str()) => s.clone(),
+                v => v.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect()
+}
+
+/// The inverse of [`metadata_from_json`] for a model's own fields; other keys (a checkpoint's)
+/// are left out. Errors name the field.
+fn json_from_metadata(meta: &BTreeMap<String, String>) -> Result<Value> {
+    let mut fields = serde_json::Map::new();
+    for k in MODEL_KEYS {
+        let Some(text) = meta.get(k) else { continue };
+        let v = if TEXT_KEYS.contains(&k) {
+            Value::String(text.clone())
+        } else {
+            serde_json::from_str(text)
+                .map_err(|e| anyhow!("model metadata: `{k}` is not JSON: {e}"))?
+        };
+        fields.insert(k.to_string(), v);
+    }
+    Ok(Value::Object(fields))
 }
 
 /// An `f64` that reads back as exactly `x` and prints as `x`'s shortest form (0.1307 rather
@@ -168,8 +218,8 @@ impl Model {
             .map_err(|e| anyhow!("architecture: {e}"))
     }
 
-    /// The `meta` JSON of this model, for embedding in a checkpoint (`{"model": ..., ...}`).
-    pub fn meta(&self) -> Value {
+    /// The metadata of this model's file, which a checkpoint embeds beside its own.
+    pub fn meta(&self) -> BTreeMap<String, String> {
         let meta = ModelMeta {
             arch: self.arch.clone(),
             input: self.input,
@@ -182,26 +232,24 @@ impl Model {
             provenance: self.provenance.clone(),
         };
         // Plain strings, numbers and string-keyed maps: serialising to a `Value` cannot fail.
-        serde_json::to_value(meta).unwrap_or(Value::Null)
-    }
-
-    /// Same as [`Model::meta`].
-    pub fn model_meta(&self) -> Value {
-        self.meta()
+        metadata_from_json(&serde_json::to_value(meta).unwrap_or(Value::Null))
     }
 
     /// The inverse of [`Model::meta`] plus the parameters: checks everything listed on
     /// [`Model::validate`]. Errors do not name a file; the caller adds it.
-    pub fn from_parts(meta: Value, params: Vec<NamedTensor>) -> Result<Model> {
+    pub fn from_parts(meta: BTreeMap<String, String>, params: Vec<NamedTensor>) -> Result<Model> {
         let model = Model::from_parts_unchecked(meta, params)?;
         model.validate()?;
         Ok(model)
     }
 
     /// [`Model::from_parts`] without [`Model::validate`]'s checks (the caller makes them).
-    fn from_parts_unchecked(meta: Value, params: Vec<NamedTensor>) -> Result<Model> {
-        let meta: ModelMeta =
-            serde_json::from_value(meta).map_err(|e| anyhow!("model metadata: {e}"))?;
+    fn from_parts_unchecked(
+        meta: BTreeMap<String, String>,
+        params: Vec<NamedTensor>,
+    ) -> Result<Model> {
+        let meta: ModelMeta = serde_json::from_value(json_from_metadata(&meta)?)
+            .map_err(|e| anyhow!("model metadata: {e}"))?;
         let model = Model {
             arch: meta.arch,
             input: meta.input,
@@ -361,6 +409,35 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_keys_are_every_field_of_the_metadata() {
+        let model = Model {
+            arch: "input 1 1 2\nflatten\ndense classes\n".into(),
+            input: [1, 1, 2],
+            classes: vec!["a".into(), "b".into()],
+            norm_mean: vec![0.5],
+            norm_std: vec![0.25],
+            temperature: 1.5,
+            provenance: Provenance::default(),
+            params: vec![],
+        };
+        let meta = model.meta();
+        assert_eq!(
+            meta.keys().collect::<HashSet<_>>(),
+            MODEL_KEYS
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<HashSet<_>>()
+                .iter()
+                .collect()
+        );
+        assert_eq!(meta["arch"], model.arch);
+        assert_eq!(meta["temperature"], "1.5");
+        assert_eq!(meta["norm"], r#"{"mean":[0.5],"std":[0.25]}"#);
+        let back = Model::from_parts_unchecked(meta, vec![]).unwrap();
+        assert_eq!(back, model);
+    }
 
     #[test]
     fn readable_values_read_back_exactly() {

@@ -1,10 +1,12 @@
 //! Training checkpoints: everything needed to continue a run exactly where it stopped.
 //!
 //! A checkpoint is a [`container`](crate::store::container) of kind `Checkpoint` holding:
-//! - meta `model`: the model being trained (architecture, classes, normalisation, provenance);
-//! - meta `config`: the run's settings ([`TrainConfig`]), so `--resume` needs no other flags;
-//! - meta `state`: the cursor ([`TrainState`]): next epoch and batch, global step, best
+//! - metadata: the model being trained, as a model file has it (architecture, classes,
+//!   normalisation, provenance), and as JSON text beside it:
+//! - `config`: the run's settings ([`TrainConfig`]), so `--resume` needs no other flags;
+//! - `state`: the cursor ([`TrainState`]): next epoch and batch, global step, best
 //!   validation accuracy and the running sums of the current epoch;
+//! - `optimizer_steps`: the optimizer's step count;
 //! - tensors: the model's parameters by name, then the optimizer's moments as
 //!   `optim/<param>/<slot>`, and with lookahead its slow copy as `lookahead/<param>`.
 //!
@@ -20,6 +22,11 @@ use crate::tensor::Tensor;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// Metadata keys of a checkpoint's own, beside the model's.
+const CONFIG_KEY: &str = "config";
+const STATE_KEY: &str = "state";
+const STEPS_KEY: &str = "optimizer_steps";
 
 /// What a checkpoint holds.
 pub struct Checkpoint {
@@ -57,12 +64,11 @@ pub fn save(
             });
         }
     }
-    let meta = serde_json::json!({
-        "model": model.meta(),
-        "config": config,
-        "state": state,
-        "optimizer_steps": opt.steps,
-    });
+    let mut meta = model.meta();
+    let json = |v: serde_json::Result<String>| v.context("cannot encode the checkpoint's state");
+    meta.insert(CONFIG_KEY.into(), json(serde_json::to_string(config))?);
+    meta.insert(STATE_KEY.into(), json(serde_json::to_string(state))?);
+    meta.insert(STEPS_KEY.into(), opt.steps.to_string());
     container::write(
         path,
         &Container {
@@ -83,14 +89,13 @@ pub fn from_container(c: Container, path: &Path) -> Result<Checkpoint> {
     let field = |k: &str| {
         c.meta
             .get(k)
-            .cloned()
             .with_context(|| format!("{}: checkpoint lacks `{k}`", path.display()))
     };
-    let config: TrainConfig = serde_json::from_value(field("config")?)
+    let config: TrainConfig = serde_json::from_str(field(CONFIG_KEY)?)
         .with_context(|| format!("{}: bad checkpoint settings", path.display()))?;
-    let state: TrainState = serde_json::from_value(field("state")?)
+    let state: TrainState = serde_json::from_str(field(STATE_KEY)?)
         .with_context(|| format!("{}: bad checkpoint state", path.display()))?;
-    let steps: u64 = serde_json::from_value(field("optimizer_steps")?)
+    let steps: u64 = serde_json::from_str(field(STEPS_KEY)?)
         .with_context(|| format!("{}: bad optimizer step count", path.display()))?;
     let (slow, rest): (Vec<_>, Vec<_>) = c
         .tensors
@@ -99,7 +104,7 @@ pub fn from_container(c: Container, path: &Path) -> Result<Checkpoint> {
     let (params, optim): (Vec<_>, Vec<_>) = rest
         .into_iter()
         .partition(|t| !t.name.starts_with("optim/"));
-    let model = Model::from_parts(field("model")?, params)
+    let model = Model::from_parts(c.meta, params)
         .with_context(|| format!("{}: bad model", path.display()))?;
     let mut opt = Optimizer::new(config.optimizer);
     opt.steps = steps;
