@@ -37,6 +37,19 @@ pub enum Command {
     Summary(SummaryArgs),
     /// Measure training and inference speed on synthetic data.
     Bench(BenchArgs),
+    /// Write a model for other tools: an ONNX graph of its whole inference path, or the model
+    /// file again in the current (safetensors) format.
+    Export(ExportArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// An ONNX graph (opset 13): input `pixels` N×C×H×W in [0, 1], outputs `probabilities` and
+    /// `logits`; normalisation, test-time views, every layer, temperature and softmax inside
+    Onnx,
+    /// The model file in the current format, safetensors with cnn's metadata (re-saves a model
+    /// of the older format 1; the weights do not change)
+    Safetensors,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -394,6 +407,26 @@ pub struct PredictArgs {
     pub tta: Option<crate::infer::tta::Tta>,
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    cnn export models/mnist.cnn --format onnx -o mnist.onnx\n  \
+    cnn export models/cifar10.cnn --format onnx --tta none -o cifar10.onnx\n  \
+    cnn export models/mnist.cnn --format safetensors -o models/mnist.cnn     re-save in place")]
+pub struct ExportArgs {
+    /// The model file
+    pub model: PathBuf,
+    /// What to write
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Where to write it (may be the model itself with --format safetensors)
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Test-time augmentation built into the ONNX graph (see `cnn predict --help`). Default: the
+    /// one the model was trained for, as `cnn predict` applies it
+    #[arg(long, value_enum)]
+    pub tta: Option<crate::infer::tta::Tta>,
 }
 
 #[derive(Args, Debug)]

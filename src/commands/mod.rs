@@ -9,6 +9,7 @@ pub mod bench;
 pub mod calibrate;
 pub mod cli;
 pub mod eval;
+pub mod export;
 pub mod format;
 pub mod plot;
 pub mod predict;
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Calibrate(a) => calibrate::run(a),
         Command::Summary(a) => summary::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Export(a) => export::run(a),
     }
 }
 

@@ -80,6 +80,19 @@ impl Tta {
         }
     }
 
+    /// The views, for a graph that computes them itself ([`crate::store::onnx::export`]).
+    pub fn onnx_views(self) -> Vec<crate::store::onnx::View> {
+        self.views()
+            .iter()
+            .map(|v| crate::store::onnx::View {
+                dy: v.dy,
+                dx: v.dx,
+                flip: v.flip,
+                weight: v.weight,
+            })
+            .collect()
+    }
+
     /// The inverse of [`Tta::name`].
     pub fn from_name(s: &str) -> Option<Tta> {
         [Tta::None, Tta::Flip, Tta::FlipShift]

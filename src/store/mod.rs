@@ -7,7 +7,8 @@
 //! - [`model`]: the typed model (architecture, classes, normalisation, temperature,
 //!   provenance) and the checks that make a loaded one usable;
 //! - [`legacy`]: reading files of format 1, cnn's layout before the safetensors one;
-//! - [`params`]: a network's parameters as named tensors and back.
+//! - [`params`]: a network's parameters as named tensors and back;
+//! - [`onnx`]: a model's inference path as an ONNX graph, for other runtimes.
 //!
 //! May use: `net` (parse an architecture, build a network, visit its parameters by name; never a
 //! layer's internals), `data` (the normalisation type), `tensor`, `error`. Prints nothing.
@@ -16,6 +17,7 @@ pub mod atomic;
 pub mod container;
 pub mod legacy;
 pub mod model;
+pub mod onnx;
 pub mod params;
 
 pub use model::{Model, Provenance};

@@ -6,6 +6,7 @@ mod calibration;
 mod cli;
 mod common;
 mod data;
+mod export;
 mod fuzz_corpus;
 mod hostile;
 mod model_file;
