@@ -23,7 +23,7 @@ pub fn fit_batch(cfg: &mut TrainConfig, images: usize) -> Option<String> {
         return None;
     }
     if let Some(exponent) = cfg.lr_batch_exponent {
-        cfg.lr = (cfg.lr as f64 * (batch as f64 / old as f64).powf(exponent)) as f32;
+        cfg.lr = super::recipe::scale_lr(cfg.lr, old, batch, exponent);
     }
     cfg.batch_size = batch;
     Some(format!(

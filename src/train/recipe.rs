@@ -52,8 +52,7 @@ impl Recipe {
     /// gradient noise falls as the batch grows) and by the square root for Adam and AdamW, whose
     /// steps are normalised by the gradient's scale already.
     pub fn lr_for_batch(&self, batch: usize) -> f32 {
-        let ratio = batch as f64 / self.batch_size as f64;
-        (self.lr as f64 * ratio.powf(self.lr_batch_exponent())) as f32
+        scale_lr(self.lr, self.batch_size, batch, self.lr_batch_exponent())
     }
 
     /// The learning rate goes with the batch size to this power (see [`Recipe::lr_for_batch`]).
@@ -78,6 +77,11 @@ impl Recipe {
             _ => general(arch, kind, colour, optimizer),
         }
     }
+}
+
+/// A learning rate tuned at batch `from`, for batch `to`: the batch ratio to `exponent`.
+pub fn scale_lr(lr: f32, from: usize, to: usize, exponent: f64) -> f32 {
+    (lr as f64 * (to as f64 / from as f64).powf(exponent)) as f32
 }
 
 /// airbench94's recipe (Jordan 2024, `legacy/airbench94.py` of KellerJordan/cifar10-airbench),
