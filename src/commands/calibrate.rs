@@ -11,6 +11,7 @@ use crate::infer::calibration;
 use crate::infer::evaluate::infer_logits;
 use crate::infer::metrics::Report;
 use crate::infer::tta::Tta;
+use crate::rng;
 use crate::store::Model;
 use crate::usage;
 use anyhow::{Result, anyhow, bail};
@@ -71,6 +72,16 @@ fn execute(args: CalibrateArgs) -> Result<()> {
              dataset has a val/ folder, the images used here were seen in training, and the \
              fitted temperature comes out too low",
             args.model.display()
+        );
+    }
+    let streams = model.provenance.extra.get(rng::STREAMS_KEY);
+    if streams.map(String::as_str) != Some(rng::STREAMS) {
+        eprintln!(
+            "warning: {} was trained with other random streams ({}): the validation images \
+             drawn here are not the ones it held out, so some were seen in training and the \
+             fitted temperature comes out too low (unless the dataset has a val/ folder)",
+            args.model.display(),
+            streams.map_or("cnn's earlier SplitMix64", |s| s.as_str())
         );
     }
     let val_split = args

@@ -1,16 +1,16 @@
 //! Inverted dropout: in training each element is zeroed with probability `p` and the survivors
 //! are scaled by `1/(1−p)`, so evaluation is the identity.
 //!
-//! The mask of element `i` comes from draw `i / 2` of the SplitMix64 stream seeded by the step's
-//! seed (see [`crate::rng`]), a pure function of the seed and `i`: the same step always drops the
-//! same elements, which makes resumed runs and gradient checks exact.
+//! The mask of element `i` comes from word `i` of the ChaCha8 stream of the step's seed (see
+//! [`crate::rng`]), a pure function of the seed and `i`: the same step always drops the same
+//! elements, whatever the thread count, which makes resumed runs and gradient checks exact.
 
 use super::{Layer, Mode};
-use crate::rng::{GOLDEN, mix};
+use crate::rng::Rng;
 use crate::tensor::{Tensor, data, data_mut, par_copy, reuse};
 use rayon::prelude::*;
 
-/// Elements per parallel task (even: two elements share a random draw).
+/// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
 
 pub struct Dropout {
@@ -18,6 +18,8 @@ pub struct Dropout {
     shape: Vec<usize>,
     /// Per element: 0 or 1/(1−p) from the last training forward; empty after an eval forward.
     mask: Vec<f32>,
+    /// The random words the mask was drawn from (kept to reuse the memory).
+    bits: Vec<u32>,
     y: Tensor,
     dx: Tensor,
 }
@@ -32,6 +34,7 @@ impl Dropout {
             p,
             shape: input.to_vec(),
             mask: Vec::new(),
+            bits: Vec::new(),
             y: Tensor::zeros(vec![0]),
             dx: Tensor::zeros(vec![0]),
         })
@@ -49,42 +52,25 @@ impl Layer for Dropout {
         match mode {
             Mode::Train { seed } if self.p > 0.0 => {
                 let keep = 1.0 / (1.0 - self.p);
-                // Each 64-bit draw gives two 32-bit uniforms, elements 2j and 2j + 1; drop when
-                // u < p. One SplitMix64 step per pair: its multiplies are most of the cost.
+                // Element i is dropped when word i of the step's stream, as a 32-bit uniform,
+                // is below p.
                 let threshold = (self.p as f64 * (1u64 << 32) as f64) as u64;
-                let seed = mix(seed);
                 self.mask.resize(x.len(), 0.0);
+                self.bits.resize(x.len(), 0);
                 // Each element's mask depends on its index alone, so chunks can run anywhere.
                 self.mask
                     .par_chunks_mut(CHUNK)
+                    .zip(self.bits.par_chunks_mut(CHUNK))
                     .zip(y.par_chunks_mut(CHUNK))
                     .zip(data(x).par_chunks(CHUNK))
                     .enumerate()
-                    .for_each(|(c, ((mask, y), x))| {
-                        let (first, last) = ((c * CHUNK / 2) as u64, mask.len() / 2);
-                        let draw = |j: usize| {
-                            let bits =
-                                mix(seed.wrapping_add((first + j as u64).wrapping_mul(GOLDEN)));
+                    .for_each(|(c, (((mask, bits), y), x))| {
+                        Rng::at(seed, (c * CHUNK) as u64).fill_words(bits);
+                        for (((m, &u), y), &x) in mask.iter_mut().zip(&*bits).zip(y).zip(x) {
                             // Branch-free (a branch on a random bit mispredicts a quarter of
                             // the time): `u − threshold` wraps, setting bit 63, iff u < p.
-                            let m = |u: u64| {
-                                let dropped = (u.wrapping_sub(threshold) >> 63) as u32;
-                                f32::from_bits(keep.to_bits() & dropped.wrapping_sub(1))
-                            };
-                            [m(bits & 0xFFFF_FFFF), m(bits >> 32)]
-                        };
-                        let mut pairs = mask.chunks_exact_mut(2);
-                        let mut ys = y.chunks_exact_mut(2);
-                        let mut xs = x.chunks_exact(2);
-                        for (j, ((m, y), x)) in (&mut pairs).zip(&mut ys).zip(&mut xs).enumerate() {
-                            let [m0, m1] = draw(j);
-                            (m[0], m[1]) = (m0, m1);
-                            (y[0], y[1]) = (x[0] * m0, x[1] * m1);
-                        }
-                        if let ([m], [y], [x]) =
-                            (pairs.into_remainder(), ys.into_remainder(), xs.remainder())
-                        {
-                            *m = draw(last)[0];
+                            let dropped = ((u as u64).wrapping_sub(threshold) >> 63) as u32;
+                            *m = f32::from_bits(keep.to_bits() & dropped.wrapping_sub(1));
                             *y = x * *m;
                         }
                     });
@@ -97,9 +83,9 @@ impl Layer for Dropout {
         &self.y
     }
 
-    /// The mask.
+    /// The mask and the words it was drawn from.
     fn kept_values(&self, n: usize) -> u128 {
-        n as u128 * self.shape.iter().map(|&d| d as u128).product::<u128>()
+        2 * n as u128 * self.shape.iter().map(|&d| d as u128).product::<u128>()
     }
 
     fn output(&self) -> &Tensor {

@@ -25,7 +25,7 @@ use crate::layers::{Mode, WeightInit};
 use crate::net::graph::{BuildOptions, Network};
 use crate::net::loss::Loss;
 use crate::net::spec;
-use crate::rng::derive;
+use crate::rng::{self, derive};
 use crate::store::{Model, Provenance};
 use crate::tensor::{Tensor, data};
 use anyhow::{Context, Result, anyhow, bail};
@@ -253,6 +253,9 @@ impl<'e> Trainer<'e> {
         provenance
             .extra
             .insert("val_split".into(), held_out.to_string());
+        provenance
+            .extra
+            .insert(rng::STREAMS_KEY.into(), rng::STREAMS.into());
         if cfg.tta != Tta::None {
             provenance
                 .extra
