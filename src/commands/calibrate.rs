@@ -16,6 +16,7 @@ use crate::store::Model;
 use crate::usage;
 use anyhow::{Result, anyhow, bail};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::Write;
 
 /// Validation fraction when neither `--val-split` nor the model's provenance gives one (the
@@ -74,15 +75,8 @@ fn execute(args: CalibrateArgs) -> Result<()> {
             args.model.display()
         );
     }
-    let streams = model.provenance.extra.get(rng::STREAMS_KEY);
-    if streams.map(String::as_str) != Some(rng::STREAMS) {
-        eprintln!(
-            "warning: {} was trained with other random streams ({}): the validation images \
-             drawn here are not the ones it held out, so some were seen in training and the \
-             fitted temperature comes out too low (unless the dataset has a val/ folder)",
-            args.model.display(),
-            streams.map_or("cnn's earlier SplitMix64", |s| s.as_str())
-        );
+    if let Some(w) = other_streams_warning(&model.provenance.extra) {
+        eprintln!("warning: {}: {w}", args.model.display());
     }
     let val_split = args
         .val_split
@@ -172,4 +166,34 @@ fn execute(args: CalibrateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Why a model's held-out split cannot be recreated here, if it cannot: it was drawn by another
+/// random generator than this cnn's (see [`rng::STREAMS_KEY`]).
+fn other_streams_warning(extra: &BTreeMap<String, String>) -> Option<String> {
+    let streams = extra.get(rng::STREAMS_KEY).map(String::as_str);
+    (streams != Some(rng::STREAMS)).then(|| {
+        format!(
+            "trained with other random streams ({}): the validation images drawn here are not \
+             the ones it held out, so some were seen in training and the fitted temperature \
+             comes out too low (unless the dataset has a val/ folder)",
+            streams.unwrap_or("cnn's earlier SplitMix64")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_from_other_random_streams_is_warned_about() {
+        let mut extra = BTreeMap::new();
+        let old = other_streams_warning(&extra).expect("a file without the key");
+        assert!(old.contains("SplitMix64"), "{old}");
+        extra.insert(rng::STREAMS_KEY.to_string(), "pcg".to_string());
+        assert!(other_streams_warning(&extra).unwrap().contains("(pcg)"));
+        extra.insert(rng::STREAMS_KEY.to_string(), rng::STREAMS.to_string());
+        assert_eq!(other_streams_warning(&extra), None);
+    }
 }
