@@ -23,13 +23,13 @@
 //! `dg = Gᵀ [Σ_tiles Z ⊙ (Bᵀ d B)] G`, so it is again 16 matrix products,
 //! `S_ξ (O×C) += Z_ξ (O×T) · V_ξᵀ (T×C)`, followed by one small transform per kernel.
 
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 #[cfg(test)]
 mod tests;
+mod tiles;
 mod transforms;
 
 use super::gemm::sgemm;
+use super::isa;
 use super::small_gemm::product;
 
 /// Tiles per matrix product below which images are grouped: enough columns for the GEMM's
@@ -172,7 +172,7 @@ impl Winograd {
                 &mut m[xi * o * nt..][..o * nt],
             );
         }
-        self.transform_output(m, g, phases, y);
+        self.transform_output(isa::active(), m, g, phases, y);
     }
 
     /// Splits the scratch for the `g` images of `x` (`g×C×H×W`, at least
@@ -187,6 +187,7 @@ impl Winograd {
         let g = x.len() / item;
         assert!(x.len() == g * item && scratch.len() >= self.scratch_len(g));
         let nt = g * self.tiles();
+        let isa = isa::active();
         let (prepared, rest) = scratch.split_at_mut(g * self.prepared_len());
         let (v, rest) = rest.split_at_mut(16 * self.c * nt);
         let (out, rest) = rest.split_at_mut(16 * self.o * nt);
@@ -195,9 +196,9 @@ impl Winograd {
             .chunks_exact(item)
             .zip(prepared.chunks_exact_mut(self.prepared_len()))
         {
-            self.prepare(img, buf);
+            self.prepare(isa, img, buf);
         }
-        self.transform_input(prepared, g, v);
+        self.transform_input(isa, prepared, g, v);
         (v, out, phases)
     }
 
@@ -227,7 +228,7 @@ impl Winograd {
         let g = x.len() / self.input_len();
         assert!(dy.len() == g * self.output_len() && s.len() >= self.grad_len());
         let (v, z, phases) = self.input_transformed(x, scratch);
-        self.transform_grad(dy, g, phases, z);
+        self.transform_grad(isa::active(), dy, g, phases, z);
         let (o, c, nt) = (self.o, self.c, g * self.tiles());
         for xi in 0..16 {
             sgemm(

@@ -2,6 +2,7 @@
 //! the weight gradient, on awkward sizes.
 
 use super::*;
+use crate::kernels::isa::Isa;
 use crate::kernels::reference::{self, Window};
 
 fn seeded(len: usize, seed: u64) -> Vec<f32> {
@@ -111,61 +112,60 @@ fn winograd_weight_gradient_matches_the_definition() {
     }
 }
 
-/// The AVX-512 transforms against the portable ones, bit for bit, on `CASES` (where the CPU
-/// has AVX-512; elsewhere only the portable ones exist). Inputs include zeros, so a −0
-/// turned into +0 would show, and full mantissas, so would a change in the order of a sum.
+/// Every path's transforms (see `kernels::isa`) against the portable ones, bit for bit, on
+/// `CASES`: all paths do the same additions in the same order. Inputs include zeros, so a −0
+/// turned into +0 would show, and full mantissas, so would a change in the order of a sum. (On a
+/// CPU with only the portable path this compares it with itself, which still checks that every
+/// element is written.)
 #[test]
-#[cfg(target_arch = "x86_64")]
-fn avx512_transforms_match_the_portable_ones_exactly() {
-    if !std::arch::is_x86_feature_detected!("avx512f") {
-        eprintln!("no AVX-512 on this CPU: nothing to compare");
-        return;
-    }
+fn every_paths_transforms_match_the_portable_ones_exactly() {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     // Full 24-bit mantissas (`seeded` values have fewer, and sums of those are exact in
     // any order, which would hide a change of order).
     let full = |len, seed| -> Vec<f32> { seeded(len, seed).iter().map(|v| v / 3.0).collect() };
+    let paths = Isa::available();
+    eprintln!("paths: {paths:?}");
     for &(g, c, h, w, o, pad) in CASES {
         let plan = Winograd::new((c, h, w), o, pad).unwrap();
-        let same = |what, a: &[f32], b: &[f32]| {
-            let case = (g, c, h, w, o, pad);
-            assert_eq!(bits(a), bits(b), "{what} transform, case {case:?}");
-        };
         let nt = g * plan.tiles();
         let mut x = full(g * c * h * w, 7);
         x.iter_mut().step_by(5).for_each(|v| *v = 0.0);
-        let mut prepared = vec![0.0; g * plan.prepared_len()];
-        for (img, buf) in x
-            .chunks(c * h * w)
-            .zip(prepared.chunks_mut(plan.prepared_len()))
-        {
-            plan.prepare(img, buf);
-        }
-        let (mut a, mut b) = (vec![f32::NAN; 16 * c * nt], vec![f32::NAN; 16 * c * nt]);
-        plan.transform_input_body::<false>(&prepared, g, &mut a);
-        // SAFETY: the CPU has AVX-512F (checked above).
-        unsafe { plan.transform_input_avx512(&prepared, g, &mut b) };
-        same("input", &a, &b);
-
         let mut m = full(16 * o * nt, 8);
         m.iter_mut().step_by(3).for_each(|v| *v = -0.0);
-        let mut phases = vec![0.0; 4 * plan.tiles()];
-        let (mut a, mut b) = (
-            vec![f32::NAN; g * plan.output_len()],
-            vec![f32::NAN; g * plan.output_len()],
-        );
-        plan.transform_output_body::<false>(&m, g, &mut phases, &mut a);
-        // SAFETY: as above.
-        unsafe { plan.transform_output_avx512(&m, g, &mut phases, &mut b) };
-        same("output", &a, &b);
-
         let mut dy = full(g * plan.output_len(), 9);
         dy.iter_mut().step_by(4).for_each(|v| *v = 0.0);
-        let (mut a, mut b) = (vec![f32::NAN; 16 * o * nt], vec![f32::NAN; 16 * o * nt]);
-        plan.transform_grad_body::<false>(&dy, g, &mut phases, &mut a);
-        // SAFETY: as above.
-        unsafe { plan.transform_grad_avx512(&dy, g, &mut phases, &mut b) };
-        same("gradient", &a, &b);
+        // The three transforms' outputs on one path.
+        let run = |isa: Isa| {
+            let mut prepared = vec![0.0; g * plan.prepared_len()];
+            for (img, buf) in x
+                .chunks(c * h * w)
+                .zip(prepared.chunks_mut(plan.prepared_len()))
+            {
+                plan.prepare(isa, img, buf);
+            }
+            let mut v = vec![f32::NAN; 16 * c * nt];
+            plan.transform_input(isa, &prepared, g, &mut v);
+            let mut phases = vec![0.0; 4 * plan.tiles()];
+            let mut y = vec![f32::NAN; g * plan.output_len()];
+            plan.transform_output(isa, &m, g, &mut phases, &mut y);
+            let mut z = vec![f32::NAN; 16 * o * nt];
+            plan.transform_grad(isa, &dy, g, &mut phases, &mut z);
+            [bits(&prepared), bits(&v), bits(&y), bits(&z)]
+        };
+        let want = run(Isa::Portable);
+        for what in &want {
+            assert!(what.iter().all(|&b| !f32::from_bits(b).is_nan()));
+        }
+        for &isa in &paths {
+            let got = run(isa);
+            for (what, (a, b)) in ["prepare", "input", "output", "gradient"]
+                .iter()
+                .zip(want.iter().zip(&got))
+            {
+                let case = (g, c, h, w, o, pad);
+                assert!(a == b, "{isa:?}: {what} transform differs, case {case:?}");
+            }
+        }
     }
 }
 

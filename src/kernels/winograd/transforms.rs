@@ -5,66 +5,67 @@
 
 use super::Winograd;
 #[cfg(target_arch = "x86_64")]
-use super::avx512;
+use super::tiles;
+use crate::kernels::isa::Isa;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::simd::{F32x8, F32x16};
 
-/// Defines `$name`, which runs the `#[inline(always)]` method `$body` compiled for AVX-512 when
-/// the CPU has it: the transforms are plain loops that the compiler vectorises, and the default
-/// x86-64 target allows only 128-bit vectors. (The GEMM crate dispatches the same way.)
-macro_rules! with_avx512 {
-    ($name:ident, $fast:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        pub(super) fn $name(&self, $($arg: $ty),*) {
+/// Defines `$name(&self, isa, ...)`, which runs the `#[inline(always)]` method `$body::<LANES>`
+/// compiled for `isa` (or the best path the CPU has below it): `LANES` is 16 for AVX-512, 8 for
+/// AVX2 + FMA, where the body calls the hand-written kernels of `tiles`, and 0 for the portable
+/// loops. The rest of each body is plain loops that the compiler vectorises at the width the
+/// instruction set allows; the default x86-64 target allows only 128-bit vectors. (The GEMM
+/// crate dispatches the same way.)
+macro_rules! per_isa {
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        pub(super) fn $name(&self, isa: Isa, $($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F.
-                return unsafe { self.$fast($($arg),*) };
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512(w: &Winograd, $($arg: $ty),*) {
+                    w.$body::<16>($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2(w: &Winograd, $($arg: $ty),*) {
+                    w.$body::<8>($($arg),*)
+                }
+                match isa.supported() {
+                    // SAFETY: `supported` returns only paths the CPU has.
+                    Isa::Avx512 => return unsafe { avx512(self, $($arg),*) },
+                    // SAFETY: as above.
+                    Isa::Avx2 => return unsafe { avx2(self, $($arg),*) },
+                    Isa::Portable => {}
+                }
             }
-            self.$body($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx512f")]
-        pub(super) unsafe fn $fast(&self, $($arg: $ty),*) {
-            self.$body($($arg),*)
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = isa;
+            self.$body::<0>($($arg),*)
         }
     };
-    // A body with a `const AVX512: bool` parameter: `true` where the CPU has AVX-512, for the
-    // hand-written kernels of `winograd_avx512`, `false` (the portable loops) elsewhere.
-    ($name:ident, $fast:ident, $body:ident::<AVX512>, ($($arg:ident: $ty:ty),*)) => {
-        pub(super) fn $name(&self, $($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F.
-                return unsafe { self.$fast($($arg),*) };
-            }
-            self.$body::<false>($($arg),*)
-        }
+}
 
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx512f")]
-        pub(super) unsafe fn $fast(&self, $($arg: $ty),*) {
-            self.$body::<true>($($arg),*)
+/// Calls the generic kernel `tiles::$kernel` at the vector type of `LANES` (16 or 8).
+#[cfg(target_arch = "x86_64")]
+macro_rules! tiles_at {
+    ($lanes:expr, $kernel:ident($($arg:expr),*)) => {
+        match $lanes {
+            16 => tiles::$kernel::<F32x16>($($arg),*),
+            _ => tiles::$kernel::<F32x8>($($arg),*),
         }
     };
 }
 
 impl Winograd {
-    with_avx512!(prepare, prepare_avx512, prepare_body, (x: &[f32], buf: &mut [f32]));
-    with_avx512!(
-        transform_input,
-        transform_input_avx512,
-        transform_input_body::<AVX512>,
-        (prepared: &[f32], g: usize, v: &mut [f32])
-    );
-    with_avx512!(
+    per_isa!(prepare, prepare_body, (x: &[f32], buf: &mut [f32]));
+    per_isa!(transform_input, transform_input_body, (prepared: &[f32], g: usize, v: &mut [f32]));
+    per_isa!(
         transform_output,
-        transform_output_avx512,
-        transform_output_body::<AVX512>,
+        transform_output_body,
         (m: &[f32], g: usize, phases: &mut [f32], y: &mut [f32])
     );
-    with_avx512!(
+    per_isa!(
         transform_grad,
-        transform_grad_avx512,
-        transform_grad_body::<AVX512>,
+        transform_grad_body,
         (dy: &[f32], g: usize, phases: &mut [f32], z: &mut [f32])
     );
 
@@ -73,7 +74,7 @@ impl Winograd {
     /// row is split into its even and odd columns in one pass (phases `2p` and `2p + 1`), which
     /// compiles to vector shuffles; a stride-2 gather per phase compiled to scalar moves.
     #[inline(always)]
-    pub(super) fn prepare_body(&self, x: &[f32], buf: &mut [f32]) {
+    fn prepare_body<const LANES: usize>(&self, x: &[f32], buf: &mut [f32]) {
         let (h, w, pad, pitch, len) = (self.h, self.w, self.pad, self.pitch(), self.phase_len());
         // Padded column `2x + q` holds source column `2x + q − pad`: with `pad = 2a` source
         // pairs land at `x = k + a` (even, odd); with `pad = 2a + 1`, the pair's first element
@@ -113,12 +114,7 @@ impl Winograd {
 
     /// `V_ξ[c][t] = (Bᵀ d B)[ξ]` for every tile and channel of the prepared group, `16×C×NT`.
     #[inline(always)]
-    pub(super) fn transform_input_body<const AVX512: bool>(
-        &self,
-        prepared: &[f32],
-        g: usize,
-        v: &mut [f32],
-    ) {
+    fn transform_input_body<const LANES: usize>(&self, prepared: &[f32], g: usize, v: &mut [f32]) {
         let (c, t, nt, pitch, len) = (
             self.c,
             self.tiles(),
@@ -138,9 +134,10 @@ impl Winograd {
                 });
                 let at = img * t;
                 #[cfg(target_arch = "x86_64")]
-                if AVX512 {
-                    // SAFETY: `AVX512` is true only where the CPU has AVX-512F.
-                    unsafe { avx512::input_tiles(&d, t, &mut v[ch * nt + at..], c * nt) };
+                if LANES > 0 {
+                    // SAFETY: `LANES` is non-zero only in the bodies compiled for its
+                    // instruction set (`per_isa`).
+                    unsafe { tiles_at!(LANES, input_tiles(&d, t, &mut v[ch * nt + at..], c * nt)) };
                     continue;
                 }
                 // One call per plane: the indices must be constants (see `input_plane`).
@@ -159,7 +156,7 @@ impl Winograd {
     /// four output phases over whole images into `phases` (`4×T`), then interleaved into `y`,
     /// dropping the unused tiles and what hangs over an odd-sized output.
     #[inline(always)]
-    pub(super) fn transform_output_body<const AVX512: bool>(
+    fn transform_output_body<const LANES: usize>(
         &self,
         m: &[f32],
         g: usize,
@@ -176,11 +173,14 @@ impl Winograd {
             let (p1, rest) = rest.split_at_mut(t);
             let (p2, p3) = rest.split_at_mut(t);
             let p3 = &mut p3[..t];
-            if AVX512 {
-                // SAFETY: `AVX512` is true only where the CPU has AVX-512F (so never off x86-64).
+            if LANES > 0 {
+                // SAFETY: as in `transform_input_body` (and `LANES` is 0 off x86-64).
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    avx512::output_phases(&mm, t, [&mut *p0, &mut *p1, &mut *p2, &mut *p3])
+                    tiles_at!(
+                        LANES,
+                        output_phases(&mm, t, [&mut *p0, &mut *p1, &mut *p2, &mut *p3])
+                    )
                 };
             } else {
                 output_phase::<0, 0>(&mm, p0);
@@ -213,7 +213,7 @@ impl Winograd {
     /// into `z` (`16×O×NT`): first the tile's four pixels over whole planes into `phases`
     /// (`4×T`, zero for the unused tiles and past an odd-sized output), then the 16 planes.
     #[inline(always)]
-    pub(super) fn transform_grad_body<const AVX512: bool>(
+    fn transform_grad_body<const LANES: usize>(
         &self,
         dy: &[f32],
         g: usize,
@@ -258,9 +258,9 @@ impl Winograd {
             ];
             let at = img * t;
             #[cfg(target_arch = "x86_64")]
-            if AVX512 {
-                // SAFETY: `AVX512` is true only where the CPU has AVX-512F.
-                unsafe { avx512::grad_tiles(&e, t, &mut z[oc * nt + at..], o * nt) };
+            if LANES > 0 {
+                // SAFETY: as in `transform_input_body`.
+                unsafe { tiles_at!(LANES, grad_tiles(&e, t, &mut z[oc * nt + at..], o * nt)) };
                 continue;
             }
             macro_rules! planes {

@@ -1,0 +1,146 @@
+//! One vector interface for the hand-written kernels, so each kernel is written once, generic
+//! over the lane width, and compiled per instruction set (see `isa`): [`F32x16`] (AVX-512F) and
+//! [`F32x8`] (AVX2 + FMA). Loads and stores take a lane mask, so the last, partial vector of a
+//! run is handled by the same code (masked-off lanes are neither read nor written and do not
+//! fault).
+//!
+//! Every method is `#[inline(always)]` and `unsafe`: it is only sound inside a function compiled
+//! with the instruction set's `#[target_feature]`, into which it is inlined; the pointers must
+//! be valid for the unmasked lanes.
+//!
+//! May use: nothing else of this crate.
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+/// A vector of `LANES` floats and the operations the kernels need.
+pub(crate) trait Vector: Copy {
+    const LANES: usize;
+    type Mask: Copy;
+
+    /// Lanes `0..min(left, LANES)`.
+    unsafe fn mask(left: usize) -> Self::Mask;
+    unsafe fn zero() -> Self;
+    unsafe fn splat(x: f32) -> Self;
+    /// The unmasked lanes from `p`, zero elsewhere.
+    unsafe fn load(mask: Self::Mask, p: *const f32) -> Self;
+    unsafe fn store(self, mask: Self::Mask, p: *mut f32);
+    unsafe fn add(self, b: Self) -> Self;
+    unsafe fn sub(self, b: Self) -> Self;
+    /// `self·b + c`, rounded once.
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+    /// `−self`, by flipping the sign bit as the portable code's negation compiles to (`0 − x`
+    /// would turn −0 into +0).
+    unsafe fn neg(self) -> Self;
+}
+
+/// 16 floats in an AVX-512 register.
+#[derive(Clone, Copy)]
+pub(crate) struct F32x16(__m512);
+
+/// 8 floats in an AVX register, with AVX2 + FMA operations.
+#[derive(Clone, Copy)]
+pub(crate) struct F32x8(__m256);
+
+impl Vector for F32x16 {
+    const LANES: usize = 16;
+    type Mask = __mmask16;
+
+    #[inline(always)]
+    unsafe fn mask(left: usize) -> __mmask16 {
+        if left >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << left) - 1) as u16
+        }
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: the caller enables AVX-512F (module doc); likewise below.
+        unsafe { F32x16(_mm512_setzero_ps()) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        unsafe { F32x16(_mm512_set1_ps(x)) }
+    }
+    #[inline(always)]
+    unsafe fn load(mask: __mmask16, p: *const f32) -> Self {
+        unsafe { F32x16(_mm512_maskz_loadu_ps(mask, p)) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, mask: __mmask16, p: *mut f32) {
+        unsafe { _mm512_mask_storeu_ps(p, mask, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        unsafe { F32x16(_mm512_add_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        unsafe { F32x16(_mm512_sub_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        unsafe { F32x16(_mm512_fmadd_ps(self.0, b.0, c.0)) }
+    }
+    #[inline(always)]
+    unsafe fn neg(self) -> Self {
+        unsafe {
+            F32x16(_mm512_castsi512_ps(_mm512_xor_si512(
+                _mm512_castps_si512(self.0),
+                _mm512_set1_epi32(i32::MIN),
+            )))
+        }
+    }
+}
+
+impl Vector for F32x8 {
+    const LANES: usize = 8;
+    /// All ones in the lanes to load or store (AVX2's `maskload`/`maskstore` read the sign bit).
+    type Mask = __m256i;
+
+    #[inline(always)]
+    unsafe fn mask(left: usize) -> __m256i {
+        let left = left.min(8) as i32;
+        // SAFETY: the caller enables AVX2 (module doc); likewise below.
+        unsafe {
+            _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(left),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        unsafe { F32x8(_mm256_setzero_ps()) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        unsafe { F32x8(_mm256_set1_ps(x)) }
+    }
+    #[inline(always)]
+    unsafe fn load(mask: __m256i, p: *const f32) -> Self {
+        unsafe { F32x8(_mm256_maskload_ps(p, mask)) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, mask: __m256i, p: *mut f32) {
+        unsafe { _mm256_maskstore_ps(p, mask, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        unsafe { F32x8(_mm256_add_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        unsafe { F32x8(_mm256_sub_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        unsafe { F32x8(_mm256_fmadd_ps(self.0, b.0, c.0)) }
+    }
+    #[inline(always)]
+    unsafe fn neg(self) -> Self {
+        unsafe { F32x8(_mm256_xor_ps(self.0, _mm256_set1_ps(-0.0))) }
+    }
+}
