@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 #[derive(Serialize)]
 struct BenchReport {
     arch: String,
+    /// The hand-written kernels' instruction set (`CNN_ISA` caps it).
+    isa: &'static str,
     threads: usize,
     batch_size: usize,
     infer_batch_size: usize,
@@ -158,6 +160,7 @@ fn execute(args: BenchArgs) -> Result<()> {
     let (tr, inf) = (median(&train), median(&infer));
     let report = BenchReport {
         arch: args.arch.clone(),
+        isa: crate::kernels::isa::active().name(),
         threads: rayon::current_num_threads(),
         batch_size: args.batch_size,
         infer_batch_size: args.infer_batch_size,
@@ -195,10 +198,11 @@ fn execute(args: BenchArgs) -> Result<()> {
     }
     writeln!(
         out,
-        "{}: {} MACs/image, {} threads, training batch {}, inference batch {}",
+        "{}: {} MACs/image, {} threads, {} kernels, training batch {}, inference batch {}",
         report.arch,
         super::format::group(macs),
         report.threads,
+        report.isa,
         report.batch_size,
         report.infer_batch_size
     )?;

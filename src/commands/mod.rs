@@ -17,6 +17,7 @@ pub mod summary;
 pub mod train;
 
 use crate::commands::cli::{Cli, Command};
+use crate::kernels::isa::{self, Isa};
 use crate::net::graph::{BuildOptions, Network};
 use crate::net::presets;
 use crate::net::spec::{self, ArchSpec};
@@ -26,6 +27,7 @@ use anyhow::{Context, Result};
 use std::path::Path;
 
 pub fn run(cli: Cli) -> Result<()> {
+    limit_isa()?;
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
@@ -77,6 +79,27 @@ pub fn build_options() -> BuildOptions {
         winograd: var("CNN_CONV").as_deref() != Some("im2col"),
         ..BuildOptions::default()
     }
+}
+
+/// Caps the kernels' instruction set at `CNN_ISA` (`portable`, `avx2` or `avx512`; unset: the
+/// best the CPU has), so any machine can run and compare every lower path. The one place that
+/// reads it; a name the CPU cannot run is refused rather than quietly lowered.
+pub fn limit_isa() -> Result<()> {
+    let Ok(name) = std::env::var("CNN_ISA") else {
+        return Ok(());
+    };
+    let names: Vec<&str> = Isa::ALL.iter().map(|isa| isa.name()).collect();
+    let Some(isa) = Isa::from_name(&name) else {
+        usage!("CNN_ISA={name}: unknown; known: {}", names.join(", "));
+    };
+    if isa > Isa::detected() {
+        usage!(
+            "CNN_ISA={name}: this CPU has only {}",
+            Isa::detected().name()
+        );
+    }
+    isa::limit(isa);
+    Ok(())
 }
 
 /// The digit model built into the binary (`models/mnist.cnn` at build time), so that `cnn

@@ -510,3 +510,36 @@ fn the_built_in_model_answers_from_any_folder() {
     let o = cnn(dir.path(), &["predict", "--help"]);
     assert!(text(&o).0.contains("built into cnn"));
 }
+
+/// `CNN_ISA` selects the kernels' path, as `cnn bench` reports it, for every path this CPU has;
+/// a path it lacks and an unknown name are usage errors naming the variable.
+#[test]
+fn cnn_isa_selects_every_path_the_cpu_has() {
+    use cnn::kernels::isa::Isa;
+    let dir = tempfile::tempdir().unwrap();
+    let bench = |isa: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cnn"))
+            .args(["bench", "--arch", "lenet5", "--batch-size", "8"])
+            .args(["--infer-batch-size", "8", "--iters", "1", "--warmup", "0"])
+            .args(["--infer-iters", "1", "--reps", "1", "--threads", "1"])
+            .env("CNN_ISA", isa)
+            .current_dir(dir.path())
+            .output()
+            .expect("run cnn")
+    };
+    for isa in Isa::available() {
+        let o = bench(isa.name());
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{}: {err}", isa.name());
+        let wanted = format!("{} kernels", isa.name());
+        assert!(out.contains(&wanted), "{wanted:?} not in:\n{out}");
+    }
+    if let Some(&above) = Isa::ALL.iter().find(|&&isa| isa > Isa::detected()) {
+        assert_fails(&bench(above.name()), 2, &["CNN_ISA", "this CPU has only"]);
+    }
+    assert_fails(
+        &bench("sse9"),
+        2,
+        &["CNN_ISA=sse9", "portable, avx2, avx512"],
+    );
+}
