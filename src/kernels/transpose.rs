@@ -37,13 +37,15 @@ pub fn par_transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
 }
 
 /// Destination rows `c0..c0 + dst.len() / rows` (source columns), a block of source rows at a
-/// time: 8×8 tiles in AVX registers where the CPU has AVX, one float at a time elsewhere.
+/// time: 8×8 tiles in AVX registers on the AVX2 and AVX-512 paths (see `isa`; both have AVX), one float at a time elsewhere.
 fn transpose_block(src: &[f32], rows: usize, cols: usize, c0: usize, dst: &mut [f32]) {
     let width = dst.len() / rows;
     assert!(width <= BLOCK && c0 + width <= cols && src.len() >= rows * cols);
+    // Set only where the tiles exist (x86-64).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let (mut rows8, mut width8) = (0, 0);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
+    if super::isa::active() >= super::isa::Isa::Avx2 {
         (rows8, width8) = (rows / 8 * 8, width / 8 * 8);
         for r0 in (0..rows8).step_by(8) {
             for j0 in (0..width8).step_by(8) {
