@@ -71,16 +71,13 @@ impl Rng {
     /// The next `out.len()` words, in order: the same as as many [`Rng::next_u32`] calls, but a
     /// block at a time.
     pub fn fill_words(&mut self, out: &mut [u32]) {
-        // SAFETY: any bytes are a valid u32; the slice covers exactly `out`'s memory.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(
-                out.as_mut_ptr().cast::<u8>(),
-                std::mem::size_of_val(out),
-            )
-        };
-        self.chacha.fill_bytes(bytes);
-        for w in out.iter_mut() {
-            *w = u32::from_le(*w);
+        let mut bytes = [0u8; 256];
+        for words in out.chunks_mut(bytes.len() / 4) {
+            let bytes = &mut bytes[..4 * words.len()];
+            self.chacha.fill_bytes(bytes);
+            for (w, b) in words.iter_mut().zip(bytes.chunks_exact(4)) {
+                *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
         }
     }
 

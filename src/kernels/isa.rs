@@ -86,13 +86,11 @@ pub fn active() -> Isa {
     capped(LIMIT.load(Ordering::Relaxed))
 }
 
-/// The best path the CPU has at or below `cap` (`Isa as u8`).
+/// The best path the CPU has at or below `cap` (`Isa as u8`). Called on every kernel call, so
+/// it allocates nothing.
 fn capped(cap: u8) -> Isa {
-    Isa::available()
-        .into_iter()
-        .rev()
-        .find(|&isa| isa as u8 <= cap)
-        .unwrap_or(Isa::Portable)
+    let highest = Isa::ALL.into_iter().rev().find(|&isa| isa as u8 <= cap);
+    highest.unwrap_or(Isa::Portable).supported()
 }
 
 #[cfg(test)]

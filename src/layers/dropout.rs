@@ -18,8 +18,6 @@ pub struct Dropout {
     shape: Vec<usize>,
     /// Per element: 0 or 1/(1−p) from the last training forward; empty after an eval forward.
     mask: Vec<f32>,
-    /// The random words the mask was drawn from (kept to reuse the memory).
-    bits: Vec<u32>,
     y: Tensor,
     dx: Tensor,
 }
@@ -34,7 +32,6 @@ impl Dropout {
             p,
             shape: input.to_vec(),
             mask: Vec::new(),
-            bits: Vec::new(),
             y: Tensor::zeros(vec![0]),
             dx: Tensor::zeros(vec![0]),
         })
@@ -56,22 +53,27 @@ impl Layer for Dropout {
                 // is below p.
                 let threshold = (self.p as f64 * (1u64 << 32) as f64) as u64;
                 self.mask.resize(x.len(), 0.0);
-                self.bits.resize(x.len(), 0);
                 // Each element's mask depends on its index alone, so chunks can run anywhere.
                 self.mask
                     .par_chunks_mut(CHUNK)
-                    .zip(self.bits.par_chunks_mut(CHUNK))
                     .zip(y.par_chunks_mut(CHUNK))
                     .zip(data(x).par_chunks(CHUNK))
                     .enumerate()
-                    .for_each(|(c, (((mask, bits), y), x))| {
-                        Rng::at(seed, (c * CHUNK) as u64).fill_words(bits);
-                        for (((m, &u), y), &x) in mask.iter_mut().zip(&*bits).zip(y).zip(x) {
-                            // Branch-free (a branch on a random bit mispredicts a quarter of
-                            // the time): `u − threshold` wraps, setting bit 63, iff u < p.
-                            let dropped = ((u as u64).wrapping_sub(threshold) >> 63) as u32;
-                            *m = f32::from_bits(keep.to_bits() & dropped.wrapping_sub(1));
-                            *y = x * *m;
+                    .for_each(|(c, ((mask, y), x))| {
+                        let mut rng = Rng::at(seed, (c * CHUNK) as u64);
+                        // Words a block at a time, into a buffer on the stack.
+                        let mut words = [0u32; 256];
+                        let parts = mask.chunks_mut(256).zip(y.chunks_mut(256));
+                        for ((mask, y), x) in parts.zip(x.chunks(256)) {
+                            let words = &mut words[..mask.len()];
+                            rng.fill_words(words);
+                            for (((m, &u), y), &x) in mask.iter_mut().zip(&*words).zip(y).zip(x) {
+                                // Branch-free (a branch on a random bit mispredicts a quarter
+                                // of the time): `u − threshold` wraps, setting bit 63, iff u < p.
+                                let dropped = ((u as u64).wrapping_sub(threshold) >> 63) as u32;
+                                *m = f32::from_bits(keep.to_bits() & dropped.wrapping_sub(1));
+                                *y = x * *m;
+                            }
                         }
                     });
             }
@@ -83,9 +85,9 @@ impl Layer for Dropout {
         &self.y
     }
 
-    /// The mask and the words it was drawn from.
+    /// The mask.
     fn kept_values(&self, n: usize) -> u128 {
-        2 * n as u128 * self.shape.iter().map(|&d| d as u128).product::<u128>()
+        n as u128 * self.shape.iter().map(|&d| d as u128).product::<u128>()
     }
 
     fn output(&self) -> &Tensor {
