@@ -34,35 +34,30 @@ pub fn sum(x: &[f32]) -> f32 {
     combine(acc, tail)
 }
 
-/// Σ (x − mean)².
-pub fn sum_sq_dev(x: &[f32], mean: f32) -> f32 {
-    let chunks = x.chunks_exact(LANES);
-    let tail: f32 = chunks
-        .remainder()
-        .iter()
-        .map(|&v| (v - mean) * (v - mean))
-        .sum();
-    let mut acc = [0.0f32; LANES];
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += (v - mean) * (v - mean);
-        }
-    }
-    combine(acc, tail)
-}
-
 /// (Σ a, Σ a·b) in one pass. Shapes: `a` and `b` of equal length.
 pub fn sum_and_dot(a: &[f32], b: &[f32]) -> (f32, f32) {
+    sum_and_dot_map(a, b, |a, b| (a, b))
+}
+
+/// (Σ u, Σ u·v) over `(u, v) = f(a[i], b[i])`, in one pass and in [`sum_and_dot`]'s order, so
+/// that values computed on the fly sum exactly as they would from a buffer holding them.
+/// Shapes: `a` and `b` of equal length.
+#[inline]
+pub fn sum_and_dot_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
     assert_eq!(a.len(), b.len());
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ta, tb) = (ca.remainder(), cb.remainder());
-    let tail_sum: f32 = ta.iter().sum();
-    let tail_dot: f32 = ta.iter().zip(tb).map(|(x, y)| x * y).sum();
+    let (mut tail_sum, mut tail_dot) = (0.0f32, 0.0f32);
+    for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
+        let (u, v) = f(x, y);
+        tail_sum += u;
+        tail_dot += u * v;
+    }
     let (mut s, mut d) = ([0.0f32; LANES], [0.0f32; LANES]);
     for (xa, xb) in ca.zip(cb) {
         for i in 0..LANES {
-            s[i] += xa[i];
-            d[i] += xa[i] * xb[i];
+            let (u, v) = f(xa[i], xb[i]);
+            s[i] += u;
+            d[i] += u * v;
         }
     }
     (combine(s, tail_sum), combine(d, tail_dot))
@@ -90,10 +85,11 @@ mod tests {
         for n in [0, 1, 7, 15, 16, 17, 31, 32, 33, 100, 1023, 4096] {
             let (a, b) = (values(n, n as u64), values(n, 99 + n as u64));
             close(sum(&a), a.iter().map(|&v| v as f64).sum(), n);
-            let mean = 0.7f32;
-            let sq: f64 = a.iter().map(|&v| ((v - mean) as f64).powi(2)).sum();
-            close(sum_sq_dev(&a, mean), sq, n);
             let (s, d) = sum_and_dot(&a, &b);
+            // Mapped on the fly, the same bits as from buffers holding the mapped values.
+            let f = |x: f32, y: f32| (x * 0.5 - y, x + 1.0);
+            let (u, v): (Vec<f32>, Vec<f32>) = a.iter().zip(&b).map(|(&x, &y)| f(x, y)).unzip();
+            assert_eq!(sum_and_dot_map(&a, &b, f), sum_and_dot(&u, &v));
             close(s, a.iter().map(|&v| v as f64).sum(), n);
             close(
                 d,
@@ -112,6 +108,5 @@ mod tests {
         let want_dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert_eq!(sum(&a), want_sum);
         assert_eq!(sum_and_dot(&a, &b), (want_sum, want_dot));
-        assert_eq!(sum_sq_dev(&[1.0, 3.0, 5.0], 3.0), 8.0);
     }
 }

@@ -11,6 +11,11 @@
 //! of the normalising pass, and on the way in of backward's, which saves the activation's two
 //! passes over memory. Its input `z = γ·x̂ + β` is recomputed from `x̂`, exactly as the separate
 //! layer would have seen it.
+//!
+//! Memory traffic is what it costs (the maps are larger than the caches): forward reads its
+//! input twice (statistics, then the normalised output) and writes once; backward reads `dy` and
+//! the input twice and writes `dx` once. Nothing but the per-channel statistics is kept: `x̂` is
+//! recomputed from the forward input, which the network hands to backward.
 
 use super::{Activation, Init, Layer, Mode, Param};
 use crate::kernels::math::{gelu, gelu_grad};
@@ -53,8 +58,9 @@ pub struct BatchNorm {
     beta: Param,
     running_mean: Param,
     running_var: Param,
-    /// Normalised input `(x − mean) · inv_std`, kept for backward.
-    xhat: Tensor,
+    /// The statistics forward normalised with (the batch's, or the running ones in eval), for
+    /// backward to recompute `x̂ = (x − mean)·inv_std` from its input.
+    mean: Vec<f32>,
     inv_std: Vec<f32>,
     trained: bool,
     /// Whether the output goes through a ReLU (fused, see the module doc).
@@ -94,7 +100,7 @@ impl BatchNorm {
             beta: Param::trainable("bias", &[channels], Init::Zeros).with_lr_scale(lr),
             running_mean: Param::buffer("running_mean", &[channels], Init::Zeros),
             running_var: Param::buffer("running_var", &[channels], Init::Ones),
-            xhat: Tensor::zeros(vec![0]),
+            mean: Vec::new(),
             inv_std: Vec::new(),
             trained: false,
             act: None,
@@ -112,9 +118,7 @@ impl Layer for BatchNorm {
     fn forward(&mut self, x: &Tensor, mode: Mode) -> &Tensor {
         let (c, plane) = (self.channels, self.plane);
         let n = x.shape()[0];
-        let m = (n * plane) as f64;
         reuse(&mut self.y, x.shape());
-        reuse(&mut self.xhat, x.shape());
         self.trained = matches!(mode, Mode::Train { .. });
         let (trained, act) = (self.trained, self.act);
         let x = data(x);
@@ -125,66 +129,53 @@ impl Layer for BatchNorm {
             data(&self.running_mean.value),
             data(&self.running_var.value),
         );
-        let (xhat_ptr, y_ptr) = (
-            SendPtr(data_mut(&mut self.xhat).as_mut_ptr()),
-            SendPtr(data_mut(&mut self.y).as_mut_ptr()),
-        );
+        let y_ptr = SendPtr(data_mut(&mut self.y).as_mut_ptr());
         // Channels in parallel; each task reads and writes only its own channel's runs.
         let stats: Vec<(f32, f32, f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
                 let runs = (0..n).map(|i| (i * c + ch) * plane);
                 let (mean, inv_std, batch_mean, unbiased) = if trained {
-                    // Two passes, summed per run in f32 and across runs in f64.
-                    let sum: f64 = runs
-                        .clone()
-                        .map(|s| reduce::sum(&x[s..s + plane]) as f64)
-                        .sum();
-                    let mean = sum / m;
-                    let mf = mean as f32;
-                    let sq: f64 = runs
-                        .clone()
-                        .map(|s| reduce::sum_sq_dev(&x[s..s + plane], mf) as f64)
-                        .sum();
+                    let (mean, sq) = channel_moments(x, runs.clone(), plane);
+                    let m = (n * plane) as f64;
                     let var = sq / m;
                     let unbiased = if m > 1.0 { sq / (m - 1.0) } else { var };
-                    (mf, (1.0 / (var + eps as f64).sqrt()) as f32, mean, unbiased)
+                    let inv_std = (1.0 / (var + eps as f64).sqrt()) as f32;
+                    (mean as f32, inv_std, mean, unbiased)
                 } else {
                     (rmean[ch], 1.0 / (rvar[ch] + eps).sqrt(), 0.0, 0.0)
                 };
                 let (g, b) = (gamma.map_or(1.0, |g| g[ch]), beta[ch]);
                 for s in runs {
                     // SAFETY: run [s, s+plane) belongs to channel `ch` alone.
-                    let (xh, y) = unsafe {
-                        (
-                            std::slice::from_raw_parts_mut(xhat_ptr.get().add(s), plane),
-                            std::slice::from_raw_parts_mut(y_ptr.get().add(s), plane),
-                        )
-                    };
-                    let values = xh.iter_mut().zip(y.iter_mut()).zip(&x[s..s + plane]);
-                    if act == Some(Activation::Relu) {
-                        for ((xh, y), &v) in values {
-                            *xh = (v - mean) * inv_std;
-                            *y = (g * *xh + b).max(0.0);
+                    let y = unsafe { std::slice::from_raw_parts_mut(y_ptr.get().add(s), plane) };
+                    let values = y.iter_mut().zip(&x[s..s + plane]);
+                    match act {
+                        Some(Activation::Relu) => {
+                            for (y, &v) in values {
+                                *y = (g * ((v - mean) * inv_std) + b).max(0.0);
+                            }
                         }
-                    } else if act == Some(Activation::Gelu) {
-                        for ((xh, y), &v) in values {
-                            *xh = (v - mean) * inv_std;
-                            *y = gelu(g * *xh + b);
+                        Some(Activation::Gelu) => {
+                            for (y, &v) in values {
+                                *y = gelu(g * ((v - mean) * inv_std) + b);
+                            }
                         }
-                    } else {
-                        for ((xh, y), &v) in values {
-                            *xh = (v - mean) * inv_std;
-                            *y = g * *xh + b;
+                        None => {
+                            for (y, &v) in values {
+                                *y = g * ((v - mean) * inv_std) + b;
+                            }
                         }
                     }
                 }
                 (mean, inv_std, batch_mean, unbiased)
             })
             .collect();
+        self.mean.resize(c, 0.0);
         self.inv_std.resize(c, 0.0);
         let momentum = self.cfg.momentum;
-        for (ch, (_, inv_std, batch_mean, unbiased)) in stats.into_iter().enumerate() {
+        for (ch, (mean, inv_std, batch_mean, unbiased)) in stats.into_iter().enumerate() {
+            self.mean[ch] = mean;
             self.inv_std[ch] = inv_std;
             if trained {
                 let rm = &mut data_mut(&mut self.running_mean.value)[ch];
@@ -196,82 +187,64 @@ impl Layer for BatchNorm {
         &self.y
     }
 
-    /// The normalised input.
-    fn kept_values(&self, n: usize) -> u128 {
-        n as u128 * self.shape.iter().map(|&d| d as u128).product::<u128>()
-    }
-
     fn output(&self) -> &Tensor {
         &self.y
     }
 
-    fn backward(&mut self, _x: &Tensor, dy: &Tensor) -> &Tensor {
+    /// `x` is the forward input: `x̂ = (x − mean)·inv_std` is recomputed from it, exactly as
+    /// forward computed it, rather than kept (one activation-sized buffer and one write fewer).
+    fn backward(&mut self, x: &Tensor, dy: &Tensor) -> &Tensor {
         let (c, plane) = (self.channels, self.plane);
         let n = dy.shape()[0];
         let m = (n * plane) as f32;
         reuse(&mut self.dx, dy.shape());
-        let (dy, xhat) = (data(dy), data(&self.xhat));
+        let (dy, x) = (data(dy), data(x));
         let dx_ptr = SendPtr(data_mut(&mut self.dx).as_mut_ptr());
         let gamma = self.gamma.as_ref().map(|g| data(&g.value));
         let beta = data(&self.beta.value);
-        let (inv_std, trained, act) = (&self.inv_std, self.trained, self.act);
+        let (mean, inv_std, trained, act) = (&self.mean, &self.inv_std, self.trained, self.act);
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {
                 let runs = (0..n).map(|i| (i * c + ch) * plane);
+                let (g, b, mu, k_std) = (
+                    gamma.map_or(1.0, |g| g[ch]),
+                    beta[ch],
+                    mean[ch],
+                    inv_std[ch],
+                );
+                let ch = Channel {
+                    runs,
+                    plane,
+                    mu,
+                    k_std,
+                    g,
+                    m,
+                    trained,
+                };
                 // SAFETY: run [s, s+plane) of dx belongs to channel `ch` alone.
                 let dx_run = |s: usize| unsafe {
                     std::slice::from_raw_parts_mut(dx_ptr.get().add(s), plane)
                 };
-                let (g, b) = (gamma.map_or(1.0, |g| g[ch]), beta[ch]);
-                let (mut sum_dy, mut sum_dy_xhat) = (0.0f32, 0.0f32);
-                for s in runs.clone() {
-                    let xh = &xhat[s..s + plane];
-                    // With a fused activation the gradient is multiplied by its derivative (a
-                    // ReLU's: 1 where its output was positive); that goes to dx first, to be
-                    // read back below.
-                    let d = match act {
-                        Some(a) => {
-                            let masked = dx_run(s);
-                            let runs = masked.iter_mut().zip(&dy[s..s + plane]).zip(xh);
-                            if a == Activation::Relu {
-                                for ((m, &d), &xh) in runs {
-                                    *m = if g * xh + b > 0.0 { d } else { 0.0 };
-                                }
-                            } else {
-                                for ((m, &d), &xh) in runs {
-                                    *m = d * gelu_grad(g * xh + b);
-                                }
-                            }
-                            &*masked
-                        }
-                        None => &dy[s..s + plane],
-                    };
-                    let (sd, sdx) = reduce::sum_and_dot(d, xh);
-                    sum_dy += sd;
-                    sum_dy_xhat += sdx;
-                }
-                // dx = k·dy in eval; in training the mean and variance depend on x too:
-                // dx = k/m · (m·dy − Σdy − x̂·Σ(dy·x̂)) = k·dy + shift + slope·x̂.
-                let k = g * inv_std[ch];
-                let (shift, slope) = if trained {
-                    (-k * sum_dy / m, -k * sum_dy_xhat / m)
-                } else {
-                    (0.0, 0.0)
-                };
-                for s in runs {
-                    let (dx, xh) = (dx_run(s), &xhat[s..s + plane]);
-                    if act.is_some() {
-                        for (dx, &xh) in dx.iter_mut().zip(xh) {
-                            *dx = k * *dx + shift + slope * xh;
-                        }
-                    } else {
-                        for ((dx, &d), &xh) in dx.iter_mut().zip(&dy[s..s + plane]).zip(xh) {
-                            *dx = k * d + shift + slope * xh;
-                        }
+                // The gradient reaching the normalised value: dy, times the fused activation's
+                // derivative (a ReLU's: 1 where its output was positive). One instance per
+                // activation, so that each loop compiles without a branch on it.
+                match act {
+                    Some(Activation::Relu) => {
+                        ch.backward(
+                            x,
+                            dy,
+                            dx_run,
+                            |d, xh| {
+                                if g * xh + b > 0.0 { d } else { 0.0 }
+                            },
+                        )
                     }
+                    Some(Activation::Gelu) => {
+                        ch.backward(x, dy, dx_run, |d, xh| d * gelu_grad(g * xh + b))
+                    }
+                    None => ch.backward(x, dy, dx_run, |d, _| d),
                 }
-                (sum_dy, sum_dy_xhat)
             })
             .collect();
         for (db, (sum_dy, _)) in self.beta.grad_mut().iter_mut().zip(&sums) {
@@ -298,6 +271,85 @@ impl Layer for BatchNorm {
         f(&mut self.running_mean);
         f(&mut self.running_var);
     }
+}
+
+/// One channel's part of backward: its runs (`plane` values from each start) and statistics.
+struct Channel<R> {
+    runs: R,
+    plane: usize,
+    mu: f32,
+    k_std: f32,
+    g: f32,
+    /// Values per channel in the batch.
+    m: f32,
+    trained: bool,
+}
+
+impl<R: Iterator<Item = usize> + Clone> Channel<R> {
+    /// Writes the channel's `dx` runs (through `dx_run(start)`) and returns (Σ dz, Σ dz·x̂),
+    /// where `dz = grad(dy, x̂)` is the gradient at the normalised value.
+    #[inline(always)]
+    fn backward<'a>(
+        self,
+        x: &[f32],
+        dy: &[f32],
+        dx_run: impl Fn(usize) -> &'a mut [f32],
+        grad: impl Fn(f32, f32) -> f32,
+    ) -> (f32, f32) {
+        let (plane, mu, k_std) = (self.plane, self.mu, self.k_std);
+        let (mut sum_dz, mut sum_dz_xhat) = (0.0f32, 0.0f32);
+        for s in self.runs.clone() {
+            let run = s..s + plane;
+            let (sd, sdx) = reduce::sum_and_dot_map(&dy[run.clone()], &x[run], |d, v| {
+                let xh = (v - mu) * k_std;
+                (grad(d, xh), xh)
+            });
+            sum_dz += sd;
+            sum_dz_xhat += sdx;
+        }
+        // dx = k·dz in eval; in training the mean and variance depend on x too:
+        // dx = k/m · (m·dz − Σdz − x̂·Σ(dz·x̂)) = k·dz + shift + slope·x̂.
+        let k = self.g * k_std;
+        let (shift, slope) = if self.trained {
+            (-k * sum_dz / self.m, -k * sum_dz_xhat / self.m)
+        } else {
+            (0.0, 0.0)
+        };
+        for s in self.runs {
+            let values = dx_run(s)
+                .iter_mut()
+                .zip(&dy[s..s + plane])
+                .zip(&x[s..s + plane]);
+            for ((dx, &d), &v) in values {
+                let xh = (v - mu) * k_std;
+                *dx = k * grad(d, xh) + shift + slope * xh;
+            }
+        }
+        (sum_dz, sum_dz_xhat)
+    }
+}
+
+/// The mean and the sum of squared deviations of one channel, in f64: each run (`plane`
+/// values from each start in `runs`) takes its two passes while it is in cache, and the runs
+/// are combined by the pairwise update of Chan, Golub & LeVeque (1979, "Updating formulae and
+/// a pairwise algorithm for computing sample variances"), so memory is read once.
+fn channel_moments(x: &[f32], runs: impl Iterator<Item = usize>, plane: usize) -> (f64, f64) {
+    let (mut mean, mut m2) = (0.0f64, 0.0f64);
+    for (k, s) in runs.enumerate() {
+        let run = &x[s..s + plane];
+        // Deviations from the f32 mean, summed too: that corrects the mean's rounding (of the
+        // order of the values' ulp, which would bias the join below where the mean is large).
+        let c = reduce::sum(run) / plane as f32;
+        let (dev, dev_sq) = reduce::sum_and_dot_map(run, run, |v, _| (v - c, v - c));
+        let p = plane as f64;
+        let run_mean = c as f64 + dev as f64 / p;
+        let run_m2 = (dev_sq as f64 - (dev as f64).powi(2) / p).max(0.0);
+        // Joining k runs (k·plane values) and one more (plane values) of equal size.
+        let (delta, k) = (run_mean - mean, k as f64);
+        mean += delta / (k + 1.0);
+        m2 += run_m2 + delta * delta * k * p / (k + 1.0);
+    }
+    (mean, m2)
 }
 
 #[cfg(test)]
@@ -399,5 +451,38 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("eps"), "{err}");
+    }
+
+    /// The per-run two-pass statistics joined by Chan's update match the plain f64 two-pass
+    /// mean and variance, also where the mean dwarfs the spread (a one-pass Σx² would lose
+    /// every digit there), on runs of 1, odd and lane-multiple lengths.
+    #[test]
+    fn channel_moments_match_plain_two_pass_in_f64() {
+        for (n, plane, offset) in [
+            (1, 1, 0.0),
+            (5, 1, 3.0),
+            (3, 7, 1e4),
+            (4, 16, -2.0),
+            (2, 33, 1e5),
+        ] {
+            let x = seeded(&[n * plane], 11).mapv(|v| v + offset);
+            let x = data(&x);
+            let (mean, m2) = channel_moments(x, (0..n).map(|i| i * plane), plane);
+            let want_mean = x.iter().map(|&v| v as f64).sum::<f64>() / x.len() as f64;
+            let want_m2: f64 = x.iter().map(|&v| (v as f64 - want_mean).powi(2)).sum();
+            assert!(
+                (mean - want_mean).abs() <= 1e-6 * want_mean.abs().max(1.0),
+                "{mean} {want_mean}"
+            );
+            assert!(
+                (m2 - want_m2).abs() <= 1e-4 * want_m2.max(1e-6),
+                "n {n} plane {plane}: {m2} {want_m2}"
+            );
+        }
+        // Hand-worked: runs [1, 3] and [5, 7]: mean 4, squared deviations 9 + 1 + 1 + 9.
+        assert_eq!(
+            channel_moments(&[1.0, 3.0, 5.0, 7.0], [0, 2].into_iter(), 2),
+            (4.0, 20.0)
+        );
     }
 }
