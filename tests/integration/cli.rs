@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_fails, cnn, digest, mini, repo, text, train_on_mini};
+use crate::common::{assert_fails, cnn, cnn_command, digest, mini, repo, text, train_on_mini};
 
 /// A small, fast training run: LeNet-5 on 3,000 digits, plus `extra`.
 fn train_args(extra: &[&str]) -> Vec<String> {
@@ -215,7 +215,7 @@ fn interrupted_and_killed_runs_resume_to_identical_weights() {
         .filter(|a| a != "--quiet")
         .collect();
     let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_cnn"))
+        cnn_command()
             .args(&args)
             .current_dir(d)
             .stdout(Stdio::piped())
@@ -250,7 +250,7 @@ fn interrupted_and_killed_runs_resume_to_identical_weights() {
     let ckpt_s = ckpt.display().to_string();
     let mut rng = 12345u64;
     for _ in 0..3 {
-        let child = Command::new(env!("CARGO_BIN_EXE_cnn"))
+        let child = cnn_command()
             .args(["train", "--resume", &ckpt_s, "--quiet"])
             .current_dir(d)
             .stdout(Stdio::null())
@@ -340,7 +340,7 @@ fn bad_inputs_get_one_line_errors_and_the_right_exit_code() {
 /// digit), and reads at least 9 in 10 of the drawn and photographed test digits.
 #[test]
 fn the_shipped_model_reads_the_samples_and_drawn_digits() {
-    let o = Command::new(env!("CARGO_BIN_EXE_cnn"))
+    let o = cnn_command()
         .args(["predict", "--json", "data/samples", "tests/fixtures/digits"])
         .current_dir(repo())
         .output()
@@ -518,7 +518,7 @@ fn cnn_isa_selects_every_path_the_cpu_has() {
     use cnn::kernels::isa::Isa;
     let dir = tempfile::tempdir().unwrap();
     let bench = |isa: &str| {
-        Command::new(env!("CARGO_BIN_EXE_cnn"))
+        cnn_command()
             .args(["bench", "--arch", "lenet5", "--batch-size", "8"])
             .args(["--infer-batch-size", "8", "--iters", "1", "--warmup", "0"])
             .args(["--infer-iters", "1", "--reps", "1", "--threads", "1"])

@@ -23,9 +23,33 @@ pub fn train_on_mini(extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// The words that start the `cnn` binary: its path, after the runner cargo started this test
+/// with, if one is set for this architecture (`CARGO_TARGET_<TRIPLE>_RUNNER`, such as
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu` for a cross-compiled build), since a binary this
+/// machine cannot execute needs the same emulator as the test.
+pub fn cnn_argv() -> Vec<String> {
+    let arch = std::env::consts::ARCH.to_uppercase();
+    let runner = std::env::vars().find(|(k, _)| {
+        k.starts_with("CARGO_TARGET_") && k.ends_with("_RUNNER") && k.contains(&arch)
+    });
+    let mut argv: Vec<String> = runner
+        .map(|(_, v)| v.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    argv.push(env!("CARGO_BIN_EXE_cnn").to_string());
+    argv
+}
+
+/// A command that runs the `cnn` binary (through the runner, see [`cnn_argv`]).
+pub fn cnn_command() -> Command {
+    let argv = cnn_argv();
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]);
+    c
+}
+
 /// Runs `cnn ARGS` in `dir`.
 pub fn cnn<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cnn"))
+    cnn_command()
         .args(args)
         .current_dir(dir)
         .output()

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_fails, cnn, digest, repo, text, train_on_mini};
+use crate::common::{assert_fails, cnn, cnn_argv, cnn_command, digest, repo, text, train_on_mini};
 
 /// `cnn train` on the shipped MNIST subset with LeNet-5, batch 100, quietly, plus `extra`.
 fn train_args(extra: &[&str]) -> Vec<String> {
@@ -259,7 +259,7 @@ fn a_file_size_limit_fails_cleanly_and_keeps_the_old_files() {
     let o = Command::new("sh")
         .arg("-c")
         .arg("ulimit -f 64 && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_cnn"))
+        .args(cnn_argv())
         .args(&args)
         .current_dir(d)
         .output()
@@ -335,7 +335,7 @@ fn kills_at_random_moments_never_corrupt_the_model_or_checkpoint() {
     let args = train_args(&["--epochs", "3", "--keep", "last", "--out", "m.cnn"]);
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     for _ in 0..6 {
-        let child = Command::new(env!("CARGO_BIN_EXE_cnn"))
+        let child = cnn_command()
             .args(&args)
             .current_dir(d)
             .stdout(Stdio::null())

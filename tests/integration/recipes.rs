@@ -5,7 +5,7 @@
 //! smoothing: it learns, gives the same weights on one thread and two, and resumes after Ctrl-C
 //! to exactly the weights of the uninterrupted run (lookahead's slow copy included).
 
-use crate::common::{cnn, digest, text, train_on_mini};
+use crate::common::{cnn, cnn_command, digest, text, train_on_mini};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -84,7 +84,7 @@ fn the_fast_recipe_learns_repeats_across_threads_and_resumes_exactly() {
     );
 
     // Ctrl-C after epoch 1's line, then resume: the same weights.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cnn"))
+    let mut child = cnn_command()
         .args(args("part.cnn", &[]))
         .current_dir(d)
         .stdout(Stdio::piped())
