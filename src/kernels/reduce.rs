@@ -5,6 +5,7 @@
 //! independent partial sums, which the compiler maps onto SIMD registers, and combine them in
 //! a fixed order at the end: the result depends only on the input, never on the thread count.
 //! Batch norm's statistics and the convolutions' bias gradients are such sums.
+//! [`first_non_finite`] is the same idea for a search: no early exit inside a block.
 
 /// Partial sums kept side by side; 16 fills one AVX-512 register or four SSE ones.
 const LANES: usize = 16;
@@ -63,6 +64,23 @@ pub fn sum_and_dot_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32))
     (combine(s, tail_sum), combine(d, tail_dot))
 }
 
+/// The index of the first NaN or infinity in `x`, if any.
+///
+/// `iter().position(..)` stops at each value to test it and runs one value per cycle or
+/// slower; this takes the largest magnitude's bits over each block, which vectorises, and
+/// searches a block only when it holds one (the magnitude of a NaN or an infinity is at least
+/// the infinity's bits). A model's million weights are checked on every load.
+pub fn first_non_finite(x: &[f32]) -> Option<usize> {
+    const BLOCK: usize = 1024;
+    const INF: u32 = 0x7f80_0000;
+    x.chunks(BLOCK).enumerate().find_map(|(b, block)| {
+        let top = block
+            .iter()
+            .fold(0, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+        (top >= INF).then(|| b * BLOCK + block.iter().position(|v| !v.is_finite()).expect("found"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +94,27 @@ mod tests {
     fn close(a: f32, b: f64, n: usize) {
         let tol = 1e-5 * (n as f64).max(1.0) * (b.abs().max(1.0));
         assert!((a as f64 - b).abs() <= tol, "{a} vs {b} (n = {n})");
+    }
+
+    #[test]
+    fn first_non_finite_finds_the_first_bad_value() {
+        assert_eq!(first_non_finite(&[]), None);
+        for n in [1, 7, 1023, 1024, 1025, 5000] {
+            let mut x = values(n, n as u64);
+            x[0] = f32::MAX;
+            x[n - 1] = -f32::MAX;
+            assert_eq!(first_non_finite(&x), None, "n = {n}");
+            for at in [0, n / 2, n - 1] {
+                for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut y = x.clone();
+                    y[at] = bad;
+                    if at + 1 < n {
+                        y[n - 1] = f32::NAN;
+                    }
+                    assert_eq!(first_non_finite(&y), Some(at), "n = {n}, at {at}, {bad}");
+                }
+            }
+        }
     }
 
     /// Against f64 sums in plain order, on lengths around the lane width (tail only, exact

@@ -425,19 +425,34 @@ fn parse(bytes: &[u8], expected: Kind) -> Result<Container, String> {
             format!("corrupt: the `{DIGEST_KEY}` value does not appear exactly once in the header")
         })?;
     let at = PREFIX_BYTES as usize + at;
-    let mut hasher = Sha256::new();
-    hasher.update(&bytes[..at]);
-    hasher.update([b'0'; 64]);
-    hasher.update(&bytes[at + 64..]);
-    let computed = hex(&hasher.finalize());
+
+    // The digest and the tensors in parallel (hashing is a third of loading a model), the digest
+    // judged first: a damaged file reports the damage, not what it did to a tensor.
+    let (computed, tensors) = rayon::join(
+        || {
+            let mut hasher = Sha256::new();
+            hasher.update(&bytes[..at]);
+            hasher.update([b'0'; 64]);
+            hasher.update(&bytes[at + 64..]);
+            hex(&hasher.finalize())
+        },
+        || decode_tensors(&directory, &bytes[data_start..]),
+    );
     if computed != stored {
         return Err(format!(
             "corrupt: checksum mismatch (stored SHA-256 {stored}, computed {computed})"
         ));
     }
+    Ok(Container {
+        kind: expected,
+        meta: meta.into_iter().collect(),
+        tensors: tensors?,
+    })
+}
 
-    // Tensor data: sizes are now known to fit in the file, so allocating them is safe.
-    let data = &bytes[data_start..];
+/// The tensors of `directory` from the tensor data `data`, whose size it has been checked
+/// against, so allocating them is safe.
+fn decode_tensors(directory: &Metadata, data: &[u8]) -> Result<Vec<NamedTensor>, String> {
     let mut tensors = Vec::new();
     for name in directory.offset_keys() {
         let info = directory.info(&name).expect("a listed tensor");
@@ -458,11 +473,7 @@ fn parse(bytes: &[u8], expected: Kind) -> Result<Container, String> {
             name,
         });
     }
-    Ok(Container {
-        kind: expected,
-        meta: meta.into_iter().collect(),
-        tensors,
-    })
+    Ok(tensors)
 }
 
 /// Recomputes the digest of a file's bytes in place, as [`write`] computes it; `false` (and the

@@ -11,7 +11,8 @@
 //! - [`onnx`]: a model's inference path as an ONNX graph, for other runtimes.
 //!
 //! May use: `net` (parse an architecture, build a network, visit its parameters by name; never a
-//! layer's internals), `data` (the normalisation type), `tensor`, `error`. Prints nothing.
+//! layer's internals), `data` (the normalisation type), `kernels::reduce` (the finite check of
+//! every weight), `tensor`, `error`. Prints nothing.
 
 pub mod atomic;
 pub mod container;

@@ -4,6 +4,7 @@
 
 use super::container::{Container, Kind, NamedTensor, read, write_borrowed};
 use super::params::{load_params, network_params};
+use crate::kernels::reduce::first_non_finite;
 use crate::net::graph::{BuildLimits, BuildOptions, Network};
 use crate::tensor::fmt_shape;
 use anyhow::{Result, anyhow, bail};
@@ -325,10 +326,11 @@ impl Model {
             );
         }
         for t in &self.params {
-            if let Some((i, x)) = t.data.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            if let Some(i) = first_non_finite(&t.data) {
                 bail!(
-                    "parameter `{}` holds {x} at index {i}; every weight must be finite",
-                    t.name.escape_debug()
+                    "parameter `{}` holds {} at index {i}; every weight must be finite",
+                    t.name.escape_debug(),
+                    t.data[i]
                 );
             }
         }
