@@ -382,14 +382,14 @@ impl Model {
         Model::with_network(container, &path.display().to_string(), opts)
     }
 
-    /// [`Model::load_with_network`] on a model file's bytes (the one built into the binary),
-    /// `name` standing for the file in errors.
-    pub fn from_bytes_with_network(
-        bytes: &[u8],
+    /// [`Model::load_with_network`] on the bytes of a model file built into the binary (see
+    /// [`super::container::read_embedded`]), `name` standing for the file in errors.
+    pub fn embedded_with_network(
+        bytes: &'static [u8],
         name: &str,
         opts: &BuildOptions,
     ) -> Result<(Model, Network)> {
-        let container = super::container::read_bytes(bytes, name, Kind::Model)?;
+        let container = super::container::read_embedded(bytes, name, Kind::Model)?;
         Model::with_network(container, name, opts)
     }
 

@@ -12,7 +12,7 @@ use crate::kernels::SendPtr;
 use crate::kernels::gemm::sgemm;
 use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::reference::Window;
-use crate::kernels::scratch::{grow, slot_count, thread_slot};
+use crate::kernels::scratch::{grow, with_scratch};
 use crate::kernels::transpose::transpose;
 use crate::layers::BATCH_CHUNK;
 use rayon::prelude::*;
@@ -23,11 +23,8 @@ const RELU_CHUNK: usize = 1 << 15;
 #[derive(Default)]
 pub(super) struct Im2col {
     /// Training: `N×(C·kh·kw)×(OH·OW)`, every image's columns, kept for the weight gradient and
-    /// then reused as scratch for the input gradient. Evaluation: one slot per worker thread.
+    /// then reused as scratch for the input gradient. Evaluation: thread scratch instead.
     cols: Vec<f32>,
-    /// One image's output gradient transposed (`P×O`) per worker thread, followed, for a
-    /// first layer with a fused ReLU, by its masked gradient.
-    dy_t: Vec<f32>,
     /// With a fused ReLU and an input gradient to compute: the masked output gradient.
     dy_masked: Vec<f32>,
     /// One weight-gradient partial sum (`K×O`, transposed) per group of `BATCH_CHUNK` images.
@@ -51,8 +48,9 @@ impl Im2col {
     ) {
         let (k, p, o) = (g.k(), g.p(), g.o);
         let n = x.len() / g.item_in();
-        let slots = if trained { n } else { slot_count() };
-        grow(&mut self.cols, slots * k * p);
+        if trained {
+            grow(&mut self.cols, n * k * p);
+        }
         let cols = SendPtr(self.cols.as_mut_ptr());
         let (win, (c, h, wd), (oh, ow)) = (g.win, (g.c, g.h, g.w), (g.oh, g.ow));
         let (weight, bias, relu) = (w.weight, w.bias, w.relu);
@@ -64,18 +62,17 @@ impl Im2col {
             .enumerate()
             .with_max_len(1)
             .for_each(|(i, (y, x))| {
-                // SAFETY: in training each image has its own slot; in evaluation each worker
-                // thread does (see `thread_slot`: im2col and sgemm run on this thread only).
-                let cols = unsafe {
-                    if trained {
-                        std::slice::from_raw_parts_mut(cols.get().add(i * k * p), k * p)
-                    } else {
-                        thread_slot(cols, k * p)
-                    }
+                let mut run = |cols: &mut [f32]| {
+                    im2col(x, (c, h, wd), win, oh, ow, cols);
+                    sgemm(o, p, k, weight, false, cols, false, y, false);
+                    finish_output(y, bias, relu, p);
                 };
-                im2col(x, (c, h, wd), win, oh, ow, cols);
-                sgemm(o, p, k, weight, false, cols, false, y, false);
-                finish_output(y, bias, relu, p);
+                if trained {
+                    // SAFETY: each image has its own `k·p` floats of the `n·k·p` grown above.
+                    run(unsafe { std::slice::from_raw_parts_mut(cols.get().add(i * k * p), k * p) })
+                } else {
+                    with_scratch(k * p, run)
+                }
             });
     }
 
@@ -138,10 +135,7 @@ impl Im2col {
         let n = dy.len() / (o * p);
         let groups = n.div_ceil(BATCH_CHUNK);
         self.dw_parts.resize(groups * o * k, 0.0);
-        let slots = slot_count();
         let own_len = if mask && relu { o * p } else { 0 };
-        grow(&mut self.dy_t, slots * (p * o + own_len));
-        let dy_t = SendPtr(self.dy_t.as_mut_ptr());
         plane_sums.resize(n * o, 0.0);
         let cols = &self.cols;
         self.dw_parts
@@ -152,26 +146,26 @@ impl Im2col {
             .zip(plane_sums.par_chunks_mut(BATCH_CHUNK * o))
             .with_max_len(1)
             .for_each(|((((part, dy), cols), y), sums)| {
-                // SAFETY: see `thread_slot`; transpose and sgemm run on this thread only.
-                let slot = unsafe { thread_slot(dy_t, p * o + own_len) };
-                let (dy_t, own) = slot.split_at_mut(p * o);
-                let images = dy.chunks(o * p).zip(cols.chunks(k * p));
-                for (i, ((dy, cols), (y, sums))) in images
-                    .zip(y.chunks(o * p).zip(sums.chunks_mut(o)))
-                    .enumerate()
-                {
-                    let dy = if mask {
-                        let own = relu.then_some(&mut own[..]);
-                        mask_planes(dy, y, own, bias.then_some(sums), p)
-                    } else {
-                        dy
-                    };
-                    // Computed transposed, dWᵀ (K×O) = cols_n (K×P) · dy_nᵀ (P×O), with dy_n
-                    // transposed first: both operands then in the layout the GEMM runs fastest
-                    // on (see `kernels::transpose`).
-                    transpose(dy, o, p, dy_t);
-                    sgemm(k, o, p, cols, false, dy_t, false, part, i > 0);
-                }
+                with_scratch(p * o + own_len, |slot| {
+                    let (dy_t, own) = slot.split_at_mut(p * o);
+                    let images = dy.chunks(o * p).zip(cols.chunks(k * p));
+                    for (i, ((dy, cols), (y, sums))) in images
+                        .zip(y.chunks(o * p).zip(sums.chunks_mut(o)))
+                        .enumerate()
+                    {
+                        let dy = if mask {
+                            let own = relu.then_some(&mut own[..]);
+                            mask_planes(dy, y, own, bias.then_some(sums), p)
+                        } else {
+                            dy
+                        };
+                        // Computed transposed, dWᵀ (K×O) = cols_n (K×P) · dy_nᵀ (P×O), with dy_n
+                        // transposed first: both operands then in the layout the GEMM runs fastest
+                        // on (see `kernels::transpose`).
+                        transpose(dy, o, p, dy_t);
+                        sgemm(k, o, p, cols, false, dy_t, false, part, i > 0);
+                    }
+                })
             });
         // Rows of dW in parallel, each element summing the (transposed) partials in order.
         let parts = &self.dw_parts;

@@ -117,8 +117,6 @@ pub struct Conv2d {
     trained: bool,
     /// `[O, OH, OW]`, for [`Layer::out_shape`].
     out: [usize; 3],
-    /// With a frozen weight: one masked plane per worker thread, for the bias sums.
-    scratch: Vec<f32>,
     y: Tensor,
     dx: Tensor,
     /// With a bias: the sum of each output-gradient plane (N×O), for the bias gradient.
@@ -180,7 +178,6 @@ impl Conv2d {
             needs_dx: true,
             trained: false,
             out: [o, oh, ow],
-            scratch: Vec::new(),
             y: Tensor::zeros(vec![0]),
             dx: Tensor::zeros(vec![0]),
             plane_sums: Vec::new(),
@@ -270,14 +267,7 @@ impl Layer for Conv2d {
             self.plane_sums.resize(n * g.o, 0.0);
             if self.bias.is_some() {
                 let (y, relu) = (data(&self.y), self.relu);
-                bias_sums(
-                    data(dy),
-                    y,
-                    relu,
-                    g.p(),
-                    &mut self.plane_sums,
-                    &mut self.scratch,
-                );
+                bias_sums(data(dy), y, relu, g.p(), &mut self.plane_sums);
             }
         }
         if let Some(b) = &mut self.bias {
@@ -382,26 +372,21 @@ fn mask_planes<'a>(
 
 /// With a bias and nothing else to learn: each `p`-long plane of the output gradient `dy`
 /// summed (after the fused ReLU's mask, from the output `y`) into `sums`, planes in parallel,
-/// masking into a per-thread slot of `scratch`.
-fn bias_sums(
-    dy: &[f32],
-    y: &[f32],
-    relu: bool,
-    p: usize,
-    sums: &mut [f32],
-    scratch: &mut Vec<f32>,
-) {
-    use crate::kernels::SendPtr;
-    use crate::kernels::scratch::{grow, slot_count, thread_slot};
+/// masking into thread scratch.
+fn bias_sums(dy: &[f32], y: &[f32], relu: bool, p: usize, sums: &mut [f32]) {
+    use crate::kernels::scratch::with_scratch;
     use rayon::prelude::*;
-    grow(scratch, slot_count() * p);
-    let buf = SendPtr(scratch.as_mut_ptr());
     sums.par_iter_mut()
         .zip(dy.par_chunks(p).zip(y.par_chunks(p)))
         .for_each(|(s, (dy, y))| {
-            // SAFETY: see `thread_slot`; the mask runs on this thread only.
-            let masked = relu.then(|| unsafe { thread_slot(buf, p) });
-            mask_planes(dy, y, masked, Some(std::slice::from_mut(s)), p);
+            let sum = Some(std::slice::from_mut(s));
+            if relu {
+                with_scratch(p, |m| {
+                    mask_planes(dy, y, Some(m), sum, p);
+                });
+            } else {
+                mask_planes(dy, y, None, sum, p);
+            }
         });
 }
 

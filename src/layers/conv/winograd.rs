@@ -4,8 +4,7 @@
 //! copy of its input: backward is handed it again (see the contract in `layers`).
 
 use super::{Backward, Forward, Geometry, finish_output, flip_kernel, mask_planes};
-use crate::kernels::SendPtr;
-use crate::kernels::scratch::{grow, slot_count, thread_slot};
+use crate::kernels::scratch::with_scratch;
 use crate::kernels::winograd::Winograd;
 use rayon::prelude::*;
 
@@ -26,9 +25,6 @@ pub(super) struct WinogradConv {
     u_dx: Vec<f32>,
     /// The input gradient's kernel (see [`flip_kernel`]).
     flipped: Vec<f32>,
-    /// One slot per worker thread: a group's transforms and products, then (with a fused
-    /// ReLU, in backward) a few images' masked output gradient.
-    scratch: Vec<f32>,
     /// One `16×O×C` weight-gradient partial sum per chunk of images.
     dw_parts: Vec<f32>,
 }
@@ -51,7 +47,6 @@ impl WinogradConv {
             u: Vec::new(),
             u_dx: Vec::new(),
             flipped: Vec::new(),
-            scratch: Vec::new(),
             dw_parts: Vec::new(),
         })
     }
@@ -66,8 +61,6 @@ impl WinogradConv {
         let n = x.len() / item_in;
         let group = plan.group();
         let len = plan.scratch_len(group.min(n));
-        grow(&mut self.scratch, slot_count() * len);
-        let buf = SendPtr(self.scratch.as_mut_ptr());
         let (u, bias, relu, p) = (&self.u, w.bias, w.relu, g.p());
         // One group per task: left to itself rayon hands out pieces of a quarter of the batch,
         // and a thread running late then leaves the other idle.
@@ -75,9 +68,7 @@ impl WinogradConv {
             .zip(x.par_chunks(group * item_in))
             .with_max_len(1)
             .for_each(|(y, x)| {
-                // SAFETY: see `thread_slot`; the Winograd product runs on this thread only.
-                let s = unsafe { thread_slot(buf, len) };
-                plan.forward(x, u, s, y);
+                with_scratch(len, |s| plan.forward(x, u, s, y));
                 finish_output(y, bias, relu, p);
             });
     }
@@ -117,8 +108,6 @@ impl WinogradConv {
         }
         // Then the masked gradient of `step` images.
         let own_len = if relu { step * item_out } else { 0 };
-        grow(&mut self.scratch, slot_count() * (scratch + own_len));
-        let buf = SendPtr(self.scratch.as_mut_ptr());
         self.dw_parts.resize(n.div_ceil(chunk) * len, 0.0);
         plane_sums.resize(n * o, 0.0);
         let u_dx = &self.u_dx;
@@ -130,32 +119,33 @@ impl WinogradConv {
                 &dy[at * item_out..][..m * item_out],
                 &y[at * item_out..][..m * item_out],
             );
-            // SAFETY: see `thread_slot`; the products run on this thread only.
-            let (slot, own) = unsafe { thread_slot(buf, scratch + own_len) }.split_at_mut(scratch);
-            for j in (0..m).step_by(step) {
-                let k = step.min(m - j);
-                let (a, b) = (j * item_out, k * item_out);
-                let masked = relu.then(|| &mut own[..b]);
-                let sums = bias.then(|| &mut sums[j * o..][..k * o]);
-                let dy = mask_planes(&dy[a..][..b], &y[a..][..b], masked, sums, p);
-                let x = &x[j * item_in..][..k * item_in];
-                for (q, (x, dy)) in x
-                    .chunks(group * item_in)
-                    .zip(dy.chunks(group * item_out))
-                    .enumerate()
-                {
-                    plan.accumulate_weight_grad(x, dy, slot, part, j + q > 0);
-                }
-                if with_dx {
-                    let dx = &mut dx[j * item_in..][..k * item_in];
-                    for (dy, dx) in dy
-                        .chunks(group_dx * item_out)
-                        .zip(dx.chunks_mut(group_dx * item_in))
+            with_scratch(scratch + own_len, |slot| {
+                let (slot, own) = slot.split_at_mut(scratch);
+                for j in (0..m).step_by(step) {
+                    let k = step.min(m - j);
+                    let (a, b) = (j * item_out, k * item_out);
+                    let masked = relu.then(|| &mut own[..b]);
+                    let sums = bias.then(|| &mut sums[j * o..][..k * o]);
+                    let dy = mask_planes(&dy[a..][..b], &y[a..][..b], masked, sums, p);
+                    let x = &x[j * item_in..][..k * item_in];
+                    for (q, (x, dy)) in x
+                        .chunks(group * item_in)
+                        .zip(dy.chunks(group * item_out))
+                        .enumerate()
                     {
-                        plan_dx.forward(dy, u_dx, slot, dx);
+                        plan.accumulate_weight_grad(x, dy, slot, part, j + q > 0);
+                    }
+                    if with_dx {
+                        let dx = &mut dx[j * item_in..][..k * item_in];
+                        for (dy, dx) in dy
+                            .chunks(group_dx * item_out)
+                            .zip(dx.chunks_mut(group_dx * item_in))
+                        {
+                            plan_dx.forward(dy, u_dx, slot, dx);
+                        }
                     }
                 }
-            }
+            })
         };
         self.dw_parts
             .par_chunks_mut(len)
