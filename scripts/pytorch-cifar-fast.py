@@ -101,6 +101,7 @@ def make_net(classes):
         Mul(1 / 9),
     )
     net[0].weight.requires_grad = False
+    net[0].bias.data.zero_()  # airbench's and cnn's start
     return net
 
 
@@ -190,7 +191,9 @@ def main():
                 p.copy_(e)
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.2, reduction="none")
-    init_whitening(net[0], xtr[:5000])
+    # A random sample, as cnn takes: the folder is read class by class.
+    sample = torch.randperm(len(xtr), generator=gen)[:5000]
+    init_whitening(net[0], xtr[sample])
     # Alternating flip: a random half flipped once, then every image's flip alternates.
     flipped = torch.rand(len(xtr), generator=gen) < 0.5
     base = torch.where(flipped.view(-1, 1, 1, 1), xtr.flip(-1), xtr)

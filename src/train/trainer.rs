@@ -25,7 +25,7 @@ use crate::layers::{Mode, WeightInit};
 use crate::net::graph::{BuildOptions, Network};
 use crate::net::loss::Loss;
 use crate::net::spec;
-use crate::rng::{self, derive};
+use crate::rng::{self, Rng, derive};
 use crate::store::{Model, Provenance};
 use crate::tensor::{Tensor, data};
 use anyhow::{Context, Result, anyhow, bail};
@@ -34,6 +34,7 @@ use std::time::Instant;
 
 /// Label mixed into the seed for each kind of random choice, so they never share a stream.
 const DROPOUT_STREAM: u64 = 0xD0;
+const FIT_STREAM: u64 = 0x0046_4954; // "FIT"
 
 /// With a time budget, the first plan is made after this many steps of the first epoch.
 const PLAN_AFTER_STEPS: u64 = 20;
@@ -216,7 +217,7 @@ impl<'e> Trainer<'e> {
                 let mut net = Network::build(&spec, train.classes.len(), Some(cfg.seed), &opts)
                     .map_err(|e| anyhow!("{}: {e}", cfg.arch_name))?;
                 let norm = Normalization::from_dataset(&train);
-                fit_to_data(&mut net, &train, &norm);
+                fit_to_data(&mut net, &train, &norm, cfg.seed);
                 let la = cfg.lookahead.map(|c| Lookahead::new(c, &mut net));
                 (
                     net,
@@ -552,15 +553,17 @@ impl<'e> Trainer<'e> {
     }
 }
 
-/// Fits the layers that want it (see [`Network::fit_to_data`]) to the first training images, in
-/// dataset order, normalised and not augmented.
-fn fit_to_data(net: &mut Network, train: &Dataset, norm: &Normalization) {
+/// Fits the layers that want it (see [`Network::fit_to_data`]) to a seeded random sample of
+/// the training images, normalised and not augmented. A sample, not the first ones: an image
+/// folder is read class by class, so the first 5,000 of CIFAR-10's 50,000 are nearly all
+/// aeroplanes, and whitening fitted to their sky would misjudge every other class's patches.
+fn fit_to_data(net: &mut Network, train: &Dataset, norm: &Normalization, seed: u64) {
     let n = net.data_images().min(train.len());
     if n == 0 {
         return;
     }
     let (mut x, mut labels) = (Tensor::zeros(vec![0]), Vec::new());
-    let idx: Vec<usize> = (0..n).collect();
+    let idx = fit_sample(train.len(), n, seed);
     data::fill_batch(
         train,
         &idx,
@@ -574,9 +577,45 @@ fn fit_to_data(net: &mut Network, train: &Dataset, norm: &Normalization) {
     net.fit_to_data(&x);
 }
 
+/// `n` distinct indices below `len`, drawn uniformly from the seed's own stream, in increasing
+/// order (all of them when `n ≥ len`).
+fn fit_sample(len: usize, n: usize, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..len).collect();
+    if n < len {
+        Rng::new(derive(seed, FIT_STREAM)).shuffle(&mut idx);
+        idx.truncate(n);
+        idx.sort_unstable();
+    }
+    idx
+}
+
 /// `<out>.ckpt`, beside the model.
 pub fn checkpoint_path(out: &Path) -> PathBuf {
     let mut s = out.as_os_str().to_owned();
     s.push(".ckpt");
     PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fit_sample_is_spread_over_a_class_sorted_set() {
+        // 10 classes of 5,000 in order, as an image folder reads CIFAR-10.
+        let idx = fit_sample(50_000, 5_000, 1);
+        assert_eq!(idx.len(), 5_000);
+        assert!(idx.windows(2).all(|w| w[0] < w[1]) && idx[4_999] < 50_000);
+        let mut per_class = [0; 10];
+        idx.iter().for_each(|&i| per_class[i / 5_000] += 1);
+        // Binomial(5000, 0.1) per class: mean 500, sd 21; 400..600 is over 4.7 sd.
+        assert!(
+            per_class.iter().all(|&c| (400..600).contains(&c)),
+            "{per_class:?}"
+        );
+        assert_eq!(fit_sample(50_000, 5_000, 1), idx);
+        assert_ne!(fit_sample(50_000, 5_000, 2), idx);
+        assert_eq!(fit_sample(7, 10, 1), (0..7).collect::<Vec<_>>());
+        assert_eq!(fit_sample(7, 7, 3), (0..7).collect::<Vec<_>>());
+    }
 }
