@@ -28,7 +28,7 @@ pub struct WhitenConfig {
     /// Added to each eigenvalue before the square root: keeps the filters of near-constant
     /// directions bounded (airbench: 5e-4).
     pub eps: f32,
-    /// How many training images (the first, in dataset order) the covariance is taken over.
+    /// How many training images (a seeded random sample) the covariance is taken over.
     pub images: usize,
     /// The bias trains in this many epochs, then stays (`None`: always).
     pub bias_epochs: Option<u64>,
