@@ -255,8 +255,8 @@ impl Network {
     }
 
     /// Fits the layers that want it to the training images `x` (`N×C×H×W`, normalised; the
-    /// trainer passes a random sample; see [`Layer::fit_to_data`]): each sees its own input, computed by the layers
-    /// before it in evaluation mode, already fitted. Shapes: x `N×C×H×W`.
+    /// trainer passes a random sample; see [`Layer::fit_to_data`]): each sees its own input,
+    /// computed by the layers before it in evaluation mode, already fitted.
     pub fn fit_to_data(&mut self, x: &Tensor) {
         let last = self.nodes.iter().rposition(|n| n.layer.data_images() > 0);
         let Some(last) = last else { return };

@@ -318,10 +318,10 @@ pub fn read_bytes(bytes: &[u8], name: &str, expected: Kind) -> Result<Container>
     parse(bytes, expected, Seal::Check).map_err(|msg| anyhow!("{name}: {msg}"))
 }
 
-/// [`read_bytes`] for a file compiled into the binary: every check but the digest's. The
-/// digest guards a file against damage on its way from the writer; embedded bytes travel inside
-/// the code that would check them, and a test checks them once. Hashing them on every start
-/// would be a third of `cnn predict`'s time.
+/// [`read_bytes`] for a file compiled into the binary: every check but the digest's (a format-1
+/// file, read whole, checks its digest too). The digest guards a file against damage on its way
+/// from the writer; embedded bytes travel inside the code that would check them, and a test
+/// checks them once. Hashing them on every start would be a third of `cnn predict`'s time.
 pub fn read_embedded(bytes: &'static [u8], name: &str, expected: Kind) -> Result<Container> {
     if legacy::is_legacy(bytes) {
         return legacy::read_bytes(bytes, name, expected);
@@ -446,20 +446,22 @@ fn parse(bytes: &[u8], expected: Kind, seal: Seal) -> Result<Container, String> 
 
     // The digest and the tensors in parallel (hashing is a third of loading a model), the digest
     // judged first: a damaged file reports the damage, not what it did to a tensor.
-    let (computed, tensors) = rayon::join(
-        || {
-            if seal == Seal::Trust {
-                return stored.clone();
-            }
-            let mut hasher = Sha256::new();
-            hasher.update(&bytes[..at]);
-            hasher.update([b'0'; 64]);
-            hasher.update(&bytes[at + 64..]);
-            hex(&hasher.finalize())
-        },
-        || decode_tensors(&directory, &bytes[data_start..]),
-    );
-    if computed != stored {
+    let digest = || {
+        let mut hasher = Sha256::new();
+        hasher.update(&bytes[..at]);
+        hasher.update([b'0'; 64]);
+        hasher.update(&bytes[at + 64..]);
+        hex(&hasher.finalize())
+    };
+    let decode = || decode_tensors(&directory, &bytes[data_start..]);
+    let (computed, tensors) = match seal {
+        Seal::Check => {
+            let (computed, tensors) = rayon::join(digest, decode);
+            (Some(computed), tensors)
+        }
+        Seal::Trust => (None, decode()),
+    };
+    if let Some(computed) = computed.filter(|c| *c != stored) {
         return Err(format!(
             "corrupt: checksum mismatch (stored SHA-256 {stored}, computed {computed})"
         ));
