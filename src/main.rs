@@ -10,6 +10,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
+    cnn::commands::huge_pages(false);
     ignore_file_size_signal();
     let cli = match cnn::commands::cli::Cli::try_parse() {
         Ok(cli) => cli,

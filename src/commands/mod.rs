@@ -28,6 +28,12 @@ use std::path::Path;
 
 pub fn run(cli: Cli) -> Result<()> {
     limit_isa()?;
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::Eval(_) | Command::Calibrate(_) | Command::Bench(_)
+    ) {
+        huge_pages(true);
+    }
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
@@ -37,6 +43,25 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Export(a) => export::run(a),
     }
+}
+
+/// Turns transparent huge pages on or off for this process (Linux; elsewhere nothing happens).
+///
+/// `main` turns them off before its first allocation and the commands that stream megabytes
+/// per batch (train, eval, calibrate, bench) back on. The allocator advises its whole arena for
+/// huge pages, so a short command that touches a few megabytes here and there gets a 2 MB page
+/// for every region it touches, each zeroed whole: one `cnn predict`, 2.6 MB of heap, peaked
+/// at 28 MB that way and at 12 MB with 4 KB pages (docs/PERFORMANCE.md). Training wants them:
+/// gigabytes of activations with fewer faults and TLB misses.
+pub fn huge_pages(on: bool) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: PR_SET_THP_DISABLE takes an integer flag and touches no memory of ours; a kernel
+    // without it returns an error, and then the pages stay as they were.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, libc::c_ulong::from(!on), 0, 0, 0);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = on;
 }
 
 /// True when the error is a write to a closed pipe (`cnn predict ... | head`): not a failure.
@@ -104,7 +129,13 @@ pub fn limit_isa() -> Result<()> {
 
 /// The digit model built into the binary (`models/mnist.cnn` at build time), so that `cnn
 /// predict` works from any folder and after `cargo install`.
-const BUILT_IN_MODEL: &[u8] = include_bytes!("../../models/mnist.cnn");
+static BUILT_IN_MODEL: &[u8] = &BUILT_IN_MODEL_ALIGNED.0;
+
+/// Bytes aligned like the `f32`s they hold, so that the model's weights are used where they lie
+/// (see `store::container::read_embedded`).
+#[repr(C, align(8))]
+struct Aligned<B: ?Sized>(B);
+static BUILT_IN_MODEL_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../../models/mnist.cnn"));
 
 /// What `--model` names in messages when it is not given.
 pub const BUILT_IN_MODEL_NAME: &str = "the built-in digit model";
@@ -138,6 +169,33 @@ pub fn load_arch(arch: &str) -> Result<ArchSpec> {
 mod tests {
     use super::*;
     use crate::store::container::{Kind, read_bytes};
+
+    /// The built-in model's weights are used where they lie in the binary, not copied.
+    #[test]
+    fn the_built_in_model_lends_its_weights() {
+        let (_, mut net) = load_model(None).unwrap();
+        let mut lent = 0;
+        net.visit_params(&mut |name, p| {
+            let borrowed = matches!(p.value, std::borrow::Cow::Borrowed(_));
+            assert_eq!(borrowed, cfg!(target_endian = "little"), "{name}");
+            lent += usize::from(borrowed) * p.value.len();
+        });
+        assert!(cfg!(target_endian = "big") || lent * 4 > BUILT_IN_MODEL.len() * 9 / 10);
+    }
+
+    /// `main` runs with huge pages off; the heavy commands turn them on.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn huge_pages_switch_the_process_flag() {
+        // SAFETY: PR_GET_THP_DISABLE reads a flag of this process.
+        let disabled = || unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        let before = disabled();
+        huge_pages(false);
+        assert_eq!(disabled(), 1);
+        huge_pages(true);
+        assert_eq!(disabled(), 0);
+        huge_pages(before == 0);
+    }
 
     /// The one check `cnn predict` skips for the built-in model, made here.
     #[test]

@@ -131,7 +131,7 @@ mod tests {
         let mut net =
             Network::build(&s, 2, Some(1), &crate::net::BuildOptions::default()).expect("build");
         net.visit_params(&mut |name, p| {
-            let v = data_mut(&mut p.value);
+            let v = p.value.to_mut();
             v.fill(0.0);
             if name.ends_with("weight") {
                 // Dense weight: classes × features (row-major); feature 0 is pixel (0, 0).

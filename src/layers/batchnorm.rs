@@ -123,12 +123,9 @@ impl Layer for BatchNorm {
         let (trained, act) = (self.trained, self.act);
         let x = data(x);
         let eps = self.cfg.eps;
-        let gamma = self.gamma.as_ref().map(|g| data(&g.value));
-        let beta = data(&self.beta.value);
-        let (rmean, rvar) = (
-            data(&self.running_mean.value),
-            data(&self.running_var.value),
-        );
+        let gamma = self.gamma.as_ref().map(|g| &*g.value);
+        let beta = &*self.beta.value;
+        let (rmean, rvar) = (&self.running_mean.value, &self.running_var.value);
         let y_ptr = SendPtr(data_mut(&mut self.y).as_mut_ptr());
         // Channels in parallel; each task reads and writes only its own channel's runs.
         let stats: Vec<(f32, f32, f64, f64)> = (0..c)
@@ -178,9 +175,9 @@ impl Layer for BatchNorm {
             self.mean[ch] = mean;
             self.inv_std[ch] = inv_std;
             if trained {
-                let rm = &mut data_mut(&mut self.running_mean.value)[ch];
+                let rm = &mut self.running_mean.value.to_mut()[ch];
                 *rm = (1.0 - momentum) * *rm + momentum * batch_mean as f32;
-                let rv = &mut data_mut(&mut self.running_var.value)[ch];
+                let rv = &mut self.running_var.value.to_mut()[ch];
                 *rv = (1.0 - momentum) * *rv + momentum * unbiased as f32;
             }
         }
@@ -200,8 +197,8 @@ impl Layer for BatchNorm {
         reuse(&mut self.dx, dy.shape());
         let (dy, x) = (data(dy), data(x));
         let dx_ptr = SendPtr(data_mut(&mut self.dx).as_mut_ptr());
-        let gamma = self.gamma.as_ref().map(|g| data(&g.value));
-        let beta = data(&self.beta.value);
+        let gamma = self.gamma.as_ref().map(|g| &*g.value);
+        let beta = &*self.beta.value;
         let (mean, inv_std, trained, act) = (&self.mean, &self.inv_std, self.trained, self.act);
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
@@ -366,9 +363,9 @@ mod tests {
         let mut b = initialised(BatchNorm::new(input, cfg).unwrap(), 1);
         let c = b.channels;
         if let Some(g) = &mut b.gamma {
-            g.value = Tensor::from_shape_fn(vec![c], |i| 0.5 + 0.3 * i[0] as f32);
+            g.value = (0..c).map(|i| 0.5 + 0.3 * i as f32).collect();
         }
-        b.beta.value = Tensor::from_shape_fn(vec![c], |i| 0.1 * i[0] as f32 - 0.2);
+        b.beta.value = (0..c).map(|i| 0.1 * i as f32 - 0.2).collect();
         b
     }
 
@@ -406,7 +403,7 @@ mod tests {
                 "channel {ch}: {mean} {var}"
             );
         }
-        let rm = data(&b.running_mean.value)[0];
+        let rm = b.running_mean.value[0];
         let xs: Vec<f32> = (0..4)
             .flat_map(|i| data(&x)[i * 12..][..4].to_vec())
             .collect();
@@ -414,8 +411,8 @@ mod tests {
         assert!((rm - 0.1 * batch_mean).abs() < 1e-5);
         // Eval with running statistics equal to the batch's reproduces the training output.
         let var = xs.iter().map(|v| (v - batch_mean).powi(2)).sum::<f32>() / 16.0;
-        b.running_mean.value[0] = batch_mean;
-        b.running_var.value[0] = var;
+        b.running_mean.value.to_mut()[0] = batch_mean;
+        b.running_var.value.to_mut()[0] = var;
         let e = b.forward(&x, Mode::Eval);
         assert!((data(e)[0] - data(&y)[0]).abs() < 1e-4);
     }
@@ -446,7 +443,7 @@ mod tests {
             .sum::<f32>()
             / 12.0;
         // Running mean starts at 0: 0.6·0 + 0.4·batch.
-        assert!((data(&b.running_mean.value)[0] - 0.4 * batch_mean).abs() < 1e-5);
+        assert!((b.running_mean.value[0] - 0.4 * batch_mean).abs() < 1e-5);
         let err = BatchNorm::new(&[3], BatchNormConfig { eps: 0.0, ..cfg })
             .err()
             .unwrap();

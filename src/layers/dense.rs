@@ -77,7 +77,7 @@ impl Layer for Dense {
         // copied)`) or, with fewer images than outputs, the input (`yᵀ = W · (xᵀ copied)`, then
         // `yᵀ` transposed back). Below 8 images the crate runs a matrix-vector kernel that reads
         // the weight as stored at full speed, and a copy would only add to it.
-        let weight = data(&self.weight.value);
+        let weight = &*self.weight.value;
         if n >= 8 && n < o {
             self.scratch.resize(f * n + o * n, 0.0);
             let (xt, yt) = self.scratch.split_at_mut(f * n);
@@ -94,7 +94,7 @@ impl Layer for Dense {
         if let Some(b) = &self.bias {
             for row in y.chunks_mut(o) {
                 row.iter_mut()
-                    .zip(data(&b.value))
+                    .zip(b.value.iter())
                     .for_each(|(v, b)| *v += b);
             }
         }
@@ -138,7 +138,7 @@ impl Layer for Dense {
                 o,
                 dy,
                 false,
-                data(&self.weight.value),
+                &self.weight.value,
                 false,
                 data_mut(&mut self.dx),
                 false,
@@ -176,7 +176,7 @@ mod tests {
     #[test]
     fn dense_grad_batch1_and_batch3() {
         let mut d = initialised(Dense::new(&[7], 5, true).unwrap(), 1);
-        d.bias.as_mut().unwrap().value.fill(0.3);
+        d.bias.as_mut().unwrap().value.to_mut().fill(0.3);
         check_layer(&mut d, &[1, 7], Mode::Train { seed: 0 });
         check_layer(
             &mut initialised(Dense::new(&[9], 3, false).unwrap(), 2),
@@ -225,9 +225,8 @@ mod tests {
     #[test]
     fn dense_hand_worked() {
         let mut d = initialised(Dense::new(&[2], 3, true).unwrap(), 1);
-        d.weight.value = Tensor::from_shape_vec(vec![3, 2], vec![1., 2., 0., -1., 3., 0.]).unwrap();
-        d.bias.as_mut().unwrap().value =
-            Tensor::from_shape_vec(vec![3], vec![0.5, 0., -1.]).unwrap();
+        d.weight.value = vec![1., 2., 0., -1., 3., 0.].into();
+        d.bias.as_mut().unwrap().value = vec![0.5, 0., -1.].into();
         let x = Tensor::from_shape_vec(vec![1, 2], vec![2., 3.]).unwrap();
         assert_eq!(data(d.forward(&x, Mode::Eval)), &[8.5, -3., 5.]);
     }

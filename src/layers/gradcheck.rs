@@ -98,7 +98,7 @@ pub fn check_layer_on(layer: &mut dyn Layer, x: &Tensor, mode: Mode) {
                 let mut k = 0;
                 layer.visit_params(&mut |p| {
                     if k == pi {
-                        p.value.as_slice_mut().unwrap()[i] += delta;
+                        p.value.to_mut()[i] += delta;
                     }
                     k += 1;
                 });

@@ -52,6 +52,7 @@ pub use whiten::Whiten;
 
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+use std::borrow::Cow;
 
 /// An element-wise activation a layer can apply to its own output ([`Layer::fuse_activation`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,10 +162,14 @@ pub struct Param {
     /// The name within the layer (`weight`); the graph prefixes the layer name (`conv1.weight`).
     pub name: &'static str,
     pub kind: ParamKind,
-    /// The declared shape; `value` has it once initialised or loaded.
+    /// The declared shape; `value` holds its product of values (row-major) once initialised or
+    /// loaded.
     pub shape: Vec<usize>,
     pub init: Init,
-    pub value: Tensor,
+    /// Borrowed when loaded from a model built into the binary, whose weights are used in place
+    /// until something writes them (`Cow::to_mut` copies them then): a prediction neither
+    /// copies nor page-faults in a second copy of megabytes of weights.
+    pub value: Cow<'static, [f32]>,
     pub grad: Tensor,
     /// Multiplies the learning rate for this parameter (a layer's `lr_scale=` option); its weight
     /// decay is divided by the same factor, so that the decay per step stays the base rate's.
@@ -191,7 +196,7 @@ impl Param {
             kind,
             shape: shape.to_vec(),
             init,
-            value: Tensor::zeros(ndarray::IxDyn(&[0])),
+            value: Cow::Borrowed(&[]),
             grad: Tensor::zeros(ndarray::IxDyn(&[0])),
             lr_scale: 1.0,
             train_epochs: None,
@@ -221,22 +226,23 @@ impl Param {
     /// Allocates the value and draws it as declared; random initialisations take their numbers
     /// from `rng`, in the order of the elements.
     pub fn initialise(&mut self, rng: &mut Rng) {
-        self.value = match self.init {
-            Init::Zeros => Tensor::zeros(self.shape.as_slice()),
-            Init::Ones => Tensor::ones(self.shape.as_slice()),
+        let n = self.shape.iter().product();
+        self.value = Cow::Owned(match self.init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
             Init::HeNormal { fan_in } => {
                 let std = (2.0 / fan_in as f32).sqrt();
-                Tensor::from_shape_fn(self.shape.as_slice(), |_| rng.normal() * std)
+                (0..n).map(|_| rng.normal() * std).collect()
             }
             Init::Uniform { fan_in } | Init::Dirac { fan_in } => {
                 let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-                Tensor::from_shape_fn(self.shape.as_slice(), |_| {
-                    (2.0 * rng.uniform() - 1.0) * bound
-                })
+                (0..n)
+                    .map(|_| (2.0 * rng.uniform() - 1.0) * bound)
+                    .collect()
             }
-        };
+        });
         if let (Init::Dirac { .. }, &[o, c, kh, kw]) = (self.init, self.shape.as_slice()) {
-            let w = crate::tensor::data_mut(&mut self.value);
+            let w = self.value.to_mut();
             for i in 0..o.min(c) {
                 let filter = &mut w[i * c * kh * kw..][..c * kh * kw];
                 filter.fill(0.0);
@@ -245,19 +251,22 @@ impl Param {
         }
     }
 
+    /// A copy of the value as a tensor of the declared shape.
+    pub fn value_tensor(&self) -> Tensor {
+        Tensor::from_shape_vec(self.shape.as_slice(), self.value.to_vec())
+            .expect("a parameter's value has its declared shape")
+    }
+
     /// The value, and the gradient to accumulate into (as [`Param::grad_mut`]).
     pub fn value_and_grad(&mut self) -> (&[f32], &mut [f32]) {
         self.grad_mut();
-        (
-            crate::tensor::data(&self.value),
-            crate::tensor::data_mut(&mut self.grad),
-        )
+        (&self.value, crate::tensor::data_mut(&mut self.grad))
     }
 
     /// The gradient, to accumulate into; zeros of the value's shape on first use.
     pub fn grad_mut(&mut self) -> &mut [f32] {
-        if self.grad.shape() != self.value.shape() {
-            self.grad = Tensor::zeros(self.value.shape());
+        if self.grad.shape() != self.shape.as_slice() {
+            self.grad = Tensor::zeros(self.shape.as_slice());
         }
         crate::tensor::data_mut(&mut self.grad)
     }

@@ -14,7 +14,7 @@
 use super::conv::{Conv2d, Conv2dConfig};
 use super::{Layer, Mode, Param};
 use crate::kernels::eigen::symmetric_eigen;
-use crate::tensor::{Tensor, data, data_mut, fmt_shape};
+use crate::tensor::{Tensor, data, fmt_shape};
 use rayon::prelude::*;
 
 /// Images per partial sum of the covariance: fixed, so the sum's order never depends on the
@@ -181,7 +181,7 @@ impl Layer for Whiten {
         let (values, vectors) = symmetric_eigen(&self.patch_covariance(x), d);
         let eps = self.cfg.eps as f64;
         let (weight, _) = self.conv.params_mut();
-        let w = data_mut(&mut weight.value);
+        let w = weight.value.to_mut();
         for (i, &lambda) in values.iter().enumerate() {
             // Rounding can leave an eigenvalue of a singular covariance slightly negative.
             let scale = 1.0 / (lambda.max(0.0) + eps).sqrt();

@@ -33,6 +33,7 @@ use safetensors::tensor::Metadata;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::Read;
@@ -100,12 +101,13 @@ impl Kind {
     }
 }
 
-/// A tensor stored by name: `data` holds the `shape`'s product of values in row-major order.
+/// A tensor stored by name: `data` holds the `shape`'s product of values in row-major order,
+/// borrowed where it lies in place in a file built into the binary ([`read_embedded`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NamedTensor {
     pub name: String,
     pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+    pub data: Cow<'static, [f32]>,
 }
 
 /// The generic content of a model or checkpoint file: string metadata plus named tensors, in the
@@ -315,29 +317,37 @@ pub fn read_bytes(bytes: &[u8], name: &str, expected: Kind) -> Result<Container>
     if legacy::is_legacy(bytes) {
         return legacy::read_bytes(bytes, name, expected);
     }
-    parse(bytes, expected, Seal::Check).map_err(|msg| anyhow!("{name}: {msg}"))
+    parse(Source::File(bytes), expected).map_err(|msg| anyhow!("{name}: {msg}"))
 }
 
 /// [`read_bytes`] for a file compiled into the binary: every check but the digest's (a format-1
-/// file, read whole, checks its digest too). The digest guards a file against damage on its way
-/// from the writer; embedded bytes travel inside the code that would check them, and a test
-/// checks them once. Hashing them on every start would be a third of `cnn predict`'s time.
+/// file, read whole, checks its digest too), and its tensors borrowed in place where the bytes
+/// allow it (4-byte aligned, on a little-endian machine; see [`aligned`]). The digest guards a
+/// file against damage on its way from the writer; embedded bytes travel inside the code that
+/// would check them, and a test checks them once. Hashing them on every start would be a third
+/// of `cnn predict`'s time, and copying its weights out a quarter.
 pub fn read_embedded(bytes: &'static [u8], name: &str, expected: Kind) -> Result<Container> {
     if legacy::is_legacy(bytes) {
         return legacy::read_bytes(bytes, name, expected);
     }
-    parse(bytes, expected, Seal::Trust).map_err(|msg| anyhow!("{name}: {msg}"))
+    parse(Source::BuiltIn(bytes), expected).map_err(|msg| anyhow!("{name}: {msg}"))
 }
 
-/// Whether [`parse`] computes the file's digest and compares it with the stored one.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Seal {
-    Check,
-    Trust,
+/// The bytes [`parse`] reads, and what it may do with them.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// A file's bytes: the digest is checked and the tensors are copied out.
+    File(&'a [u8]),
+    /// Bytes built into the binary: trusted, and lent to the tensors where they can be.
+    BuiltIn(&'static [u8]),
 }
 
 /// Parses a file already in memory; the error is the message without the file's name.
-fn parse(bytes: &[u8], expected: Kind, seal: Seal) -> Result<Container, String> {
+fn parse(source: Source, expected: Kind) -> Result<Container, String> {
+    let bytes = match source {
+        Source::File(b) => b,
+        Source::BuiltIn(b) => b,
+    };
     let len = bytes.len() as u64;
     if len == 0 {
         return Err(format!("is empty, not a {}", expected.noun()));
@@ -453,13 +463,13 @@ fn parse(bytes: &[u8], expected: Kind, seal: Seal) -> Result<Container, String> 
         hasher.update(&bytes[at + 64..]);
         hex(&hasher.finalize())
     };
-    let decode = || decode_tensors(&directory, &bytes[data_start..]);
-    let (computed, tensors) = match seal {
-        Seal::Check => {
+    let (computed, tensors) = match source {
+        Source::File(b) => {
+            let decode = || decode_tensors(&directory, &b[data_start..], copied);
             let (computed, tensors) = rayon::join(digest, decode);
             (Some(computed), tensors)
         }
-        Seal::Trust => (None, decode()),
+        Source::BuiltIn(b) => (None, decode_tensors(&directory, &b[data_start..], lent)),
     };
     if let Some(computed) = computed.filter(|c| *c != stored) {
         return Err(format!(
@@ -474,8 +484,12 @@ fn parse(bytes: &[u8], expected: Kind, seal: Seal) -> Result<Container, String> 
 }
 
 /// The tensors of `directory` from the tensor data `data`, whose size it has been checked
-/// against, so allocating them is safe.
-fn decode_tensors(directory: &Metadata, data: &[u8]) -> Result<Vec<NamedTensor>, String> {
+/// against, so allocating them is safe; `values` turns one tensor's bytes into its values.
+fn decode_tensors<'a>(
+    directory: &Metadata,
+    data: &'a [u8],
+    values: impl Fn(&'a [u8]) -> Cow<'static, [f32]>,
+) -> Result<Vec<NamedTensor>, String> {
     let mut tensors = Vec::new();
     for name in directory.offset_keys() {
         let info = directory.info(&name).expect("a listed tensor");
@@ -488,15 +502,45 @@ fn decode_tensors(directory: &Metadata, data: &[u8]) -> Result<Vec<NamedTensor>,
         }
         let (begin, end) = info.data_offsets;
         tensors.push(NamedTensor {
-            data: data[begin..end]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
+            data: values(&data[begin..end]),
             shape: info.shape.clone(),
             name,
         });
     }
     Ok(tensors)
+}
+
+/// Little-endian `f32` bytes, decoded into a new buffer.
+fn copied(bytes: &[u8]) -> Cow<'static, [f32]> {
+    Cow::Owned(
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+/// Little-endian `f32` bytes that live as long as the program, used in place when [`aligned`]
+/// allows it, else [`copied`].
+fn lent(bytes: &'static [u8]) -> Cow<'static, [f32]> {
+    match aligned(bytes) {
+        Some(values) => Cow::Borrowed(values),
+        None => copied(bytes),
+    }
+}
+
+/// `bytes` as the `f32`s they encode little-endian, without copying: `None` unless the machine
+/// is little-endian and the bytes start 4-byte aligned and hold whole values. (The file layout
+/// starts the tensor data 8-byte aligned and each tensor at a multiple of 4 bytes from there,
+/// so the data of a file whose bytes are aligned, as the built-in model's are, always is.)
+pub(crate) fn aligned(bytes: &[u8]) -> Option<&[f32]> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    // SAFETY: every bit pattern is a valid f32, and `align_to` puts in `values` only a run of
+    // whole, aligned f32s inside `bytes`.
+    let (head, values, tail) = unsafe { bytes.align_to::<f32>() };
+    (head.is_empty() && tail.is_empty()).then_some(values)
 }
 
 /// Recomputes the digest of a file's bytes in place, as [`write`] computes it; `false` (and the
@@ -562,17 +606,17 @@ mod tests {
                 NamedTensor {
                     name: "a".into(),
                     shape: vec![2, 2],
-                    data: vec![1.0, -0.0, f32::MIN_POSITIVE, 1e-45],
+                    data: vec![1.0, -0.0, f32::MIN_POSITIVE, 1e-45].into(),
                 },
                 NamedTensor {
                     name: "empty".into(),
                     shape: vec![0, 3],
-                    data: vec![],
+                    data: vec![].into(),
                 },
                 NamedTensor {
                     name: "scalar".into(),
                     shape: vec![],
-                    data: vec![f32::NAN],
+                    data: vec![f32::NAN].into(),
                 },
             ],
         };
@@ -603,7 +647,7 @@ mod tests {
         let t = NamedTensor {
             name: METADATA_NAME.into(),
             shape: vec![],
-            data: vec![0.0],
+            data: vec![0.0].into(),
         };
         let msg = write_borrowed(&path, Kind::Model, &BTreeMap::new(), &[&t]).unwrap_err();
         assert!(msg.to_string().contains("may not be named"));
@@ -620,7 +664,7 @@ mod tests {
             tensors: vec![NamedTensor {
                 name: "w".into(),
                 shape: vec![3],
-                data: vec![1.0, 2.0, 3.0],
+                data: vec![1.0, 2.0, 3.0].into(),
             }],
         };
         write(&path, &c).unwrap();
@@ -648,6 +692,79 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("truncated"), "{msg}");
+    }
+
+    /// `bytes` copied to `offset` bytes past an 8-byte boundary, for as long as the program runs.
+    fn leak_at(bytes: &[u8], offset: usize) -> &'static [u8] {
+        let words: &'static mut [u64] = Vec::leak(vec![0u64; (bytes.len() + offset).div_ceil(8)]);
+        // SAFETY: a u64 slice is readable and writable as the bytes it spans.
+        let all: &'static mut [u8] =
+            unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len() * 8) };
+        all[offset..][..bytes.len()].copy_from_slice(bytes);
+        &all[offset..][..bytes.len()]
+    }
+
+    /// Built-in bytes lend their tensors where they lie 4-byte aligned and copy them where they
+    /// do not, the values the same either way; a file's bytes are always copied.
+    #[test]
+    fn embedded_tensors_are_used_in_place_when_aligned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.cnn");
+        let c = Container {
+            kind: Kind::Model,
+            meta: BTreeMap::new(),
+            tensors: vec![
+                NamedTensor {
+                    name: "a".into(),
+                    shape: vec![3],
+                    data: vec![1.0, -0.0, f32::MIN_POSITIVE].into(),
+                },
+                NamedTensor {
+                    name: "b".into(),
+                    shape: vec![5],
+                    data: vec![-1.5, 1e-45, 7.0, f32::MAX, 0.25].into(),
+                },
+            ],
+        };
+        write(&path, &c).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        for offset in [0, 1, 2, 4] {
+            let built_in = leak_at(&bytes, offset);
+            let read = read_embedded(built_in, "m", Kind::Model).unwrap();
+            assert_eq!(read, c, "offset {offset}");
+            let in_place = offset % 4 == 0 && cfg!(target_endian = "little");
+            for t in &read.tensors {
+                assert_eq!(
+                    matches!(t.data, Cow::Borrowed(_)),
+                    in_place,
+                    "offset {offset}"
+                );
+                if in_place {
+                    let at = t.data.as_ptr() as usize - built_in.as_ptr() as usize;
+                    assert!(at + 4 * t.data.len() <= built_in.len());
+                }
+            }
+            let copied = read_bytes(built_in, "m", Kind::Model).unwrap();
+            assert!(
+                copied
+                    .tensors
+                    .iter()
+                    .all(|t| matches!(t.data, Cow::Owned(_)))
+            );
+        }
+    }
+
+    #[test]
+    fn aligned_views_only_whole_aligned_values() {
+        let words = [1.5f32.to_bits(), (-2.0f32).to_bits(), 0];
+        // SAFETY: the array is readable as the bytes it spans.
+        let bytes: &[u8] = unsafe { std::slice::from_raw_parts(words.as_ptr().cast(), 12) };
+        if cfg!(target_endian = "little") {
+            assert_eq!(aligned(&bytes[..8]), Some(&[1.5f32, -2.0][..]));
+            assert_eq!(aligned(&bytes[..0]), Some(&[][..]));
+        }
+        assert_eq!(aligned(&bytes[1..9]), None);
+        assert_eq!(aligned(&bytes[..7]), None);
     }
 
     #[test]

@@ -251,7 +251,7 @@ fn parse(inner: impl Read, len: u64, shown: &str, expected: Kind) -> Result<Pars
         tensors.push(NamedTensor {
             name: e.name,
             shape: e.shape,
-            data: values,
+            data: values.into(),
         });
     }
 

@@ -3,9 +3,8 @@
 
 use super::container::{CHUNK_VALUES, NamedTensor, hex};
 use crate::net::graph::Network;
-use crate::tensor::{Tensor, fmt_shape};
+use crate::tensor::fmt_shape;
 use anyhow::{Result, bail};
-use ndarray::IxDyn;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -15,8 +14,8 @@ pub fn network_params(net: &mut Network) -> Vec<NamedTensor> {
     net.visit_params(&mut |name, p| {
         params.push(NamedTensor {
             name: name.to_string(),
-            shape: p.value.shape().to_vec(),
-            data: p.value.iter().copied().collect(),
+            shape: p.shape.clone(),
+            data: p.value.clone(),
         })
     });
     params
@@ -54,11 +53,9 @@ pub fn load_params(net: &mut Network, params: Vec<NamedTensor>) -> Result<()> {
                     fmt_shape(&p.shape)
                 ))
             }
-            // Moved, not copied: a prediction touches each weight page once, not twice.
-            Some((_, t)) => match Tensor::from_shape_vec(IxDyn(&t.shape), t.data) {
-                Ok(v) => p.value = v,
-                Err(e) => problem = Some(format!("parameter `{name}`: {e}")),
-            },
+            // Moved (or, from a built-in model, borrowed), not copied: a prediction touches each
+            // weight page once, not twice.
+            Some((_, t)) => p.value = t.data,
         }
     });
     if let Some(problem) = problem {
@@ -83,19 +80,14 @@ pub fn weights_sha256(net: &mut Network) -> String {
     net.visit_params(&mut |name, p| {
         h.update((name.len() as u64).to_le_bytes());
         h.update(name.as_bytes());
-        h.update((p.value.ndim() as u64).to_le_bytes());
-        for &d in p.value.shape() {
+        h.update((p.shape.len() as u64).to_le_bytes());
+        for &d in &p.shape {
             h.update((d as u64).to_le_bytes());
         }
-        match p.value.as_slice() {
-            Some(values) => {
-                for chunk in values.chunks(CHUNK_VALUES) {
-                    bytes.clear();
-                    bytes.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
-                    h.update(&bytes);
-                }
-            }
-            None => p.value.iter().for_each(|v| h.update(v.to_le_bytes())),
+        for chunk in p.value.chunks(CHUNK_VALUES) {
+            bytes.clear();
+            bytes.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+            h.update(&bytes);
         }
     });
     hex(&h.finalize())

@@ -52,7 +52,7 @@ pub fn save(
         tensors.push(NamedTensor {
             name: format!("lookahead/{name}"),
             shape: t.shape().to_vec(),
-            data: t.iter().copied().collect(),
+            data: t.iter().copied().collect::<Vec<_>>().into(),
         });
     }
     for (name, slots) in &opt.state {
@@ -60,7 +60,7 @@ pub fn save(
             tensors.push(NamedTensor {
                 name: format!("optim/{name}/{i}"),
                 shape: t.shape().to_vec(),
-                data: t.iter().copied().collect(),
+                data: t.iter().copied().collect::<Vec<_>>().into(),
             });
         }
     }
@@ -124,7 +124,7 @@ pub fn from_container(c: Container, path: &Path) -> Result<Checkpoint> {
             );
         }
         slots.push(
-            Tensor::from_shape_vec(t.shape, t.data)
+            Tensor::from_shape_vec(t.shape, t.data.into_owned())
                 .with_context(|| format!("{}: bad shape of `{}`", path.display(), t.name))?,
         );
     }
@@ -145,7 +145,7 @@ pub fn from_container(c: Container, path: &Path) -> Result<Checkpoint> {
                         t.name.escape_debug()
                     );
                 }
-                let value = Tensor::from_shape_vec(t.shape, t.data)
+                let value = Tensor::from_shape_vec(t.shape, t.data.into_owned())
                     .with_context(|| format!("{}: bad shape of `{}`", path.display(), t.name))?;
                 map.insert(name, value);
             }
@@ -182,7 +182,7 @@ pub fn check_optimizer(path: &Path, net: &mut Network, opt: &Optimizer) -> Resul
     let mut problem = None;
     net.visit_params(&mut |name, p| {
         if let Some(slots) = opt.state.get(name)
-            && slots.iter().any(|s| s.shape() != p.value.shape())
+            && slots.iter().any(|s| s.shape() != p.shape.as_slice())
         {
             problem.get_or_insert(format!("optimizer state of `{name}` has the wrong shape"));
         }

@@ -42,7 +42,7 @@ impl Lookahead {
     pub fn new(config: LookaheadConfig, net: &mut Network) -> Self {
         let mut slow = BTreeMap::new();
         net.visit_params(&mut |name, p| {
-            slow.insert(name.to_string(), p.value.clone());
+            slow.insert(name.to_string(), p.value_tensor());
         });
         Lookahead { config, slow }
     }
@@ -60,7 +60,7 @@ impl Lookahead {
             let Some(s) = slow.get_mut(name) else {
                 return;
             };
-            for (s, w) in data_mut(s).iter_mut().zip(data_mut(&mut p.value)) {
+            for (s, w) in data_mut(s).iter_mut().zip(p.value.to_mut()) {
                 *s += (1.0 - d) * (*w - *s);
                 *w = *s;
             }
@@ -73,7 +73,7 @@ impl Lookahead {
     pub fn finish(&self, net: &mut Network) {
         net.visit_params(&mut |name, p| {
             if let Some(s) = self.slow.get(name) {
-                data_mut(&mut p.value).copy_from_slice(data(s));
+                p.value.to_mut().copy_from_slice(data(s));
             }
         });
     }
@@ -88,13 +88,13 @@ mod tests {
     fn net() -> Network {
         let spec = parse("input 1 1 2\nflatten\ndense 2 bias=no\n").unwrap();
         let mut n = Network::build(&spec, 2, Some(1), &BuildOptions::default()).unwrap();
-        n.visit_params(&mut |_, p| p.value.fill(1.0));
+        n.visit_params(&mut |_, p| p.value.to_mut().fill(1.0));
         n
     }
 
     fn weight(n: &mut Network) -> f32 {
         let mut w = 0.0;
-        n.visit_params(&mut |_, p| w = p.value.as_slice().unwrap()[0]);
+        n.visit_params(&mut |_, p| w = p.value[0]);
         w
     }
 
@@ -109,17 +109,17 @@ mod tests {
         };
         let mut n = net();
         let mut la = Lookahead::new(cfg, &mut n);
-        n.visit_params(&mut |_, p| p.value.fill(3.0));
+        n.visit_params(&mut |_, p| p.value.to_mut().fill(3.0));
         assert!(!la.after_step(&mut n, 1, 4));
         assert_eq!(weight(&mut n), 3.0);
         // Step 2: d = 0.5·(2/4) = 0.25; slow = 1 + 0.75·(3 − 1) = 2.5; w = 2.5.
         assert!(la.after_step(&mut n, 2, 4));
         assert_eq!(weight(&mut n), 2.5);
-        n.visit_params(&mut |_, p| p.value.fill(5.0));
+        n.visit_params(&mut |_, p| p.value.to_mut().fill(5.0));
         // Step 4: d = 0.5; slow = 2.5 + 0.5·2.5 = 3.75.
         assert!(la.after_step(&mut n, 4, 4));
         assert_eq!(weight(&mut n), 3.75);
-        n.visit_params(&mut |_, p| p.value.fill(9.0));
+        n.visit_params(&mut |_, p| p.value.to_mut().fill(9.0));
         la.finish(&mut n);
         assert_eq!(weight(&mut n), 3.75);
     }

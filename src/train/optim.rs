@@ -94,13 +94,15 @@ impl Optimizer {
             };
             // New parameters (and state restored for another rule) start from zero moments.
             if state.get(name).is_none_or(|st| st.len() != slots) {
-                let moments = (0..slots).map(|_| Tensor::zeros(p.value.shape())).collect();
+                let moments = (0..slots)
+                    .map(|_| Tensor::zeros(p.shape.as_slice()))
+                    .collect();
                 state.insert(name.to_string(), moments);
             }
             let st = state
                 .get_mut(name)
                 .expect("inserted above with `slots` moments");
-            let (w, g) = (data_mut(&mut p.value), data(&p.grad));
+            let (w, g) = (p.value.to_mut(), data(&p.grad));
             // Element-wise rules: chunks run in parallel with the same result for any thread
             // count (a large layer's update is a few milliseconds of memory traffic).
             let w = w.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
@@ -160,7 +162,7 @@ mod tests {
             &crate::net::BuildOptions::default(),
         )
         .unwrap();
-        net.visit_params(&mut |_, p| p.value.fill(1.0));
+        net.visit_params(&mut |_, p| p.value.to_mut().fill(1.0));
         net
     }
 
@@ -172,7 +174,7 @@ mod tests {
             opt.step(&mut net, lr, 0);
         }
         let mut w = 0.0;
-        net.visit_params(&mut |_, p| w = p.value.as_slice().unwrap()[0]);
+        net.visit_params(&mut |_, p| w = p.value[0]);
         w
     }
 
@@ -247,7 +249,7 @@ mod tests {
         let mut opt = Optimizer::new(cfg);
         let w = |net: &mut Network| {
             let mut w = 0.0;
-            net.visit_params(&mut |_, p| w = p.value.as_slice().unwrap()[0]);
+            net.visit_params(&mut |_, p| w = p.value[0]);
             w
         };
         // Epoch 0: g = 0.5 + (0.2 / 4)·1 = 0.55, v = 0.55, w = 1 − (0.1·4)·0.55 = 0.78.

@@ -361,7 +361,7 @@ fn a_tensor_directory_that_disagrees_with_the_data_size_is_refused() {
     let ok = json!({"w": f32s(json!([2, 2]), 0, 16)});
     fs::write(&path, craft(Kind::Checkpoint, "2", ok, &data)).unwrap();
     assert_eq!(
-        model_file::read(&path, Kind::Checkpoint).unwrap().tensors[0].data,
+        *model_file::read(&path, Kind::Checkpoint).unwrap().tensors[0].data,
         [0.0; 4]
     );
     // Invalid UTF-8 in the header; no metadata; a digest written twice.
@@ -473,7 +473,7 @@ fn the_weights_digest_sees_a_one_ulp_change() {
     let mut first = true;
     net.visit_params(&mut |name, p| {
         if first && name == "dense2.weight" {
-            let v = &mut p.value.as_slice_mut().unwrap()[5];
+            let v = &mut p.value.to_mut()[5];
             *v = f32::from_bits(v.to_bits() + 1);
             first = false;
         }
@@ -483,7 +483,7 @@ fn the_weights_digest_sees_a_one_ulp_change() {
     let mut net = trained_net(7);
     net.visit_params(&mut |name, p| {
         if name == "bn1.running_var" {
-            let v = &mut p.value.as_slice_mut().unwrap()[0];
+            let v = &mut p.value.to_mut()[0];
             *v = f32::from_bits(v.to_bits() + 1);
         }
     });
@@ -507,7 +507,7 @@ fn a_failed_write_leaves_the_old_file_intact() {
     );
     // A model that cannot be loaded back is refused before anything is written.
     let mut bad = model_of(&mut trained_net(7));
-    bad.params[0].data[0] = f32::NAN;
+    bad.params[0].data.to_mut()[0] = f32::NAN;
     let msg = err_text(bad.save(&path), &path);
     assert!(msg.contains("`conv1.weight` holds NaN"), "{msg}");
     assert_eq!(fs::read(&path).unwrap(), bytes);
@@ -534,7 +534,7 @@ fn a_checkpoint_embeds_a_model_and_optimizer_state() {
         .map(|p| NamedTensor {
             name: format!("optim/{}/0", p.name),
             shape: p.shape.clone(),
-            data: vec![0.125; p.data.len()],
+            data: vec![0.125; p.data.len()].into(),
         })
         .collect();
     let mut meta = model.meta();
@@ -637,7 +637,7 @@ fn invalid_models_are_refused_naming_the_problem() {
             "model metadata: missing field",
         ),
         (
-            Box::new(|_, t| t[3].data[1] = f32::INFINITY),
+            Box::new(|_, t| t[3].data.to_mut()[1] = f32::INFINITY),
             "`bn1.bias` holds inf at index 1",
         ),
         (
@@ -649,7 +649,7 @@ fn invalid_models_are_refused_naming_the_problem() {
                 t.push(NamedTensor {
                     name: "conv9.weight".into(),
                     shape: vec![1],
-                    data: vec![0.0],
+                    data: vec![0.0].into(),
                 })
             }),
             "parameter `conv9.weight` (1) is not in the architecture",

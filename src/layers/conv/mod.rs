@@ -235,8 +235,8 @@ impl Layer for Conv2d {
         reuse(&mut self.y, &[n, g.o, g.oh, g.ow]);
         self.trained = matches!(mode, Mode::Train { .. });
         let w = Forward {
-            weight: data(&self.weight.value),
-            bias: self.bias.as_ref().map(|b| data(&b.value)),
+            weight: &self.weight.value,
+            bias: self.bias.as_ref().map(|b| &*b.value),
             relu: self.relu,
         };
         let y = data_mut(&mut self.y);

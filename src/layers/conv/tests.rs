@@ -44,6 +44,7 @@ fn conv_by(
     c.visit_params(&mut |p| {
         if p.name == "bias" {
             p.value
+                .to_mut()
                 .iter_mut()
                 .enumerate()
                 .for_each(|(i, v)| *v = 0.1 * i as f32 - 0.2);
@@ -104,19 +105,15 @@ fn conv_hand_worked() {
     let x = Tensor::from_shape_vec(vec![1, 1, 3, 3], (1..=9).map(|v| v as f32).collect()).unwrap();
     let mut c = conv(&[1, 3, 3], 1, (2, 2), 1, 0, true);
     c.visit_params(&mut |p| match p.name {
-        "weight" => p
-            .value
-            .assign(&Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1., 0., 0., -1.]).unwrap()),
-        _ => p.value.fill(0.5),
+        "weight" => p.value = vec![1., 0., 0., -1.].into(),
+        _ => p.value.to_mut().fill(0.5),
     });
     assert_eq!(data(c.forward(&x, TRAIN)), &[-3.5; 4]);
 
     let mut c = conv(&[1, 3, 3], 1, (2, 2), 2, 1, true);
     c.visit_params(&mut |p| match p.name {
-        "weight" => p
-            .value
-            .assign(&Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1., 0., 0., -1.]).unwrap()),
-        _ => p.value.fill(0.5),
+        "weight" => p.value = vec![1., 0., 0., -1.].into(),
+        _ => p.value.to_mut().fill(0.5),
     });
     // Padded input is 5×5 with x in the centre; windows start at (0,0), (0,2), (2,0), (2,2):
     // tap (0,0) reads padded(r,c), tap (1,1) reads padded(r+1,c+1) = x[r][c].
