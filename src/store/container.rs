@@ -325,7 +325,7 @@ pub fn read_bytes(bytes: &[u8], name: &str, expected: Kind) -> Result<Container>
 /// allow it (4-byte aligned, on a little-endian machine; see [`aligned`]). The digest guards a
 /// file against damage on its way from the writer; embedded bytes travel inside the code that
 /// would check them, and a test checks them once. Hashing them on every start would be a third
-/// of `cnn predict`'s time, and copying its weights out a quarter.
+/// of `cnn predict`'s time, and copying its weights out a quarter (with 4 KB pages).
 pub fn read_embedded(bytes: &'static [u8], name: &str, expected: Kind) -> Result<Container> {
     if legacy::is_legacy(bytes) {
         return legacy::read_bytes(bytes, name, expected);
@@ -533,7 +533,7 @@ fn lent(bytes: &'static [u8]) -> Cow<'static, [f32]> {
 /// is little-endian and the bytes start 4-byte aligned and hold whole values. (The file layout
 /// starts the tensor data 8-byte aligned and each tensor at a multiple of 4 bytes from there,
 /// so the data of a file whose bytes are aligned, as the built-in model's are, always is.)
-pub(crate) fn aligned(bytes: &[u8]) -> Option<&[f32]> {
+fn aligned(bytes: &[u8]) -> Option<&[f32]> {
     if cfg!(target_endian = "big") {
         return None;
     }
