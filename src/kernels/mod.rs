@@ -14,7 +14,6 @@ pub mod math;
 pub mod reduce;
 pub mod reference;
 pub mod scratch;
-#[cfg(target_arch = "x86_64")]
 pub(crate) mod simd;
 pub mod small_gemm;
 pub mod transpose;

@@ -1,8 +1,9 @@
 //! One vector interface for the hand-written kernels, so each kernel is written once, generic
-//! over the lane width, and compiled per instruction set (see `isa`): [`F32x16`] (AVX-512F) and
-//! [`F32x8`] (AVX2 + FMA). Loads and stores take a lane mask, so the last, partial vector of a
-//! run is handled by the same code (masked-off lanes are neither read nor written and do not
-//! fault).
+//! over the lane width, and compiled per instruction set (see `isa`): [`F32x16`] (AVX-512F),
+//! [`F32x8`] (AVX2 + FMA) and [`F32x4`] (plain arrays, which the compiler maps to the target's
+//! baseline 128-bit vectors: SSE2 on x86-64, NEON on aarch64). Loads and stores take a lane
+//! mask, so the last, partial vector of a run is handled by the same code (masked-off lanes are
+//! neither read nor written and do not fault).
 //!
 //! Every method is `#[inline(always)]` and `unsafe`: it is only sound inside a function compiled
 //! with the instruction set's `#[target_feature]`, into which it is inlined; the pointers must
@@ -10,11 +11,12 @@
 //!
 //! May use: nothing else of this crate.
 
-#![cfg(target_arch = "x86_64")]
-
+#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// A vector of `LANES` floats and the operations the kernels need.
+/// A vector of `LANES` floats and the operations the kernels need. (Off x86-64 only the
+/// Winograd transforms use it, and not all of it.)
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) trait Vector: Copy {
     const LANES: usize;
     type Mask: Copy;
@@ -28,7 +30,8 @@ pub(crate) trait Vector: Copy {
     unsafe fn store(self, mask: Self::Mask, p: *mut f32);
     unsafe fn add(self, b: Self) -> Self;
     unsafe fn sub(self, b: Self) -> Self;
-    /// `self·b + c`, rounded once.
+    unsafe fn mul(self, b: Self) -> Self;
+    /// `self·b + c`, rounded once (twice on [`F32x4`]).
     unsafe fn mul_add(self, b: Self, c: Self) -> Self;
     /// `−self`, by flipping the sign bit as the portable code's negation compiles to (`0 − x`
     /// would turn −0 into +0).
@@ -36,13 +39,90 @@ pub(crate) trait Vector: Copy {
 }
 
 /// 16 floats in an AVX-512 register.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub(crate) struct F32x16(__m512);
 
 /// 8 floats in an AVX register, with AVX2 + FMA operations.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub(crate) struct F32x8(__m256);
 
+/// 4 floats as a plain array, for the portable path: the compiler keeps it in one 128-bit
+/// register. Its `mul_add` rounds twice, as the baseline targets have no fused multiply-add.
+#[derive(Clone, Copy)]
+pub(crate) struct F32x4([f32; 4]);
+
+impl F32x4 {
+    #[inline(always)]
+    fn zip(self, b: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+        F32x4(std::array::from_fn(|i| f(self.0[i], b.0[i])))
+    }
+}
+
+impl Vector for F32x4 {
+    const LANES: usize = 4;
+    /// How many lanes, from the first, to load or store.
+    type Mask = usize;
+
+    #[inline(always)]
+    unsafe fn mask(left: usize) -> usize {
+        left.min(4)
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        F32x4([0.0; 4])
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        F32x4([x; 4])
+    }
+    #[inline(always)]
+    unsafe fn load(lanes: usize, p: *const f32) -> Self {
+        // SAFETY: the caller makes `p` valid for `lanes` floats (module doc); likewise below.
+        unsafe {
+            if lanes == 4 {
+                return F32x4(p.cast::<[f32; 4]>().read_unaligned());
+            }
+            F32x4(std::array::from_fn(
+                |i| if i < lanes { *p.add(i) } else { 0.0 },
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn store(self, lanes: usize, p: *mut f32) {
+        unsafe {
+            if lanes == 4 {
+                return p.cast::<[f32; 4]>().write_unaligned(self.0);
+            }
+            for (i, &v) in self.0[..lanes].iter().enumerate() {
+                *p.add(i) = v;
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        self.zip(b, |x, y| x + y)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        self.zip(b, |x, y| x - y)
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        self.zip(b, |x, y| x * y)
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        self.zip(b, |x, y| x * y).zip(c, |x, y| x + y)
+    }
+    #[inline(always)]
+    unsafe fn neg(self) -> Self {
+        F32x4(self.0.map(|x| -x))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
 impl Vector for F32x16 {
     const LANES: usize = 16;
     type Mask = __mmask16;
@@ -81,6 +161,10 @@ impl Vector for F32x16 {
         unsafe { F32x16(_mm512_sub_ps(self.0, b.0)) }
     }
     #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        unsafe { F32x16(_mm512_mul_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
     unsafe fn mul_add(self, b: Self, c: Self) -> Self {
         unsafe { F32x16(_mm512_fmadd_ps(self.0, b.0, c.0)) }
     }
@@ -95,6 +179,7 @@ impl Vector for F32x16 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 impl Vector for F32x8 {
     const LANES: usize = 8;
     /// Whether all lanes are on, and all ones in the lanes to load or store (AVX2's
@@ -150,6 +235,10 @@ impl Vector for F32x8 {
     #[inline(always)]
     unsafe fn sub(self, b: Self) -> Self {
         unsafe { F32x8(_mm256_sub_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        unsafe { F32x8(_mm256_mul_ps(self.0, b.0)) }
     }
     #[inline(always)]
     unsafe fn mul_add(self, b: Self, c: Self) -> Self {

@@ -1,31 +1,37 @@
-//! 3×3 stride-1 convolution by Winograd's minimal filtering algorithm F(2×2, 3×3) (Lavin and
-//! Gray 2016, "Fast Algorithms for Convolutional Neural Networks", arXiv:1509.09308).
+//! 3×3 stride-1 convolution by Winograd's minimal filtering algorithm F(m×m, 3×3), m = 2 or 4
+//! (Lavin and Gray 2016, "Fast Algorithms for Convolutional Neural Networks", arXiv:1509.09308).
 //!
-//! Each 2×2 block ("tile") of output comes from a 4×4 patch `d` of input and the 3×3 kernel `g`
-//! as `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`: 16 multiplications per tile and channel pair instead of
-//! 36. Summed over input channels, the 16 element-wise products become 16 matrix products,
-//! `M_ξ (O×T) = U_ξ (O×C) · V_ξ (C×T)` over the T tiles, so the work is 4/9 of im2col + GEMM's
-//! plus the cheap transforms. The transforms only add and halve, so rounding stays close to the
-//! direct sum (tested against it below and in the conv layer).
+//! Each m×m block ("tile") of output comes from an n×n patch `d` of input (n = m + 2) and the
+//! 3×3 kernel `g` as `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`: n² multiplications per tile and channel
+//! pair instead of 9m², 16 for 36 with F(2×2), 36 for 144 with F(4×4). Summed over input
+//! channels, the n² element-wise products become n² matrix products,
+//! `M_ξ (O×T) = U_ξ (O×C) · V_ξ (C×T)` over the T tiles, so the work is 4/9 (1/4) of
+//! im2col + GEMM's plus the transforms. F(2×2)'s transforms only add and halve; F(4×4)'s also
+//! scale by 2, 4, 5 and 8 and its kernel transform divides by 6 and 24, so its rounding error is
+//! some times larger (both tested against the direct sum below and in the conv layer). [`Tile`]
+//! picks the one with fewer multiplications for a geometry: F(4×4) wastes more on the tiles that
+//! hang over a small map.
 //!
-//! Layout: inputs `g×C×H×W` (a group of images), weights `O×C×3×3` → outputs `g×O×OH×OW`,
-//! where `OH = H + 2·pad − 2` and `OW = W + 2·pad − 2`. There are `TH×TW` tiles per image
-//! (`⌈OH/2⌉×⌈OW/2⌉`). Each padded input channel is split into four phase images,
-//! `P_pq[y][x] = padded[2y + p][2x + q]`, rows `TW + 1` long; numbering tile `(ty, tx)`
+//! Layout: inputs `g×C×H×W`, weights `O×C×3×3` → outputs `g×O×OH×OW`, where
+//! `OH = H + 2·pad − 2` and `OW = W + 2·pad − 2`. There are `TH×TW` tiles per image
+//! (`⌈OH/m⌉×⌈OW/m⌉`). Each padded input channel is split into m² phase images,
+//! `P_pq[y][x] = padded[m·y + p][m·x + q]`, rows `TW + 1` long; numbering tile `(ty, tx)`
 //! `ty·(TW + 1) + tx`, with one unused tile at the end of each row, makes element `(i, j)` of
-//! every tile's patch one contiguous run of a phase image, `P_(i mod 2)(j mod 2)` shifted by
-//! `(i/2)·(TW + 1) + j/2`. So every transform is a handful of loops over whole images, which
-//! vectorise well even when an image is 4 tiles wide. Within a group, tiles are numbered
-//! image-major: `t = image·T + ty·(TW + 1) + tx`, `T = TH·(TW + 1)`.
+//! every tile's patch one contiguous run of a phase image, `P_(i mod m)(j mod m)` shifted by
+//! `(i/m)·(TW + 1) + j/m` (as `i, j < m + 2 ≤ 2m`). So every transform is a handful of loops
+//! over whole images, which vectorise well even when an image is 4 tiles wide. Within a group,
+//! tiles are numbered image-major: `t = image·T + ty·(TW + 1) + tx`, `T = TH·(TW + 1)`.
 //!
-//! The weight gradient follows from the same identity by the chain rule: with `Z = A dY Aᵀ` for
-//! each 2×2 tile of output gradient (zero where the tile hangs over the output),
-//! `dg = Gᵀ [Σ_tiles Z ⊙ (Bᵀ d B)] G`, so it is again 16 matrix products,
-//! `S_ξ (O×C) += Z_ξ (O×T) · V_ξᵀ (T×C)`, followed by one small transform per kernel.
+//! The weight gradient (F(2×2) only) follows from the same identity by the chain rule: with
+//! `Z = A dY Aᵀ` for each 2×2 tile of output gradient (zero where the tile hangs over the
+//! output), `dg = Gᵀ [Σ_tiles Z ⊙ (Bᵀ d B)] G`, so it is again 16 matrix products,
+//! `S_ξ (O×C) += Z_ξ (O×T) · V_ξᵀ (T×C)`, followed by one small transform per kernel. (Its
+//! products reduce over the tiles, where F(4×4)'s smaller count of them would save little.)
 
 #[cfg(test)]
 mod tests;
 mod tiles;
+mod tiles4;
 mod transforms;
 
 use super::gemm::sgemm;
@@ -38,9 +44,42 @@ use super::small_gemm::product;
 /// well.
 const MIN_TILES: usize = 64;
 
-/// The geometry of one 3×3, stride-1 convolution computed by F(2×2, 3×3).
+/// The output tile of a plan: F(2×2, 3×3) or F(4×4, 3×3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    F2,
+    F4,
+}
+
+impl Tile {
+    /// The side `m` of an output tile.
+    pub fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Planes of the transformed tiles: `(m + 2)²`.
+    pub fn planes(self) -> usize {
+        (self.m() + 2).pow(2)
+    }
+}
+
+/// Fewest F(4×4) tiles per image (counting the unused ones) for which it is chosen: on an
+/// 8×8 map (6 tiles) it multiplies 0.68 times as much as F(2×2) but took as long, its runs of
+/// tiles too short for the vectors; on 16×16 (20 tiles, 0.63 times) it took 0.7–0.8 times as
+/// long (AMD EPYC Zen 3, AVX2, one thread).
+const MIN_F4_TILES: usize = 16;
+
+/// Floats after each output phase's run of tiles (see `transforms`) that the vector code may
+/// overwrite: one widest vector.
+const SLACK: usize = 16;
+
+/// The geometry of one 3×3, stride-1 convolution computed by F(m×m, 3×3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Winograd {
+    tile: Tile,
     c: usize,
     h: usize,
     w: usize,
@@ -48,20 +87,46 @@ pub struct Winograd {
     o: usize,
     oh: usize,
     ow: usize,
-    /// Tiles down and across one image: `⌈OH/2⌉`, `⌈OW/2⌉`.
+    /// Tiles down and across one image: `⌈OH/m⌉`, `⌈OW/m⌉`.
     th: usize,
     tw: usize,
 }
 
 impl Winograd {
-    /// The plan for input `C×H×W`, `O` output channels, padding `pad`; `None` when a 3×3 kernel
-    /// does not fit the padded input.
-    pub fn new((c, h, w): (usize, usize, usize), o: usize, pad: usize) -> Option<Self> {
+    /// The F(2×2) plan for input `C×H×W`, `O` output channels, padding `pad`; `None` when a
+    /// 3×3 kernel does not fit the padded input.
+    pub fn new(chw: (usize, usize, usize), o: usize, pad: usize) -> Option<Self> {
+        Self::with_tile(chw, o, pad, Tile::F2)
+    }
+
+    /// F(4×4) where it multiplies less and an image has at least [`MIN_F4_TILES`] of its
+    /// tiles, else F(2×2).
+    pub fn fastest(chw: (usize, usize, usize), o: usize, pad: usize) -> Option<Self> {
+        let f2 = Self::new(chw, o, pad)?;
+        let f4 = Self::with_tile(chw, o, pad, Tile::F4)?;
+        let cost = |p: &Winograd| p.tile.planes() * p.tiles();
+        Some(if f4.tiles() >= MIN_F4_TILES && cost(&f4) < cost(&f2) {
+            f4
+        } else {
+            f2
+        })
+    }
+
+    /// The plan for input `C×H×W`, `O` output channels, padding `pad` and output tile `tile`;
+    /// `None` when a 3×3 kernel does not fit the padded input.
+    pub fn with_tile(
+        (c, h, w): (usize, usize, usize),
+        o: usize,
+        pad: usize,
+        tile: Tile,
+    ) -> Option<Self> {
         let (oh, ow) = ((h + 2 * pad).checked_sub(2)?, (w + 2 * pad).checked_sub(2)?);
         if oh == 0 || ow == 0 || c == 0 || o == 0 {
             return None;
         }
+        let m = tile.m();
         Some(Winograd {
+            tile,
             c,
             h,
             w,
@@ -69,9 +134,14 @@ impl Winograd {
             o,
             oh,
             ow,
-            th: oh.div_ceil(2),
-            tw: ow.div_ceil(2),
+            th: oh.div_ceil(m),
+            tw: ow.div_ceil(m),
         })
+    }
+
+    /// The output tile.
+    pub fn tile(&self) -> Tile {
+        self.tile
     }
 
     /// Floats of one input image, `C·H·W`.
@@ -99,7 +169,7 @@ impl Winograd {
         self.th * self.pitch()
     }
 
-    /// Images per group (per set of 16 matrix products). It depends on the geometry only, so
+    /// Images per group (per set of matrix products). It depends on the geometry only, so
     /// results do not depend on the thread count.
     pub fn group(&self) -> usize {
         MIN_TILES.div_ceil(self.tiles()).max(1)
@@ -111,26 +181,51 @@ impl Winograd {
         (self.th + 1) * self.pitch() + 1
     }
 
-    /// Floats of one prepared image: four phase images per channel.
+    /// Phase images per channel, and output phases per tile: `m²`.
+    fn phases(&self) -> usize {
+        self.tile.m().pow(2)
+    }
+
+    /// Floats of one prepared image: `m²` phase images per channel.
     fn prepared_len(&self) -> usize {
-        self.c * 4 * self.phase_len()
+        self.c * self.phases() * self.phase_len()
     }
 
     /// Scratch floats [`Self::forward`] needs for a group of `g` images.
     pub fn scratch_len(&self, g: usize) -> usize {
-        let nt = g * self.tiles();
-        g * self.prepared_len() + 16 * self.c * nt + 16 * self.o * nt + 4 * self.tiles()
+        let planes = self.tile.planes();
+        g * self.prepared_len()
+            + planes * self.plane_stride(self.c, g)
+            + planes * self.plane_stride(self.o, g)
+            + self.phases() * self.phase_stride(g)
+    }
+
+    /// Floats from one plane of `V`, `M` or `Z` (`rows×NT` for a group of `g` images) to the
+    /// next: an odd number of cache lines, so that the transforms' 16 to 36 streams, one per
+    /// plane, fall in different sets of the L1 cache. (Unpadded, mnist-ref's second conv put
+    /// F(4×4)'s 36 planes 21,504 bytes apart, in 4 of the 64 sets of 8 lines.)
+    fn plane_stride(&self, rows: usize, g: usize) -> usize {
+        ((rows * g * self.tiles()).div_ceil(16) | 1) * 16
+    }
+
+    /// Floats between the output phases of the `phases` scratch for a group of `g` images:
+    /// their tiles and [`SLACK`].
+    fn phase_stride(&self, g: usize) -> usize {
+        g * self.tiles() + SLACK
     }
 
     /// The number of floats of the transformed weights `U`.
     pub fn weights_len(&self) -> usize {
-        16 * self.o * self.c
+        self.tile.planes() * self.o * self.c
     }
 
-    /// `U_ξ = G g Gᵀ` for every kernel `g` of `weight` (`O×C×3×3`), stored `16×O×C`.
+    /// `U_ξ = G g Gᵀ` for every kernel `g` of `weight` (`O×C×3×3`), stored `(m + 2)²×O×C`.
     pub fn transform_weights(&self, weight: &[f32], u: &mut [f32]) {
         let (o, c) = (self.o, self.c);
-        assert!(weight.len() >= o * c * 9 && u.len() >= 16 * o * c);
+        assert!(weight.len() >= o * c * 9 && u.len() >= self.weights_len());
+        if self.tile == Tile::F4 {
+            return tiles4::transform_weights(o, c, weight, u);
+        }
         for oc in 0..o {
             for ic in 0..c {
                 let g = &weight[(oc * c + ic) * 9..][..9];
@@ -162,22 +257,23 @@ impl Winograd {
         assert!(y.len() == g * self.output_len() && u.len() >= self.weights_len());
         let (v, m, phases) = self.input_transformed(x, scratch);
         let (o, c, nt) = (self.o, self.c, g * self.tiles());
-        for xi in 0..16 {
+        let (sv, sm) = (self.plane_stride(c, g), self.plane_stride(o, g));
+        for xi in 0..self.tile.planes() {
             product(
                 o,
                 nt,
                 c,
                 &u[xi * o * c..][..o * c],
-                &v[xi * c * nt..][..c * nt],
-                &mut m[xi * o * nt..][..o * nt],
+                &v[xi * sv..][..c * nt],
+                &mut m[xi * sm..][..o * nt],
             );
         }
         self.transform_output(isa::active(), m, g, phases, y);
     }
 
     /// Splits the scratch for the `g` images of `x` (`g×C×H×W`, at least
-    /// [`Self::scratch_len`]`(g)` floats) into `V` (`16×C×NT`), a `16×O×NT` buffer and a `4×T`
-    /// one, and fills `V` with the transformed input.
+    /// [`Self::scratch_len`]`(g)` floats) into `V` (`(m + 2)²×C×NT`), a `(m + 2)²×O×NT` buffer
+    /// and `m²` phases of [`Self::phase_stride`], and fills `V` with the transformed input.
     fn input_transformed<'s>(
         &self,
         x: &[f32],
@@ -186,12 +282,12 @@ impl Winograd {
         let item = self.input_len();
         let g = x.len() / item;
         assert!(x.len() == g * item && scratch.len() >= self.scratch_len(g));
-        let nt = g * self.tiles();
+        let planes = self.tile.planes();
         let isa = isa::active();
         let (prepared, rest) = scratch.split_at_mut(g * self.prepared_len());
-        let (v, rest) = rest.split_at_mut(16 * self.c * nt);
-        let (out, rest) = rest.split_at_mut(16 * self.o * nt);
-        let phases = &mut rest[..4 * self.tiles()];
+        let (v, rest) = rest.split_at_mut(planes * self.plane_stride(self.c, g));
+        let (out, rest) = rest.split_at_mut(planes * self.plane_stride(self.o, g));
+        let phases = &mut rest[..self.phases() * self.phase_stride(g)];
         for (img, buf) in x
             .chunks_exact(item)
             .zip(prepared.chunks_exact_mut(self.prepared_len()))
@@ -216,7 +312,8 @@ impl Winograd {
 
     /// `S_ξ (O×C) (+)= Σ_tiles Z_ξ · V_ξᵀ` for `g` images `x` (`g×C×H×W`) and their output
     /// gradients `dy` (`g×O×OH×OW`), with [`Self::scratch_len`]`(g)` floats of scratch; `s` is
-    /// overwritten unless `accumulate`. [`Self::weight_grad`] turns the sum into `dW`.
+    /// overwritten unless `accumulate`. [`Self::weight_grad`] turns the sum into `dW`. F(2×2)
+    /// plans only.
     pub fn accumulate_weight_grad(
         &self,
         x: &[f32],
@@ -226,18 +323,23 @@ impl Winograd {
         accumulate: bool,
     ) {
         let g = x.len() / self.input_len();
+        assert!(
+            self.tile == Tile::F2,
+            "the weight gradient is computed by F(2×2)"
+        );
         assert!(dy.len() == g * self.output_len() && s.len() >= self.grad_len());
         let (v, z, phases) = self.input_transformed(x, scratch);
         self.transform_grad(isa::active(), dy, g, phases, z);
         let (o, c, nt) = (self.o, self.c, g * self.tiles());
+        let (sv, sz) = (self.plane_stride(c, g), self.plane_stride(o, g));
         for xi in 0..16 {
             sgemm(
                 o,
                 c,
                 nt,
-                &z[xi * o * nt..][..o * nt],
+                &z[xi * sz..][..o * nt],
                 false,
-                &v[xi * c * nt..][..c * nt],
+                &v[xi * sv..][..c * nt],
                 true,
                 &mut s[xi * o * c..][..o * c],
                 accumulate,

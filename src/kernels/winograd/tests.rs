@@ -26,11 +26,24 @@ const CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (1, 2, 5, 7, 2, 2),
 ];
 
-/// Against the definition, on the awkward sizes of `CASES`.
+/// Both tiles, F(2×2) first.
+const TILES: [Tile; 2] = [Tile::F2, Tile::F4];
+
+/// Against the definition, on the awkward sizes of `CASES`, with both tiles. F(4×4)'s kernel
+/// transform divides by 6 and 24 and its data transforms scale by up to 8 before cancelling:
+/// its worst error here is 20 times F(2×2)'s (5.4e-7 against 2.6e-8 of the bound's scale),
+/// and each bound is about 7 times the worst seen.
 #[test]
 fn winograd_matches_the_direct_convolution() {
-    for &(g, c, h, w, o, pad) in CASES {
-        let plan = Winograd::new((c, h, w), o, pad).unwrap();
+    for (tile, &(g, c, h, w, o, pad)) in TILES
+        .iter()
+        .flat_map(|&t| CASES.iter().map(move |k| (t, k)))
+    {
+        let plan = Winograd::with_tile((c, h, w), o, pad, tile).unwrap();
+        let tol = match tile {
+            Tile::F2 => 2e-7,
+            Tile::F4 => 4e-6,
+        };
         let x = seeded(g * c * h * w, 3);
         let weight = seeded(o * c * 9, 4);
         let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
@@ -51,8 +64,8 @@ fn winograd_matches_the_direct_convolution() {
         plan.forward(&x, &u, &mut scratch, &mut y);
         for (i, (a, b)) in y.iter().zip(&want).enumerate() {
             assert!(
-                (a - b).abs() <= 1e-5 * (1.0 + b.abs()) * (c * 9) as f32,
-                "g={g} c={c} h={h} w={w} o={o} pad={pad} at {i}: {a} vs {b}"
+                (a - b).abs() <= tol * (1.0 + b.abs()) * (c * 9) as f32,
+                "{tile:?} g={g} c={c} h={h} w={w} o={o} pad={pad} at {i}: {a} vs {b}"
             );
         }
     }
@@ -113,7 +126,8 @@ fn winograd_weight_gradient_matches_the_definition() {
 }
 
 /// Every path's transforms (see `kernels::isa`) against the portable ones, bit for bit, on
-/// `CASES`: all paths do the same additions in the same order. Inputs include zeros, so a −0
+/// `CASES` with both tiles (the gradient's with F(2×2)): all paths do the same arithmetic in
+/// the same order. Inputs include zeros, so a −0
 /// turned into +0 would show, and full mantissas, so would a change in the order of a sum. (On a
 /// CPU with only the portable path this compares it with itself, which still checks that every
 /// element is written.)
@@ -125,15 +139,25 @@ fn every_paths_transforms_match_the_portable_ones_exactly() {
     let full = |len, seed| -> Vec<f32> { seeded(len, seed).iter().map(|v| v / 3.0).collect() };
     let paths = Isa::available();
     eprintln!("paths: {paths:?}");
-    for &(g, c, h, w, o, pad) in CASES {
-        let plan = Winograd::new((c, h, w), o, pad).unwrap();
-        let nt = g * plan.tiles();
+    for (tile, &(g, c, h, w, o, pad)) in TILES
+        .iter()
+        .flat_map(|&t| CASES.iter().map(move |k| (t, k)))
+    {
+        let plan = Winograd::with_tile((c, h, w), o, pad, tile).unwrap();
+        let (nt, planes) = (g * plan.tiles(), tile.planes());
         let mut x = full(g * c * h * w, 7);
         x.iter_mut().step_by(5).for_each(|v| *v = 0.0);
-        let mut m = full(16 * o * nt, 8);
+        let mut m = full(planes * plan.plane_stride(o, g), 8);
         m.iter_mut().step_by(3).for_each(|v| *v = -0.0);
         let mut dy = full(g * plan.output_len(), 9);
         dy.iter_mut().step_by(4).for_each(|v| *v = 0.0);
+        // The rows of each plane (`rows×NT`), without the padding between planes.
+        let rows = |v: &[f32], rows: usize, stride: usize| -> Vec<f32> {
+            v.chunks(stride)
+                .flat_map(|p| &p[..rows * nt])
+                .copied()
+                .collect()
+        };
         // The three transforms' outputs on one path.
         let run = |isa: Isa| {
             let mut prepared = vec![0.0; g * plan.prepared_len()];
@@ -143,13 +167,20 @@ fn every_paths_transforms_match_the_portable_ones_exactly() {
             {
                 plan.prepare(isa, img, buf);
             }
-            let mut v = vec![f32::NAN; 16 * c * nt];
+            let mut v = vec![f32::NAN; planes * plan.plane_stride(c, g)];
             plan.transform_input(isa, &prepared, g, &mut v);
-            let mut phases = vec![0.0; 4 * plan.tiles()];
+            let mut phases = vec![0.0; plan.phases() * plan.phase_stride(g)];
             let mut y = vec![f32::NAN; g * plan.output_len()];
             plan.transform_output(isa, &m, g, &mut phases, &mut y);
-            let mut z = vec![f32::NAN; 16 * o * nt];
-            plan.transform_grad(isa, &dy, g, &mut phases, &mut z);
+            let mut z = vec![0.0; 16 * plan.plane_stride(o, g)];
+            if tile == Tile::F2 {
+                z.fill(f32::NAN);
+                plan.transform_grad(isa, &dy, g, &mut phases, &mut z);
+            }
+            let (v, z) = (
+                rows(&v, c, plan.plane_stride(c, g)),
+                rows(&z, o, plan.plane_stride(o, g)),
+            );
             [bits(&prepared), bits(&v), bits(&y), bits(&z)]
         };
         let want = run(Isa::Portable);
@@ -163,7 +194,10 @@ fn every_paths_transforms_match_the_portable_ones_exactly() {
                 .zip(want.iter().zip(&got))
             {
                 let case = (g, c, h, w, o, pad);
-                assert!(a == b, "{isa:?}: {what} transform differs, case {case:?}");
+                assert!(
+                    a == b,
+                    "{isa:?} {tile:?}: {what} transform differs, case {case:?}"
+                );
             }
         }
     }
@@ -175,4 +209,19 @@ fn winograd_declines_what_a_3x3_kernel_does_not_fit() {
     assert!(Winograd::new((1, 1, 1), 1, 1).is_some());
     assert_eq!(Winograd::new((3, 32, 32), 8, 1).unwrap().group(), 1);
     assert_eq!(Winograd::new((3, 8, 8), 8, 1).unwrap().group(), 4);
+    assert!(Winograd::with_tile((1, 2, 5), 1, 0, Tile::F4).is_none());
+}
+
+/// F(4×4) where it multiplies less on long enough runs of tiles: mnist-ref's second conv
+/// (26×26 → 24×24: 42 tiles × 36 against 156 × 16) and its input gradient (24×24 → 26×26,
+/// 56 × 36 against 182 × 16), cifar-ref's 16×16 maps (20 × 36 against 72 × 16); F(2×2) on 8×8
+/// maps (6 × 36 against 20 × 16, too few tiles) and a 2×2 map (2 × 36 against 2 × 16).
+#[test]
+fn the_fastest_plan_counts_multiplications() {
+    let tile = |chw, pad| Winograd::fastest(chw, 8, pad).unwrap().tile();
+    assert_eq!(tile((32, 26, 26), 0), Tile::F4);
+    assert_eq!(tile((64, 24, 24), 2), Tile::F4);
+    assert_eq!(tile((64, 16, 16), 1), Tile::F4);
+    assert_eq!(tile((64, 8, 8), 1), Tile::F2);
+    assert_eq!(tile((64, 2, 2), 1), Tile::F2);
 }

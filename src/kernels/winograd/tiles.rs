@@ -15,19 +15,33 @@
 use crate::kernels::simd::Vector;
 
 /// `v[ξ·stride + k] = (Bᵀ d B)[ξ]` of tile `k < t` for all 16 planes `ξ = 4I + J`, where `d[i][j]`
-/// holds element (i, j) of every tile's patch (see `input_plane`).
+/// holds element (i, j) of every tile's patch (see `input_plane`). Each plane's run may be
+/// written up to `room ≥ t` floats (past `t` left garbage): whole vectors store faster than
+/// masked ones, and the caller overwrites or ignores the rest; likewise below.
 ///
 /// # Safety
 /// Called only from a function compiled with `V`'s instruction set (see `simd`).
 #[inline(always)]
-pub unsafe fn input_tiles<V: Vector>(d: &[[&[f32]; 4]; 4], t: usize, v: &mut [f32], stride: usize) {
-    assert!(d.iter().flatten().all(|r| r.len() >= t) && v.len() >= 15 * stride + t);
+pub unsafe fn input_tiles<V: Vector>(
+    d: &[[&[f32]; 4]; 4],
+    t: usize,
+    room: usize,
+    v: &mut [f32],
+    stride: usize,
+) {
+    assert!(d.iter().flatten().all(|r| r.len() >= t) && room >= t && v.len() >= 15 * stride + room);
     let vp = v.as_mut_ptr();
     for s in (0..t).step_by(V::LANES) {
         // SAFETY: lanes at or past `t` are masked off, so every access is within the slices
         // (lengths asserted above); the instruction set is enabled by the caller.
         unsafe {
             let k = V::mask(t - s);
+            // Whole vectors where they fit the room: masked stores are slow on AMD's cores.
+            let ks = if s + V::LANES <= room {
+                V::mask(V::LANES)
+            } else {
+                k
+            };
             let x: [[V; 4]; 4] = std::array::from_fn(|i| {
                 std::array::from_fn(|j| V::load(k, d[i][j].as_ptr().add(s)))
             });
@@ -50,7 +64,7 @@ pub unsafe fn input_tiles<V: Vector>(d: &[[&[f32]; 4]; 4], t: usize, v: &mut [f3
                     c1[j].sub(c3[j]),
                 ];
                 for (i, o) in out.into_iter().enumerate() {
-                    o.store(k, vp.add((4 * i + j) * stride + s));
+                    o.store(ks, vp.add((4 * i + j) * stride + s));
                 }
             }
         }
@@ -63,13 +77,24 @@ pub unsafe fn input_tiles<V: Vector>(d: &[[&[f32]; 4]; 4], t: usize, v: &mut [f3
 /// # Safety
 /// As [`input_tiles`]'s.
 #[inline(always)]
-pub unsafe fn output_phases<V: Vector>(m: &[&[f32]; 16], t: usize, out: [&mut [f32]; 4]) {
-    assert!(m.iter().all(|r| r.len() >= t) && out.iter().all(|o| o.len() >= t));
+pub unsafe fn output_phases<V: Vector>(
+    m: &[&[f32]; 16],
+    t: usize,
+    room: usize,
+    out: [&mut [f32]; 4],
+) {
+    assert!(m.iter().all(|r| r.len() >= t) && room >= t && out.iter().all(|o| o.len() >= room));
     let op = out.map(|o| o.as_mut_ptr());
     for s in (0..t).step_by(V::LANES) {
         // SAFETY: as in `input_tiles`.
         unsafe {
             let k = V::mask(t - s);
+            // Whole vectors where they fit the room: masked stores are slow on AMD's cores.
+            let ks = if s + V::LANES <= room {
+                V::mask(V::LANES)
+            } else {
+                k
+            };
             let x: [V; 16] = std::array::from_fn(|xi| V::load(k, m[xi].as_ptr().add(s)));
             // Rows A of Aᵀ applied to column j of m.
             let r0: [V; 4] = std::array::from_fn(|j| x[j].add(x[4 + j]).add(x[8 + j]));
@@ -77,8 +102,8 @@ pub unsafe fn output_phases<V: Vector>(m: &[&[f32]; 16], t: usize, out: [&mut [f
             for (a, r) in [r0, r1].iter().enumerate() {
                 let even = r[0].add(r[1]).add(r[2]);
                 let odd = r[1].sub(r[2]).sub(r[3]);
-                even.store(k, op[2 * a].add(s));
-                odd.store(k, op[2 * a + 1].add(s));
+                even.store(ks, op[2 * a].add(s));
+                odd.store(ks, op[2 * a + 1].add(s));
             }
         }
     }
@@ -90,13 +115,25 @@ pub unsafe fn output_phases<V: Vector>(m: &[&[f32]; 16], t: usize, out: [&mut [f
 /// # Safety
 /// As [`input_tiles`]'s.
 #[inline(always)]
-pub unsafe fn grad_tiles<V: Vector>(e: &[[&[f32]; 2]; 2], t: usize, z: &mut [f32], stride: usize) {
-    assert!(e.iter().flatten().all(|r| r.len() >= t) && z.len() >= 15 * stride + t);
+pub unsafe fn grad_tiles<V: Vector>(
+    e: &[[&[f32]; 2]; 2],
+    t: usize,
+    room: usize,
+    z: &mut [f32],
+    stride: usize,
+) {
+    assert!(e.iter().flatten().all(|r| r.len() >= t) && room >= t && z.len() >= 15 * stride + room);
     let zp = z.as_mut_ptr();
     for s in (0..t).step_by(V::LANES) {
         // SAFETY: as in `input_tiles`.
         unsafe {
             let k = V::mask(t - s);
+            // Whole vectors where they fit the room: masked stores are slow on AMD's cores.
+            let ks = if s + V::LANES <= room {
+                V::mask(V::LANES)
+            } else {
+                k
+            };
             let x: [[V; 2]; 2] = std::array::from_fn(|a| {
                 std::array::from_fn(|b| V::load(k, e[a][b].as_ptr().add(s)))
             });
@@ -110,7 +147,7 @@ pub unsafe fn grad_tiles<V: Vector>(e: &[[&[f32]; 2]; 2], t: usize, z: &mut [f32
                 });
                 let out = [r[0], r[0].add(r[1]), r[0].sub(r[1]), r[1].neg()];
                 for (i, o) in out.into_iter().enumerate() {
-                    o.store(k, zp.add((4 * i + j) * stride + s));
+                    o.store(ks, zp.add((4 * i + j) * stride + s));
                 }
             }
         }

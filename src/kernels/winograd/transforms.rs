@@ -1,12 +1,13 @@
-//! The transforms of F(2×2, 3×3) over whole groups of images: the input's phase split and
-//! `Bᵀ d B`, the output's `Aᵀ m A`, and the output gradient's `A dY Aᵀ` (layouts in the parent
-//! module's doc). Each is a handful of loops over whole images; the const-generic plane helpers
-//! at the end let every plane compile to straight vector code.
+//! The transforms over whole groups of images: the input's phase split and `Bᵀ d B`, the
+//! output's `Aᵀ m A` (both tiles), and F(2×2)'s output gradient `A dY Aᵀ` (layouts in the
+//! parent module's doc). Each is a handful of loops over whole images; the const-generic plane
+//! helpers at the end let every plane of F(2×2)'s portable path compile to straight vector code.
 
-use super::Winograd;
 #[cfg(target_arch = "x86_64")]
 use super::tiles;
+use super::{Tile, Winograd, tiles4};
 use crate::kernels::isa::Isa;
+use crate::kernels::simd::F32x4;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::simd::{F32x8, F32x16};
 
@@ -55,6 +56,21 @@ macro_rules! tiles_at {
     };
 }
 
+/// Calls the generic kernel `tiles4::$kernel` at the vector type of `LANES` (16, 8, or 0 for
+/// the portable 4-lane vector).
+macro_rules! tiles4_at {
+    ($lanes:expr, $kernel:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        match $lanes {
+            16 => tiles4::$kernel::<F32x16>($($arg),*),
+            8 => tiles4::$kernel::<F32x8>($($arg),*),
+            _ => tiles4::$kernel::<F32x4>($($arg),*),
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        tiles4::$kernel::<F32x4>($($arg),*)
+    }};
+}
+
 impl Winograd {
     per_isa!(prepare, prepare_body, (x: &[f32], buf: &mut [f32]));
     per_isa!(transform_input, transform_input_body, (prepared: &[f32], g: usize, v: &mut [f32]));
@@ -69,52 +85,67 @@ impl Winograd {
         (dy: &[f32], g: usize, phases: &mut [f32], z: &mut [f32])
     );
 
-    /// Splits each channel of one zero-padded image into its four phase images (module doc):
-    /// phase `2p + q` of channel `ch` is at `buf[(4·ch + 2p + q)·phase_len..]`. Each source
-    /// row is split into its even and odd columns in one pass (phases `2p` and `2p + 1`), which
-    /// compiles to vector shuffles; a stride-2 gather per phase compiled to scalar moves.
+    /// Splits each channel of one zero-padded image into its `m²` phase images (module doc):
+    /// phase `m·p + q` of channel `ch` is at `buf[(m²·ch + m·p + q)·phase_len..]`.
     #[inline(always)]
     fn prepare_body<const LANES: usize>(&self, x: &[f32], buf: &mut [f32]) {
+        match self.tile {
+            Tile::F2 => self.split::<2>(x, buf),
+            Tile::F4 => self.split::<4>(x, buf),
+        }
+    }
+
+    /// [`Self::prepare_body`] for `M = m`. Each source row is split into its `M` column phases
+    /// in one pass over whole groups of `M` columns, which compiles to vector shuffles (a
+    /// strided gather per phase compiled to scalar moves); the columns before the first whole
+    /// group and after the last are placed one by one.
+    #[inline(always)]
+    fn split<const M: usize>(&self, x: &[f32], buf: &mut [f32]) {
         let (h, w, pad, pitch, len) = (self.h, self.w, self.pad, self.pitch(), self.phase_len());
-        // Padded column `2x + q` holds source column `2x + q − pad`: with `pad = 2a` source
-        // pairs land at `x = k + a` (even, odd); with `pad = 2a + 1`, the pair's first element
-        // is odd column `k + a`, its second even column `k + a + 1`.
-        let a = pad / 2;
-        for (plane, phases) in x.chunks_exact(h * w).zip(buf.chunks_exact_mut(4 * len)) {
+        // Source column `sx` is padded column `sx + pad`: phase `(sx + pad) mod M`, position
+        // `(sx + pad) / M`. Groups start where that phase is 0.
+        let lead = ((M - pad % M) % M).min(w);
+        let groups = (w - lead) / M;
+        let first = (lead + pad) / M;
+        for (plane, phases) in x.chunks_exact(h * w).zip(buf.chunks_exact_mut(M * M * len)) {
             phases.fill(0.0);
-            for (p, rows) in phases.chunks_exact_mut(2 * len).enumerate() {
-                let (even, odd) = rows.split_at_mut(len);
+            for (p, rows) in phases.chunks_exact_mut(M * len).enumerate() {
+                let mut cols: [&mut [f32]; M] = {
+                    let mut it = rows.chunks_exact_mut(len);
+                    std::array::from_fn(|_| it.next().unwrap())
+                };
                 for y in 0..=self.th {
-                    let Some(sy) = (2 * y + p).checked_sub(pad).filter(|&sy| sy < h) else {
+                    let Some(sy) = (M * y + p).checked_sub(pad).filter(|&sy| sy < h) else {
                         continue;
                     };
                     let src = &plane[sy * w..][..w];
-                    let (e, o) = (
-                        &mut even[y * pitch..][..pitch],
-                        &mut odd[y * pitch..][..pitch],
-                    );
-                    let (first, second) = if pad % 2 == 0 {
-                        (&mut e[a..], &mut o[a..])
-                    } else {
-                        (&mut o[a..], &mut e[a + 1..])
+                    let mut out: [&mut [f32]; M] =
+                        cols.each_mut().map(|c| &mut c[y * pitch..][..pitch]);
+                    let mut one_by_one = |sx: usize| {
+                        let c = sx + pad;
+                        out[c % M][c / M] = src[sx];
                     };
-                    for ((pair, f), s) in src.chunks_exact(2).zip(first.iter_mut()).zip(second) {
-                        *f = pair[0];
-                        *s = pair[1];
-                    }
-                    if w % 2 == 1 {
-                        // The last column starts a pair of its own: its first element.
-                        let last = if pad % 2 == 0 { e } else { o };
-                        last[a + w / 2] = src[w - 1];
+                    (0..lead).for_each(&mut one_by_one);
+                    (lead + groups * M..w).for_each(&mut one_by_one);
+                    let mut runs: [&mut [f32]; M] =
+                        out.each_mut().map(|o| &mut o[first..][..groups]);
+                    for (k, group) in src[lead..].chunks_exact(M).enumerate() {
+                        for (run, &v) in runs.iter_mut().zip(group) {
+                            run[k] = v;
+                        }
                     }
                 }
             }
         }
     }
 
-    /// `V_ξ[c][t] = (Bᵀ d B)[ξ]` for every tile and channel of the prepared group, `16×C×NT`.
+    /// `V_ξ[c][t] = (Bᵀ d B)[ξ]` for every tile and channel of the prepared group,
+    /// `(m + 2)²×C×NT`.
     #[inline(always)]
     fn transform_input_body<const LANES: usize>(&self, prepared: &[f32], g: usize, v: &mut [f32]) {
+        if self.tile == Tile::F4 {
+            return self.transform_input_f4::<LANES>(prepared, g, v);
+        }
         let (c, t, nt, pitch, len) = (
             self.c,
             self.tiles(),
@@ -122,8 +153,11 @@ impl Winograd {
             self.pitch(),
             self.phase_len(),
         );
-        for img in 0..g {
-            for ch in 0..c {
+        let sv = self.plane_stride(c, g);
+        // Channel-major, so that each plane's run of V is written in order (and a run's
+        // spill lands on the next image's, written next).
+        for ch in 0..c {
+            for img in 0..g {
                 let phases = &prepared[(img * c + ch) * 4 * len..][..4 * len];
                 // Element (i, j) of every tile's patch, one run per (i, j).
                 let d: [[&[f32]; 4]; 4] = std::array::from_fn(|i| {
@@ -137,14 +171,19 @@ impl Winograd {
                 if LANES > 0 {
                     // SAFETY: `LANES` is non-zero only in the bodies compiled for its
                     // instruction set (`per_isa`).
-                    unsafe { tiles_at!(LANES, input_tiles(&d, t, &mut v[ch * nt + at..], c * nt)) };
+                    unsafe {
+                        tiles_at!(
+                            LANES,
+                            input_tiles(&d, t, nt - at, &mut v[ch * nt + at..], sv)
+                        )
+                    };
                     continue;
                 }
                 // One call per plane: the indices must be constants (see `input_plane`).
                 macro_rules! planes {
                     ($($i:literal $j:literal),*) => {$(
                         let xi = 4 * $i + $j;
-                        input_plane::<$i, $j>(&d, &mut v[(xi * c + ch) * nt + at..][..t]);
+                        input_plane::<$i, $j>(&d, &mut v[xi * sv + ch * nt + at..][..t]);
                     )*};
                 }
                 planes!(0 0, 0 1, 0 2, 0 3, 1 0, 1 1, 1 2, 1 3, 2 0, 2 1, 2 2, 2 3, 3 0, 3 1, 3 2, 3 3);
@@ -152,9 +191,43 @@ impl Winograd {
         }
     }
 
-    /// `y = Aᵀ m A` for every tile and output channel, `m_ξ` read from `M (16×O×NT)`: first the
-    /// four output phases over whole images into `phases` (`4×T`), then interleaved into `y`,
-    /// dropping the unused tiles and what hangs over an odd-sized output.
+    /// [`Self::transform_input_body`] for F(4×4): element (i, j) of every tile's 6×6 patch is
+    /// a run of phase `4·(i mod 4) + j mod 4` (module doc).
+    #[inline(always)]
+    fn transform_input_f4<const LANES: usize>(&self, prepared: &[f32], g: usize, v: &mut [f32]) {
+        let (c, t, nt, pitch, len) = (
+            self.c,
+            self.tiles(),
+            g * self.tiles(),
+            self.pitch(),
+            self.phase_len(),
+        );
+        let sv = self.plane_stride(c, g);
+        // Channel-major, so that each plane's run of V is written in order (and a run's
+        // spill lands on the next image's, written next).
+        for ch in 0..c {
+            for img in 0..g {
+                let phases = &prepared[(img * c + ch) * 16 * len..][..16 * len];
+                let d: [[&[f32]; 6]; 6] = std::array::from_fn(|i| {
+                    std::array::from_fn(|j| {
+                        let phase = &phases[(4 * (i % 4) + j % 4) * len..][..len];
+                        &phase[(i / 4) * pitch + j / 4..][..t]
+                    })
+                });
+                // Runs may spill into the next images' tiles, written after this one.
+                let (out, room) = (&mut v[ch * nt + img * t..], nt - img * t);
+                // SAFETY: `LANES` is non-zero only in the bodies compiled for its instruction
+                // set, and 0 (the portable vector) elsewhere (`per_isa`).
+                unsafe { tiles4_at!(LANES, input_tiles(&d, t, room, out, sv)) };
+            }
+        }
+    }
+
+    /// `y = Aᵀ m A` for every tile and output channel, `m_ξ` read from `M ((m + 2)²×O×NT)`:
+    /// channel by channel, first the `m²` output phases of the group's tiles into `phases`
+    /// (`m²` runs of [`Self::phase_stride`]), then interleaved into each image's plane of `y`,
+    /// dropping the unused tiles and what hangs over the output. (Per image and channel, the
+    /// setup cost as much as the work on an 8×8 map.)
     #[inline(always)]
     fn transform_output_body<const LANES: usize>(
         &self,
@@ -163,48 +236,79 @@ impl Winograd {
         phases: &mut [f32],
         y: &mut [f32],
     ) {
-        let (o, t, nt, pitch) = (self.o, self.tiles(), g * self.tiles(), self.pitch());
-        let (oh, ow, tw) = (self.oh, self.ow, self.tw);
-        for (plane_index, plane) in y.chunks_exact_mut(oh * ow).enumerate() {
-            let (img, oc) = (plane_index / o, plane_index % o);
-            let mm: [&[f32]; 16] =
-                std::array::from_fn(|xi| &m[(xi * o + oc) * nt + img * t..][..t]);
-            let (p0, rest) = phases.split_at_mut(t);
-            let (p1, rest) = rest.split_at_mut(t);
-            let (p2, p3) = rest.split_at_mut(t);
-            let p3 = &mut p3[..t];
-            if LANES > 0 {
-                // SAFETY: as in `transform_input_body` (and `LANES` is 0 off x86-64).
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    tiles_at!(
-                        LANES,
-                        output_phases(&mm, t, [&mut *p0, &mut *p1, &mut *p2, &mut *p3])
-                    )
+        let (o, t, nt, sm) = (
+            self.o,
+            self.tiles(),
+            g * self.tiles(),
+            self.plane_stride(self.o, g),
+        );
+        let (planes, stride, len) = (
+            self.tile.planes(),
+            self.phase_stride(g),
+            self.output_plane(),
+        );
+        let phases = &mut phases[..self.phases() * stride];
+        for oc in 0..o {
+            let at = |xi: usize| &m[xi * sm + oc * nt..][..nt];
+            if self.tile == Tile::F4 {
+                let mm: [&[f32]; 36] = std::array::from_fn(at);
+                let mut out: [&mut [f32]; 16] = {
+                    let mut it = phases.chunks_exact_mut(stride);
+                    std::array::from_fn(|_| it.next().unwrap())
                 };
+                // SAFETY: as in `transform_input_body` (`LANES` is 0 for the portable path).
+                unsafe { tiles4_at!(LANES, output_phases(&mm, nt, stride, &mut out)) };
             } else {
-                output_phase::<0, 0>(&mm, p0);
-                output_phase::<0, 1>(&mm, p1);
-                output_phase::<1, 0>(&mm, p2);
-                output_phase::<1, 1>(&mm, p3);
-            }
-            let phase = [[&*p0, &*p1], [&*p2, &*p3]];
-            for ty in 0..self.th {
-                for (a, cols) in phase.iter().enumerate() {
-                    let yr = 2 * ty + a;
-                    if yr >= oh {
-                        break;
-                    }
-                    let row = &mut plane[yr * ow..][..ow];
-                    let (even, odd) = (&cols[0][ty * pitch..][..tw], &cols[1][ty * pitch..][..tw]);
-                    for ((pair, &e), &od) in row.chunks_exact_mut(2).zip(even).zip(odd) {
-                        pair[0] = e;
-                        pair[1] = od;
-                    }
-                    if ow % 2 == 1 {
-                        row[ow - 1] = even[tw - 1];
-                    }
+                debug_assert_eq!(planes, 16);
+                let mm: [&[f32]; 16] = std::array::from_fn(at);
+                let (p0, rest) = phases.split_at_mut(stride);
+                let (p1, rest) = rest.split_at_mut(stride);
+                let (p2, p3) = rest.split_at_mut(stride);
+                if LANES > 0 {
+                    // SAFETY: as in `transform_input_body` (and `LANES` is 0 off x86-64).
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        tiles_at!(LANES, output_phases(&mm, nt, stride, [p0, p1, p2, p3]))
+                    };
+                } else {
+                    output_phase::<0, 0>(&mm, &mut p0[..nt]);
+                    output_phase::<0, 1>(&mm, &mut p1[..nt]);
+                    output_phase::<1, 0>(&mm, &mut p2[..nt]);
+                    output_phase::<1, 1>(&mm, &mut p3[..nt]);
                 }
+            }
+            for img in 0..g {
+                let plane = &mut y[(img * o + oc) * len..][..len];
+                match self.tile {
+                    Tile::F2 => self.interleave::<2>(&phases[img * t..], stride, plane),
+                    Tile::F4 => self.interleave::<4>(&phases[img * t..], stride, plane),
+                }
+            }
+        }
+    }
+
+    /// One output plane (`OH×OW`) from its `M²` phases (runs `stride` apart, phase `M·a + b`
+    /// holding the pixel at row `M·ty + a`, column `M·tx + b` of each of the image's tiles):
+    /// whole rows of tiles at a time, dropping the unused tiles and what hangs over the output.
+    #[inline(always)]
+    fn interleave<const M: usize>(&self, phases: &[f32], stride: usize, plane: &mut [f32]) {
+        let (pitch, oh, ow, tw) = (self.pitch(), self.oh, self.ow, self.tw);
+        let whole = ow / M;
+        for (yr, row) in plane.chunks_exact_mut(ow).enumerate().take(oh) {
+            let (ty, a) = (yr / M, yr % M);
+            let cols: [&[f32]; M] =
+                std::array::from_fn(|b| &phases[(M * a + b) * stride + ty * pitch..][..tw]);
+            // M tiles at a time, an M×M transpose (vector shuffles; one tile at a time, these
+            // scalar moves took a quarter of F(4×4)'s output transform).
+            let blocks = whole / M;
+            for (k, dst) in row.chunks_exact_mut(M * M).take(blocks).enumerate() {
+                let q: [&[f32]; M] = std::array::from_fn(|b| &cols[b][k * M..][..M]);
+                for (i, v) in dst.iter_mut().enumerate() {
+                    *v = q[i % M][i / M];
+                }
+            }
+            for x in blocks * M * M..ow {
+                row[x] = cols[x % M][x / M];
             }
         }
     }
@@ -221,12 +325,12 @@ impl Winograd {
         z: &mut [f32],
     ) {
         let (o, t, nt, pitch) = (self.o, self.tiles(), g * self.tiles(), self.pitch());
+        let sz = self.plane_stride(o, g);
         let (oh, ow, tw) = (self.oh, self.ow, self.tw);
-        for (plane_index, plane) in dy[..g * self.output_len()]
-            .chunks_exact(oh * ow)
-            .enumerate()
-        {
-            let (img, oc) = (plane_index / o, plane_index % o);
+        // Channel-major, so that each plane's run of Z is written in order (and a run's spill
+        // lands on the next image's, written next).
+        for (oc, img) in (0..o).flat_map(|oc| (0..g).map(move |img| (oc, img))) {
+            let plane = &dy[(img * o + oc) * oh * ow..][..oh * ow];
             phases.fill(0.0);
             let (p0, rest) = phases.split_at_mut(t);
             let (p1, rest) = rest.split_at_mut(t);
@@ -260,13 +364,18 @@ impl Winograd {
             #[cfg(target_arch = "x86_64")]
             if LANES > 0 {
                 // SAFETY: as in `transform_input_body`.
-                unsafe { tiles_at!(LANES, grad_tiles(&e, t, &mut z[oc * nt + at..], o * nt)) };
+                unsafe {
+                    tiles_at!(
+                        LANES,
+                        grad_tiles(&e, t, nt - at, &mut z[oc * nt + at..], sz)
+                    )
+                };
                 continue;
             }
             macro_rules! planes {
                 ($($i:literal $j:literal),*) => {$(
                     let xi = 4 * $i + $j;
-                    grad_plane::<$i, $j>(&e, &mut z[(xi * o + oc) * nt + at..][..t]);
+                    grad_plane::<$i, $j>(&e, &mut z[xi * sz + oc * nt + at..][..t]);
                 )*};
             }
             planes!(0 0, 0 1, 0 2, 0 3, 1 0, 1 1, 1 2, 1 3, 2 0, 2 1, 2 2, 2 3, 3 0, 3 1, 3 2, 3 3);

@@ -1,7 +1,8 @@
-//! Convolution by Winograd's F(2×2, 3×3) (see `kernels::winograd`): forward, the input
+//! Convolution by Winograd's minimal filtering (see `kernels::winograd`): forward and the input
 //! gradient (itself a 3×3 stride-1 convolution, of the output gradient with the flipped kernel)
-//! and the weight gradient all take 4/9 of im2col + GEMM's multiplications. Forward keeps no
-//! copy of its input: backward is handed it again (see the contract in `layers`).
+//! by F(4×4, 3×3) or F(2×2, 3×3), whichever multiplies less on their maps (1/4 to 4/9 of
+//! im2col + GEMM's multiplications), the weight gradient by F(2×2) (4/9). Forward keeps no copy
+//! of its input: backward is handed it again (see the contract in `layers`).
 
 use super::{Backward, Forward, Geometry, finish_output, flip_kernel, mask_planes};
 use crate::kernels::scratch::with_scratch;
@@ -16,10 +17,11 @@ const MIN_CHANNELS: usize = 8;
 const SUM_CHUNK: usize = 1 << 12;
 
 pub(super) struct WinogradConv {
-    /// The plans of forward and of the input gradient (input `O×OH×OW`, `C` outputs, padding
-    /// `2 − pad`).
+    /// The plans of forward, of the input gradient (input `O×OH×OW`, `C` outputs, padding
+    /// `2 − pad`) and of the weight gradient (forward's geometry, F(2×2)).
     plan: Winograd,
     plan_dx: Winograd,
+    plan_dw: Winograd,
     /// The transformed weights of each plan.
     u: Vec<f32>,
     u_dx: Vec<f32>,
@@ -42,8 +44,9 @@ impl WinogradConv {
             return None;
         }
         Some(WinogradConv {
-            plan: Winograd::new((g.c, g.h, g.w), g.o, w.pad)?,
-            plan_dx: Winograd::new((g.o, g.oh, g.ow), g.c, 2 - w.pad)?,
+            plan: Winograd::fastest((g.c, g.h, g.w), g.o, w.pad)?,
+            plan_dx: Winograd::fastest((g.o, g.oh, g.ow), g.c, 2 - w.pad)?,
+            plan_dw: Winograd::new((g.c, g.h, g.w), g.o, w.pad)?,
             u: Vec::new(),
             u_dx: Vec::new(),
             flipped: Vec::new(),
@@ -91,7 +94,7 @@ impl WinogradConv {
             dweight,
             plane_sums,
         } = b;
-        let (plan, plan_dx) = (self.plan, self.plan_dx);
+        let (plan, plan_dx) = (self.plan_dw, self.plan_dx);
         if with_dx {
             flip_kernel(weight, g, &mut self.flipped);
             self.u_dx.resize(plan_dx.weights_len(), 0.0);

@@ -1,0 +1,174 @@
+//! F(4×4, 3×3)'s transforms: the kernel's `G g Gᵀ` (scalar, once per step), and the input's
+//! `Bᵀ d B` and the output's `Aᵀ m A` over runs of tiles, written once over `simd::Vector` and
+//! compiled for AVX-512, AVX2 and the portable 4-lane vector. The matrices are those of Lavin
+//! and Gray (2016), section 4.2, interpolation points 0, ±1, ±2:
+//!
+//! ```text
+//! Bᵀ = [4  0 −5  0 1 0]   G = [ 1/4     0    0]   Aᵀ = [1 1  1 1  1 0]
+//!      [0 −4 −4  1 1 0]       [−1/6 −1/6 −1/6]        [0 1 −1 2 −2 0]
+//!      [0  4 −4 −1 1 0]       [−1/6  1/6 −1/6]        [0 1  1 4  4 0]
+//!      [0 −2 −1  2 1 0]       [1/24 1/12  1/6]        [0 1 −1 8 −8 1]
+//!      [0  2 −1 −2 1 0]       [1/24 −1/12 1/6]
+//!      [0  4  0 −5 0 1]       [   0     0    1]
+//! ```
+//!
+//! The vector transforms multiply and add separately (no fused multiply-add), in one fixed
+//! order, so every path gives the same bits (tested in `kernels::winograd`); all their factors
+//! but 5 are powers of two, exact in any case.
+//!
+//! May use: `kernels::simd`.
+
+use crate::kernels::simd::Vector;
+
+/// `Bᵀ d` for one column `d` of six values (or `d B` for one row).
+///
+/// # Safety
+/// As [`input_tiles`]'s.
+#[inline(always)]
+unsafe fn input_1d<V: Vector>(d: [V; 6]) -> [V; 6] {
+    // SAFETY: the caller's instruction set is enabled (see `input_tiles`).
+    unsafe {
+        let (four, five, two) = (V::splat(4.0), V::splat(5.0), V::splat(2.0));
+        let a = d[4].sub(d[2].mul(four));
+        let b = d[3].sub(d[1].mul(four));
+        let c = d[4].sub(d[2]);
+        let e = d[3].sub(d[1]).mul(two);
+        [
+            d[0].mul(four).sub(d[2].mul(five)).add(d[4]),
+            a.add(b),
+            a.sub(b),
+            c.add(e),
+            c.sub(e),
+            d[1].mul(four).sub(d[3].mul(five)).add(d[5]),
+        ]
+    }
+}
+
+/// `Aᵀ m` for one column `m` of six values (or `m A` for one row).
+///
+/// # Safety
+/// As [`input_tiles`]'s.
+#[inline(always)]
+unsafe fn output_1d<V: Vector>(m: [V; 6]) -> [V; 4] {
+    // SAFETY: as in `input_1d`.
+    unsafe {
+        let (s1, d1) = (m[1].add(m[2]), m[1].sub(m[2]));
+        let (s2, d2) = (m[3].add(m[4]), m[3].sub(m[4]));
+        [
+            m[0].add(s1).add(s2),
+            d1.add(d2.mul(V::splat(2.0))),
+            s1.add(s2.mul(V::splat(4.0))),
+            d1.add(d2.mul(V::splat(8.0))).add(m[5]),
+        ]
+    }
+}
+
+/// `v[ξ·stride + k] = (Bᵀ d B)[ξ]` of tile `k < t` for all 36 planes `ξ = 6I + J`, where
+/// `d[i][j]` holds element (i, j) of every tile's patch. Each plane's run may be written up to
+/// `room ≥ t` floats (past `t` left garbage), as in F(2×2)'s `tiles::input_tiles`; likewise
+/// below.
+///
+/// # Safety
+/// Called only from a function compiled with `V`'s instruction set (see `simd`).
+#[inline(always)]
+pub unsafe fn input_tiles<V: Vector>(
+    d: &[[&[f32]; 6]; 6],
+    t: usize,
+    room: usize,
+    v: &mut [f32],
+    stride: usize,
+) {
+    assert!(d.iter().flatten().all(|r| r.len() >= t) && room >= t && v.len() >= 35 * stride + room);
+    let vp = v.as_mut_ptr();
+    for s in (0..t).step_by(V::LANES) {
+        // SAFETY: lanes at or past `t` are masked off, so every access is within the slices
+        // (lengths asserted above); the instruction set is enabled by the caller.
+        unsafe {
+            let k = V::mask(t - s);
+            // Whole vectors where they fit the room: masked stores are slow on AMD's cores.
+            let ks = if s + V::LANES <= room {
+                V::mask(V::LANES)
+            } else {
+                k
+            };
+            // Row i of d B, for each patch row i.
+            let rows: [[V; 6]; 6] = std::array::from_fn(|i| {
+                input_1d(std::array::from_fn(|j| V::load(k, d[i][j].as_ptr().add(s))))
+            });
+            let cols: [[V; 6]; 6] = std::array::from_fn(|j| std::array::from_fn(|i| rows[i][j]));
+            for (j, col) in cols.into_iter().enumerate() {
+                for (i, o) in input_1d(col).into_iter().enumerate() {
+                    o.store(ks, vp.add((6 * i + j) * stride + s));
+                }
+            }
+        }
+    }
+}
+
+/// The 16 output phases `(a, b)` of `Aᵀ m A` for tiles `k < t`, into `out[4a + b]`: the output
+/// pixel at row `4ty + a`, column `4tx + b` of each tile, from its 36 planes `m[6i + j]`.
+///
+/// # Safety
+/// As [`input_tiles`]'s.
+#[inline(always)]
+pub unsafe fn output_phases<V: Vector>(
+    m: &[&[f32]; 36],
+    t: usize,
+    room: usize,
+    out: &mut [&mut [f32]; 16],
+) {
+    assert!(m.iter().all(|r| r.len() >= t) && room >= t && out.iter().all(|o| o.len() >= room));
+    let op: [*mut f32; 16] = std::array::from_fn(|i| out[i].as_mut_ptr());
+    for s in (0..t).step_by(V::LANES) {
+        // SAFETY: as in `input_tiles`.
+        unsafe {
+            let k = V::mask(t - s);
+            // Whole vectors where they fit the room: masked stores are slow on AMD's cores.
+            let ks = if s + V::LANES <= room {
+                V::mask(V::LANES)
+            } else {
+                k
+            };
+            // Column j of Aᵀ m, for each plane column j.
+            let cols: [[V; 4]; 6] = std::array::from_fn(|j| {
+                output_1d(std::array::from_fn(|i| {
+                    V::load(k, m[6 * i + j].as_ptr().add(s))
+                }))
+            });
+            for a in 0..4 {
+                let row = output_1d(std::array::from_fn(|j| cols[j][a]));
+                for (b, o) in row.into_iter().enumerate() {
+                    o.store(ks, op[4 * a + b].add(s));
+                }
+            }
+        }
+    }
+}
+
+/// `G g` for one column of three values (or `g Gᵀ` for one row).
+fn kernel_1d([g0, g1, g2]: [f32; 3]) -> [f32; 6] {
+    [
+        g0 / 4.0,
+        -(g0 + g1 + g2) / 6.0,
+        -(g0 - g1 + g2) / 6.0,
+        g0 / 24.0 + g1 / 12.0 + g2 / 6.0,
+        g0 / 24.0 - g1 / 12.0 + g2 / 6.0,
+        g2,
+    ]
+}
+
+/// `U_ξ = G g Gᵀ` for every kernel `g` of `weight` (`O×C×3×3`), stored `36×O×C`.
+pub fn transform_weights(o: usize, c: usize, weight: &[f32], u: &mut [f32]) {
+    assert!(weight.len() >= o * c * 9 && u.len() >= 36 * o * c);
+    for (k, g) in weight.chunks_exact(9).take(o * c).enumerate() {
+        // Columns of G g, one per kernel column j...
+        let cols: [[f32; 6]; 3] = std::array::from_fn(|j| kernel_1d([g[j], g[3 + j], g[6 + j]]));
+        // ...then each of its rows times Gᵀ.
+        for i in 0..6 {
+            let row = kernel_1d([cols[0][i], cols[1][i], cols[2][i]]);
+            for (j, v) in row.into_iter().enumerate() {
+                u[(6 * i + j) * o * c + k] = v;
+            }
+        }
+    }
+}
