@@ -22,11 +22,10 @@
 //! over whole images, which vectorise well even when an image is 4 tiles wide. Within a group,
 //! tiles are numbered image-major: `t = image·T + ty·(TW + 1) + tx`, `T = TH·(TW + 1)`.
 //!
-//! The weight gradient (F(2×2) only) follows from the same identity by the chain rule: with
-//! `Z = A dY Aᵀ` for each 2×2 tile of output gradient (zero where the tile hangs over the
-//! output), `dg = Gᵀ [Σ_tiles Z ⊙ (Bᵀ d B)] G`, so it is again 16 matrix products,
-//! `S_ξ (O×C) += Z_ξ (O×T) · V_ξᵀ (T×C)`, followed by one small transform per kernel. (Its
-//! products reduce over the tiles, where F(4×4)'s smaller count of them would save little.)
+//! The weight gradient follows from the same identity by the chain rule: with `Z = A dY Aᵀ` for
+//! each m×m tile of output gradient (zero where the tile hangs over the output),
+//! `dg = Gᵀ [Σ_tiles Z ⊙ (Bᵀ d B)] G`, so it is again `(m + 2)²` matrix products,
+//! `S_ξ (O×C) += Z_ξ (O×T) · V_ξᵀ (T×C)`, followed by one small transform per kernel.
 
 #[cfg(test)]
 mod tests;
@@ -299,21 +298,20 @@ impl Winograd {
     }
 
     /// Images per partial sum of the weight gradient: a fixed number (never the thread count),
-    /// so the sum order is fixed; enough images that the `16×O×C` partials stay few, and at
+    /// so the sum order is fixed; enough images that the `(m + 2)²×O×C` partials stay few, and at
     /// least one group.
     pub fn grad_chunk(&self) -> usize {
         self.group().max(8)
     }
 
-    /// Floats of one weight-gradient partial sum `S` (`16×O×C`).
+    /// Floats of one weight-gradient partial sum `S` (`(m + 2)²×O×C`).
     pub fn grad_len(&self) -> usize {
-        16 * self.o * self.c
+        self.tile.planes() * self.o * self.c
     }
 
     /// `S_ξ (O×C) (+)= Σ_tiles Z_ξ · V_ξᵀ` for `g` images `x` (`g×C×H×W`) and their output
     /// gradients `dy` (`g×O×OH×OW`), with [`Self::scratch_len`]`(g)` floats of scratch; `s` is
-    /// overwritten unless `accumulate`. [`Self::weight_grad`] turns the sum into `dW`. F(2×2)
-    /// plans only.
+    /// overwritten unless `accumulate`. [`Self::weight_grad`] turns the sum into `dW`.
     pub fn accumulate_weight_grad(
         &self,
         x: &[f32],
@@ -323,16 +321,12 @@ impl Winograd {
         accumulate: bool,
     ) {
         let g = x.len() / self.input_len();
-        assert!(
-            self.tile == Tile::F2,
-            "the weight gradient is computed by F(2×2)"
-        );
         assert!(dy.len() == g * self.output_len() && s.len() >= self.grad_len());
         let (v, z, phases) = self.input_transformed(x, scratch);
         self.transform_grad(isa::active(), dy, g, phases, z);
         let (o, c, nt) = (self.o, self.c, g * self.tiles());
         let (sv, sz) = (self.plane_stride(c, g), self.plane_stride(o, g));
-        for xi in 0..16 {
+        for xi in 0..self.tile.planes() {
             sgemm(
                 o,
                 c,
@@ -347,10 +341,13 @@ impl Winograd {
         }
     }
 
-    /// `dW (O×C×3×3) += Gᵀ S G` for every kernel, `S` (`16×O×C`) from
+    /// `dW (O×C×3×3) += Gᵀ S G` for every kernel, `S` (`(m + 2)²×O×C`) from
     /// [`Self::accumulate_weight_grad`].
     pub fn weight_grad(&self, s: &[f32], dw: &mut [f32]) {
         let (o, c) = (self.o, self.c);
+        if self.tile == Tile::F4 {
+            return tiles4::weight_grad(o, c, s, dw);
+        }
         assert!(s.len() >= 16 * o * c && dw.len() >= o * c * 9);
         for (k, g) in dw.chunks_exact_mut(9).take(o * c).enumerate() {
             let at = |xi: usize| s[xi * o * c + k];

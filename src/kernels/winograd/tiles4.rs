@@ -1,6 +1,7 @@
-//! F(4×4, 3×3)'s transforms: the kernel's `G g Gᵀ` (scalar, once per step), and the input's
-//! `Bᵀ d B` and the output's `Aᵀ m A` over runs of tiles, written once over `simd::Vector` and
-//! compiled for AVX-512, AVX2 and the portable 4-lane vector. The matrices are those of Lavin
+//! F(4×4, 3×3)'s transforms: the kernel's `G g Gᵀ` and the weight gradient's `Gᵀ S G`
+//! (scalar, once per step), and the input's `Bᵀ d B`, the output's `Aᵀ m A` and the output
+//! gradient's `A dY Aᵀ` over runs of tiles, written once over `simd::Vector` and compiled for
+//! AVX-512, AVX2 and the portable 4-lane vector. The matrices are those of Lavin
 //! and Gray (2016), section 4.2, interpolation points 0, ±1, ±2:
 //!
 //! ```text
@@ -145,6 +146,61 @@ pub unsafe fn output_phases<V: Vector>(
     }
 }
 
+/// `A e` for one column `e` of four values (or `e Aᵀ` for one row).
+///
+/// # Safety
+/// As [`input_tiles`]'s.
+#[inline(always)]
+unsafe fn grad_1d<V: Vector>(e: [V; 4]) -> [V; 6] {
+    // SAFETY: as in `input_1d`.
+    unsafe {
+        let (p, q) = (e[0].add(e[2]), e[1].add(e[3]));
+        let r = e[0].add(e[2].mul(V::splat(4.0)));
+        let s = e[1].add(e[3].mul(V::splat(4.0))).mul(V::splat(2.0));
+        [e[0], p.add(q), p.sub(q), r.add(s), r.sub(s), e[3]]
+    }
+}
+
+/// `z[ξ·stride + k] = (A e Aᵀ)[ξ]` of tile `k < t` for all 36 planes, where `e[4a + b]` holds
+/// the output gradient at row `4ty + a`, column `4tx + b` of every tile.
+///
+/// # Safety
+/// As [`input_tiles`]'s.
+#[inline(always)]
+pub unsafe fn grad_tiles<V: Vector>(
+    e: &[&[f32]; 16],
+    t: usize,
+    room: usize,
+    z: &mut [f32],
+    stride: usize,
+) {
+    assert!(e.iter().all(|r| r.len() >= t) && room >= t && z.len() >= 35 * stride + room);
+    let zp = z.as_mut_ptr();
+    for s in (0..t).step_by(V::LANES) {
+        // SAFETY: as in `input_tiles`.
+        unsafe {
+            let k = V::mask(t - s);
+            let ks = if s + V::LANES <= room {
+                V::mask(V::LANES)
+            } else {
+                k
+            };
+            // Row a of e Aᵀ, for each tile row a.
+            let rows: [[V; 6]; 4] = std::array::from_fn(|a| {
+                grad_1d(std::array::from_fn(|b| {
+                    V::load(k, e[4 * a + b].as_ptr().add(s))
+                }))
+            });
+            let cols: [[V; 4]; 6] = std::array::from_fn(|j| std::array::from_fn(|a| rows[a][j]));
+            for (j, col) in cols.into_iter().enumerate() {
+                for (i, o) in grad_1d(col).into_iter().enumerate() {
+                    o.store(ks, zp.add((6 * i + j) * stride + s));
+                }
+            }
+        }
+    }
+}
+
 /// `G g` for one column of three values (or `g Gᵀ` for one row).
 fn kernel_1d([g0, g1, g2]: [f32; 3]) -> [f32; 6] {
     [
@@ -168,6 +224,34 @@ pub fn transform_weights(o: usize, c: usize, weight: &[f32], u: &mut [f32]) {
             let row = kernel_1d([cols[0][i], cols[1][i], cols[2][i]]);
             for (j, v) in row.into_iter().enumerate() {
                 u[(6 * i + j) * o * c + k] = v;
+            }
+        }
+    }
+}
+
+/// `Gᵀ s` for one column of six values (or `s G` for one row).
+fn grad_kernel_1d([s0, s1, s2, s3, s4, s5]: [f32; 6]) -> [f32; 3] {
+    [
+        s0 / 4.0 - (s1 + s2) / 6.0 + (s3 + s4) / 24.0,
+        (s2 - s1) / 6.0 + (s3 - s4) / 12.0,
+        (s3 + s4 - s1 - s2) / 6.0 + s5,
+    ]
+}
+
+/// `dW (O×C×3×3) += Gᵀ S G` for every kernel, `S` (`36×O×C`) the weight gradient's sum in
+/// Winograd's domain.
+pub fn weight_grad(o: usize, c: usize, s: &[f32], dw: &mut [f32]) {
+    assert!(s.len() >= 36 * o * c && dw.len() >= o * c * 9);
+    for (k, g) in dw.chunks_exact_mut(9).take(o * c).enumerate() {
+        let at = |xi: usize| s[xi * o * c + k];
+        // Gᵀ applied to each column j of S...
+        let cols: [[f32; 3]; 6] =
+            std::array::from_fn(|j| grad_kernel_1d(std::array::from_fn(|i| at(6 * i + j))));
+        // ...then each row of the result times G.
+        for i in 0..3 {
+            let row = grad_kernel_1d(std::array::from_fn(|j| cols[j][i]));
+            for (v, d) in g[3 * i..][..3].iter_mut().zip(row) {
+                *v += d;
             }
         }
     }

@@ -313,9 +313,34 @@ impl Winograd {
         }
     }
 
+    /// The inverse of [`Self::interleave`]: one output-gradient plane (`OH×OW`) into its `M²`
+    /// phases (`M²×T` at the start of `phases`), zero for the unused tiles and past the
+    /// output's edge.
+    #[inline(always)]
+    fn deinterleave<const M: usize>(&self, plane: &[f32], phases: &mut [f32]) {
+        let (t, pitch, ow, tw) = (self.tiles(), self.pitch(), self.ow, self.tw);
+        let phases = &mut phases[..M * M * t];
+        phases.fill(0.0);
+        let blocks = ow / M / M;
+        for (yr, row) in plane.chunks_exact(ow).enumerate() {
+            let (ty, a) = (yr / M, yr % M);
+            let mut runs = phases[M * a * t..][..M * t].chunks_exact_mut(t);
+            let cols: [&mut [f32]; M] =
+                std::array::from_fn(|_| &mut runs.next().unwrap()[ty * pitch..][..tw]);
+            for (k, src) in row.chunks_exact(M * M).take(blocks).enumerate() {
+                for (i, &v) in src.iter().enumerate() {
+                    cols[i % M][k * M + i / M] = v;
+                }
+            }
+            for (x, &v) in row.iter().enumerate().skip(blocks * M * M) {
+                cols[x % M][x / M] = v;
+            }
+        }
+    }
+
     /// `Z_ξ[o][t] = (A dy Aᵀ)[ξ]` for every tile and output channel of `dy` (`g×O×OH×OW`),
-    /// into `z` (`16×O×NT`): first the tile's four pixels over whole planes into `phases`
-    /// (`4×T`, zero for the unused tiles and past an odd-sized output), then the 16 planes.
+    /// into `z` (`(m + 2)²×O×NT`): first the tile's `m²` pixels over whole planes into `phases`
+    /// (`m²×T`, zero for the unused tiles and past the output's edge), then the planes.
     #[inline(always)]
     fn transform_grad_body<const LANES: usize>(
         &self,
@@ -324,43 +349,24 @@ impl Winograd {
         phases: &mut [f32],
         z: &mut [f32],
     ) {
-        let (o, t, nt, pitch) = (self.o, self.tiles(), g * self.tiles(), self.pitch());
-        let sz = self.plane_stride(o, g);
-        let (oh, ow, tw) = (self.oh, self.ow, self.tw);
+        let (o, t, nt) = (self.o, self.tiles(), g * self.tiles());
+        let (sz, len) = (self.plane_stride(o, g), self.output_plane());
         // Channel-major, so that each plane's run of Z is written in order (and a run's spill
         // lands on the next image's, written next).
         for (oc, img) in (0..o).flat_map(|oc| (0..g).map(move |img| (oc, img))) {
-            let plane = &dy[(img * o + oc) * oh * ow..][..oh * ow];
-            phases.fill(0.0);
-            let (p0, rest) = phases.split_at_mut(t);
-            let (p1, rest) = rest.split_at_mut(t);
-            let (p2, p3) = rest.split_at_mut(t);
-            let mut phase = [[p0, p1], [p2, &mut p3[..t]]];
-            for ty in 0..self.th {
-                for (a, cols) in phase.iter_mut().enumerate() {
-                    let yr = 2 * ty + a;
-                    if yr >= oh {
-                        break;
-                    }
-                    let row = &plane[yr * ow..][..ow];
-                    let [even, odd] = cols;
-                    let (even, odd) = (&mut even[ty * pitch..][..tw], &mut odd[ty * pitch..][..tw]);
-                    for ((pair, e), od) in
-                        row.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut())
-                    {
-                        *e = pair[0];
-                        *od = pair[1];
-                    }
-                    if ow % 2 == 1 {
-                        even[tw - 1] = row[ow - 1];
-                    }
-                }
-            }
-            let e = [
-                [&*phase[0][0], &*phase[0][1]],
-                [&*phase[1][0], &*phase[1][1]],
-            ];
+            let plane = &dy[(img * o + oc) * len..][..len];
             let at = img * t;
+            if self.tile == Tile::F4 {
+                self.deinterleave::<4>(plane, phases);
+                let e: [&[f32]; 16] = std::array::from_fn(|k| &phases[k * t..][..t]);
+                let (out, room) = (&mut z[oc * nt + at..], nt - at);
+                // SAFETY: as in `transform_input_body`.
+                unsafe { tiles4_at!(LANES, grad_tiles(&e, t, room, out, sz)) };
+                continue;
+            }
+            self.deinterleave::<2>(plane, phases);
+            let p = |k: usize| &phases[k * t..][..t];
+            let e = [[p(0), p(1)], [p(2), p(3)]];
             #[cfg(target_arch = "x86_64")]
             if LANES > 0 {
                 // SAFETY: as in `transform_input_body`.

@@ -1,8 +1,8 @@
 //! Convolution by Winograd's minimal filtering (see `kernels::winograd`): forward and the input
 //! gradient (itself a 3×3 stride-1 convolution, of the output gradient with the flipped kernel)
-//! by F(4×4, 3×3) or F(2×2, 3×3), whichever multiplies less on their maps (1/4 to 4/9 of
-//! im2col + GEMM's multiplications), the weight gradient by F(2×2) (4/9). Forward keeps no copy
-//! of its input: backward is handed it again (see the contract in `layers`).
+//! and the weight gradient, each by F(4×4, 3×3) or F(2×2, 3×3) as `Winograd::fastest` picks for
+//! its maps (1/4 to 4/9 of im2col + GEMM's multiplications). Forward keeps no copy of its
+//! input: backward is handed it again (see the contract in `layers`).
 
 use super::{Backward, Forward, Geometry, finish_output, flip_kernel, mask_planes};
 use crate::kernels::scratch::with_scratch;
@@ -18,7 +18,8 @@ const SUM_CHUNK: usize = 1 << 12;
 
 pub(super) struct WinogradConv {
     /// The plans of forward, of the input gradient (input `O×OH×OW`, `C` outputs, padding
-    /// `2 − pad`) and of the weight gradient (forward's geometry, F(2×2)).
+    /// `2 − pad`) and of the weight gradient (forward's geometry; it may differ from forward's
+    /// plan only in being computed separately, so it is kept apart).
     plan: Winograd,
     plan_dx: Winograd,
     plan_dw: Winograd,
@@ -27,7 +28,7 @@ pub(super) struct WinogradConv {
     u_dx: Vec<f32>,
     /// The input gradient's kernel (see [`flip_kernel`]).
     flipped: Vec<f32>,
-    /// One `16×O×C` weight-gradient partial sum per chunk of images.
+    /// One `(m + 2)²×O×C` weight-gradient partial sum per chunk of images.
     dw_parts: Vec<f32>,
 }
 
@@ -46,7 +47,7 @@ impl WinogradConv {
         Some(WinogradConv {
             plan: Winograd::fastest((g.c, g.h, g.w), g.o, w.pad)?,
             plan_dx: Winograd::fastest((g.o, g.oh, g.ow), g.c, 2 - w.pad)?,
-            plan_dw: Winograd::new((g.c, g.h, g.w), g.o, w.pad)?,
+            plan_dw: Winograd::fastest((g.c, g.h, g.w), g.o, w.pad)?,
             u: Vec::new(),
             u_dx: Vec::new(),
             flipped: Vec::new(),
@@ -78,7 +79,7 @@ impl WinogradConv {
 
     /// The whole backward in one pass over the batch: fixed chunks of images in parallel, and
     /// within a chunk, a few images at a time, their output gradient masked and summed
-    /// ([`mask_planes`], masked into the thread's scratch), added into the chunk's `16×O×C`
+    /// ([`mask_planes`], masked into the thread's scratch), added into the chunk's `(m + 2)²×O×C`
     /// weight-gradient partial sum and turned into their input gradient while it is in cache.
     /// The partials are then summed in order and transformed back.
     pub(super) fn backward(&mut self, g: &Geometry, b: Backward) {
