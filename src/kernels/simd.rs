@@ -33,6 +33,17 @@ pub(crate) trait Vector: Copy {
     unsafe fn mul(self, b: Self) -> Self;
     /// `self·b + c`, rounded once (twice on [`F32x4`]).
     unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+    /// The mask for storing the vector at `s` of a run whose stores may reach `room` floats:
+    /// all lanes where they fit (masked stores are slow on AMD's cores), else `k`.
+    #[inline(always)]
+    unsafe fn room_mask(k: Self::Mask, s: usize, room: usize) -> Self::Mask {
+        // SAFETY: as every method's (module doc).
+        if s + Self::LANES <= room {
+            unsafe { Self::mask(Self::LANES) }
+        } else {
+            k
+        }
+    }
     /// `−self`, by flipping the sign bit as the portable code's negation compiles to (`0 − x`
     /// would turn −0 into +0).
     unsafe fn neg(self) -> Self;

@@ -36,12 +36,7 @@ pub unsafe fn input_tiles<V: Vector>(
         // (lengths asserted above); the instruction set is enabled by the caller.
         unsafe {
             let k = V::mask(t - s);
-            // Whole vectors where they fit the room: masked stores are slow on AMD's cores.
-            let ks = if s + V::LANES <= room {
-                V::mask(V::LANES)
-            } else {
-                k
-            };
+            let ks = V::room_mask(k, s, room);
             let x: [[V; 4]; 4] = std::array::from_fn(|i| {
                 std::array::from_fn(|j| V::load(k, d[i][j].as_ptr().add(s)))
             });
@@ -89,12 +84,7 @@ pub unsafe fn output_phases<V: Vector>(
         // SAFETY: as in `input_tiles`.
         unsafe {
             let k = V::mask(t - s);
-            // Whole vectors where they fit the room: masked stores are slow on AMD's cores.
-            let ks = if s + V::LANES <= room {
-                V::mask(V::LANES)
-            } else {
-                k
-            };
+            let ks = V::room_mask(k, s, room);
             let x: [V; 16] = std::array::from_fn(|xi| V::load(k, m[xi].as_ptr().add(s)));
             // Rows A of Aᵀ applied to column j of m.
             let r0: [V; 4] = std::array::from_fn(|j| x[j].add(x[4 + j]).add(x[8 + j]));
@@ -128,12 +118,7 @@ pub unsafe fn grad_tiles<V: Vector>(
         // SAFETY: as in `input_tiles`.
         unsafe {
             let k = V::mask(t - s);
-            // Whole vectors where they fit the room: masked stores are slow on AMD's cores.
-            let ks = if s + V::LANES <= room {
-                V::mask(V::LANES)
-            } else {
-                k
-            };
+            let ks = V::room_mask(k, s, room);
             let x: [[V; 2]; 2] = std::array::from_fn(|a| {
                 std::array::from_fn(|b| V::load(k, e[a][b].as_ptr().add(s)))
             });

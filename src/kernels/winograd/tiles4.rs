@@ -86,12 +86,7 @@ pub unsafe fn input_tiles<V: Vector>(
         // (lengths asserted above); the instruction set is enabled by the caller.
         unsafe {
             let k = V::mask(t - s);
-            // Whole vectors where they fit the room: masked stores are slow on AMD's cores.
-            let ks = if s + V::LANES <= room {
-                V::mask(V::LANES)
-            } else {
-                k
-            };
+            let ks = V::room_mask(k, s, room);
             // Row i of d B, for each patch row i.
             let rows: [[V; 6]; 6] = std::array::from_fn(|i| {
                 input_1d(std::array::from_fn(|j| V::load(k, d[i][j].as_ptr().add(s))))
@@ -124,12 +119,7 @@ pub unsafe fn output_phases<V: Vector>(
         // SAFETY: as in `input_tiles`.
         unsafe {
             let k = V::mask(t - s);
-            // Whole vectors where they fit the room: masked stores are slow on AMD's cores.
-            let ks = if s + V::LANES <= room {
-                V::mask(V::LANES)
-            } else {
-                k
-            };
+            let ks = V::room_mask(k, s, room);
             // Column j of Aᵀ m, for each plane column j.
             let cols: [[V; 4]; 6] = std::array::from_fn(|j| {
                 output_1d(std::array::from_fn(|i| {
@@ -180,11 +170,7 @@ pub unsafe fn grad_tiles<V: Vector>(
         // SAFETY: as in `input_tiles`.
         unsafe {
             let k = V::mask(t - s);
-            let ks = if s + V::LANES <= room {
-                V::mask(V::LANES)
-            } else {
-                k
-            };
+            let ks = V::room_mask(k, s, room);
             // Row a of e Aᵀ, for each tile row a.
             let rows: [[V; 6]; 4] = std::array::from_fn(|a| {
                 grad_1d(std::array::from_fn(|b| {

@@ -143,82 +143,61 @@ impl Winograd {
     /// `(m + 2)²×C×NT`.
     #[inline(always)]
     fn transform_input_body<const LANES: usize>(&self, prepared: &[f32], g: usize, v: &mut [f32]) {
+        let (nt, sv) = (g * self.tiles(), self.plane_stride(self.c, g));
         if self.tile == Tile::F4 {
-            return self.transform_input_f4::<LANES>(prepared, g, v);
-        }
-        let (c, t, nt, pitch, len) = (
-            self.c,
-            self.tiles(),
-            g * self.tiles(),
-            self.pitch(),
-            self.phase_len(),
-        );
-        let sv = self.plane_stride(c, g);
-        // Channel-major, so that each plane's run of V is written in order (and a run's
-        // spill lands on the next image's, written next).
-        for ch in 0..c {
-            for img in 0..g {
-                let phases = &prepared[(img * c + ch) * 4 * len..][..4 * len];
-                // Element (i, j) of every tile's patch, one run per (i, j).
-                let d: [[&[f32]; 4]; 4] = std::array::from_fn(|i| {
-                    std::array::from_fn(|j| {
-                        let phase = &phases[(2 * (i % 2) + j % 2) * len..][..len];
-                        &phase[(i / 2) * pitch + j / 2..][..t]
-                    })
-                });
-                let at = img * t;
-                #[cfg(target_arch = "x86_64")]
-                if LANES > 0 {
-                    // SAFETY: `LANES` is non-zero only in the bodies compiled for its
-                    // instruction set (`per_isa`).
-                    unsafe {
-                        tiles_at!(
-                            LANES,
-                            input_tiles(&d, t, nt - at, &mut v[ch * nt + at..], sv)
-                        )
-                    };
-                    continue;
-                }
-                // One call per plane: the indices must be constants (see `input_plane`).
-                macro_rules! planes {
-                    ($($i:literal $j:literal),*) => {$(
-                        let xi = 4 * $i + $j;
-                        input_plane::<$i, $j>(&d, &mut v[xi * sv + ch * nt + at..][..t]);
-                    )*};
-                }
-                planes!(0 0, 0 1, 0 2, 0 3, 1 0, 1 1, 1 2, 1 3, 2 0, 2 1, 2 2, 2 3, 3 0, 3 1, 3 2, 3 3);
-            }
-        }
-    }
-
-    /// [`Self::transform_input_body`] for F(4×4): element (i, j) of every tile's 6×6 patch is
-    /// a run of phase `4·(i mod 4) + j mod 4` (module doc).
-    #[inline(always)]
-    fn transform_input_f4<const LANES: usize>(&self, prepared: &[f32], g: usize, v: &mut [f32]) {
-        let (c, t, nt, pitch, len) = (
-            self.c,
-            self.tiles(),
-            g * self.tiles(),
-            self.pitch(),
-            self.phase_len(),
-        );
-        let sv = self.plane_stride(c, g);
-        // Channel-major, so that each plane's run of V is written in order (and a run's
-        // spill lands on the next image's, written next).
-        for ch in 0..c {
-            for img in 0..g {
-                let phases = &prepared[(img * c + ch) * 16 * len..][..16 * len];
-                let d: [[&[f32]; 6]; 6] = std::array::from_fn(|i| {
-                    std::array::from_fn(|j| {
-                        let phase = &phases[(4 * (i % 4) + j % 4) * len..][..len];
-                        &phase[(i / 4) * pitch + j / 4..][..t]
-                    })
-                });
+            return self.for_each_patch::<4, 6>(prepared, g, |d, t, ch, at| {
                 // Runs may spill into the next images' tiles, written after this one.
-                let (out, room) = (&mut v[ch * nt + img * t..], nt - img * t);
+                let (out, room) = (&mut v[ch * nt + at..], nt - at);
                 // SAFETY: `LANES` is non-zero only in the bodies compiled for its instruction
                 // set, and 0 (the portable vector) elsewhere (`per_isa`).
-                unsafe { tiles4_at!(LANES, input_tiles(&d, t, room, out, sv)) };
+                unsafe { tiles4_at!(LANES, input_tiles(d, t, room, out, sv)) };
+            });
+        }
+        self.for_each_patch::<2, 4>(prepared, g, |d, t, ch, at| {
+            #[cfg(target_arch = "x86_64")]
+            if LANES > 0 {
+                // SAFETY: as above.
+                unsafe {
+                    tiles_at!(
+                        LANES,
+                        input_tiles(d, t, nt - at, &mut v[ch * nt + at..], sv)
+                    )
+                };
+                return;
+            }
+            // One call per plane: the indices must be constants (see `input_plane`).
+            macro_rules! planes {
+                ($($i:literal $j:literal),*) => {$(
+                    let xi = 4 * $i + $j;
+                    input_plane::<$i, $j>(d, &mut v[xi * sv + ch * nt + at..][..t]);
+                )*};
+            }
+            planes!(0 0, 0 1, 0 2, 0 3, 1 0, 1 1, 1 2, 1 3, 2 0, 2 1, 2 2, 2 3, 3 0, 3 1, 3 2, 3 3);
+        })
+    }
+
+    /// Calls `f(d, T, channel, first tile)` for every channel and image of the prepared group
+    /// (`M = m`, `N = m + 2`), where `d[i][j]` is element (i, j) of every tile's patch: a run
+    /// of phase `M·(i mod M) + j mod M` (module doc). Channel-major, so that each plane's run
+    /// of V is written in order (and a run's spill lands on the next image's, written next).
+    #[inline(always)]
+    fn for_each_patch<const M: usize, const N: usize>(
+        &self,
+        prepared: &[f32],
+        g: usize,
+        mut f: impl FnMut(&[[&[f32]; N]; N], usize, usize, usize),
+    ) {
+        let (c, t, pitch, len) = (self.c, self.tiles(), self.pitch(), self.phase_len());
+        for ch in 0..c {
+            for img in 0..g {
+                let phases = &prepared[(img * c + ch) * M * M * len..][..M * M * len];
+                let d: [[&[f32]; N]; N] = std::array::from_fn(|i| {
+                    std::array::from_fn(|j| {
+                        let phase = &phases[(M * (i % M) + j % M) * len..][..len];
+                        &phase[(i / M) * pitch + j / M..][..t]
+                    })
+                });
+                f(&d, t, ch, img * t);
             }
         }
     }
