@@ -59,43 +59,47 @@ pub(crate) struct F32x16(__m512);
 #[derive(Clone, Copy)]
 pub(crate) struct F32x8(__m256);
 
-/// 4 floats as a plain array, for the portable path: the compiler keeps it in one 128-bit
-/// register. Its `mul_add` rounds twice, as the baseline targets have no fused multiply-add.
+/// `N` floats as a plain array. [`F32x4`] is the portable path's vector: the compiler keeps it
+/// in one 128-bit register. Its `mul_add` rounds twice, as the baseline targets have no fused
+/// multiply-add. (Tests also run the kernels at 16 plain lanes, AVX-512's width, on any CPU.)
 #[derive(Clone, Copy)]
-pub(crate) struct F32x4([f32; 4]);
+pub(crate) struct Lanes<const N: usize>([f32; N]);
 
-impl F32x4 {
+/// The portable path's vector.
+pub(crate) type F32x4 = Lanes<4>;
+
+impl<const N: usize> Lanes<N> {
     #[inline(always)]
     fn zip(self, b: Self, f: impl Fn(f32, f32) -> f32) -> Self {
-        F32x4(std::array::from_fn(|i| f(self.0[i], b.0[i])))
+        Lanes(std::array::from_fn(|i| f(self.0[i], b.0[i])))
     }
 }
 
-impl Vector for F32x4 {
-    const LANES: usize = 4;
+impl<const N: usize> Vector for Lanes<N> {
+    const LANES: usize = N;
     /// How many lanes, from the first, to load or store.
     type Mask = usize;
 
     #[inline(always)]
     unsafe fn mask(left: usize) -> usize {
-        left.min(4)
+        left.min(N)
     }
     #[inline(always)]
     unsafe fn zero() -> Self {
-        F32x4([0.0; 4])
+        Lanes([0.0; N])
     }
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
-        F32x4([x; 4])
+        Lanes([x; N])
     }
     #[inline(always)]
     unsafe fn load(lanes: usize, p: *const f32) -> Self {
         // SAFETY: the caller makes `p` valid for `lanes` floats (module doc); likewise below.
         unsafe {
-            if lanes == 4 {
-                return F32x4(p.cast::<[f32; 4]>().read_unaligned());
+            if lanes == N {
+                return Lanes(p.cast::<[f32; N]>().read_unaligned());
             }
-            F32x4(std::array::from_fn(
+            Lanes(std::array::from_fn(
                 |i| if i < lanes { *p.add(i) } else { 0.0 },
             ))
         }
@@ -103,8 +107,8 @@ impl Vector for F32x4 {
     #[inline(always)]
     unsafe fn store(self, lanes: usize, p: *mut f32) {
         unsafe {
-            if lanes == 4 {
-                return p.cast::<[f32; 4]>().write_unaligned(self.0);
+            if lanes == N {
+                return p.cast::<[f32; N]>().write_unaligned(self.0);
             }
             for (i, &v) in self.0[..lanes].iter().enumerate() {
                 *p.add(i) = v;
@@ -129,7 +133,7 @@ impl Vector for F32x4 {
     }
     #[inline(always)]
     unsafe fn neg(self) -> Self {
-        F32x4(self.0.map(|x| -x))
+        Lanes(self.0.map(|x| -x))
     }
 }
 

@@ -134,7 +134,8 @@ fn winograd_weight_gradient_matches_the_definition() {
 }
 
 /// Every path's transforms (see `kernels::isa`) against the portable ones, bit for bit, on
-/// `CASES` with both tiles: all paths do the same arithmetic in the same order. Inputs include zeros, so a −0
+/// `CASES` with both tiles, and F(4×4)'s at 16 plain lanes too, so that a CPU without AVX-512
+/// checks the runs' handling at that width: all paths do the same arithmetic in the same order. Inputs include zeros, so a −0
 /// turned into +0 would show, and full mantissas, so would a change in the order of a sum. (On a
 /// CPU with only the portable path this compares it with itself, which still checks that every
 /// element is written.)
@@ -165,34 +166,44 @@ fn every_paths_transforms_match_the_portable_ones_exactly() {
                 .copied()
                 .collect()
         };
-        // The three transforms' outputs on one path.
-        let run = |isa: Isa| {
+        // The three transforms' outputs on one path (`None`: F(4×4)'s kernels at 16 plain
+        // lanes, AVX-512's width, which any CPU runs).
+        let run = |isa: Option<Isa>| {
             let mut prepared = vec![0.0; g * plan.prepared_len()];
             for (img, buf) in x
                 .chunks(c * h * w)
                 .zip(prepared.chunks_mut(plan.prepared_len()))
             {
-                plan.prepare(isa, img, buf);
+                plan.prepare(isa.unwrap_or(Isa::Portable), img, buf);
             }
             let mut v = vec![f32::NAN; planes * plan.plane_stride(c, g)];
-            plan.transform_input(isa, &prepared, g, &mut v);
             let mut phases = vec![0.0; plan.phases() * plan.phase_stride(g)];
             let mut y = vec![f32::NAN; g * plan.output_len()];
-            plan.transform_output(isa, &m, g, &mut phases, &mut y);
             let mut z = vec![f32::NAN; planes * plan.plane_stride(o, g)];
-            plan.transform_grad(isa, &dy, g, &mut phases, &mut z);
+            if let Some(isa) = isa {
+                plan.transform_input(isa, &prepared, g, &mut v);
+                plan.transform_output(isa, &m, g, &mut phases, &mut y);
+                plan.transform_grad(isa, &dy, g, &mut phases, &mut z);
+            } else {
+                const E: usize = transforms::EMULATED_16;
+                plan.transform_input_body::<E>(&prepared, g, &mut v);
+                plan.transform_output_body::<E>(&m, g, &mut phases, &mut y);
+                plan.transform_grad_body::<E>(&dy, g, &mut phases, &mut z);
+            }
             let (v, z) = (
                 rows(&v, c, plan.plane_stride(c, g)),
                 rows(&z, o, plan.plane_stride(o, g)),
             );
             [bits(&prepared), bits(&v), bits(&y), bits(&z)]
         };
-        let want = run(Isa::Portable);
+        let want = run(Some(Isa::Portable));
         for what in &want {
             assert!(what.iter().all(|&b| !f32::from_bits(b).is_nan()));
         }
-        for &isa in &paths {
+        let emulated = (tile == Tile::F4).then_some(None);
+        for isa in paths.iter().map(|&i| Some(i)).chain(emulated) {
             let got = run(isa);
+            let path = isa.map_or("16 plain lanes".to_string(), |i| format!("{i:?}"));
             for (what, (a, b)) in ["prepare", "input", "output", "gradient"]
                 .iter()
                 .zip(want.iter().zip(&got))
@@ -200,7 +211,7 @@ fn every_paths_transforms_match_the_portable_ones_exactly() {
                 let case = (g, c, h, w, o, pad);
                 assert!(
                     a == b,
-                    "{isa:?} {tile:?}: {what} transform differs, case {case:?}"
+                    "{path} {tile:?}: {what} transform differs, case {case:?}"
                 );
             }
         }

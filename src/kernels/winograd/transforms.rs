@@ -8,6 +8,8 @@ use super::tiles;
 use super::{Tile, Winograd, tiles4};
 use crate::kernels::isa::Isa;
 use crate::kernels::simd::F32x4;
+#[cfg(test)]
+use crate::kernels::simd::Lanes;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::simd::{F32x8, F32x16};
 
@@ -57,19 +59,33 @@ macro_rules! tiles_at {
 }
 
 /// Calls the generic kernel `tiles4::$kernel` at the vector type of `LANES` (16, 8, or 0 for
-/// the portable 4-lane vector).
+/// the portable 4-lane vector; in tests, [`EMULATED_16`] for 16 plain lanes, so that any CPU
+/// runs the transforms at AVX-512's width).
 macro_rules! tiles4_at {
     ($lanes:expr, $kernel:ident($($arg:expr),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        match $lanes {
-            16 => tiles4::$kernel::<F32x16>($($arg),*),
-            8 => tiles4::$kernel::<F32x8>($($arg),*),
-            _ => tiles4::$kernel::<F32x4>($($arg),*),
+        #[cfg(test)]
+        let emulated = $lanes == EMULATED_16;
+        #[cfg(not(test))]
+        let emulated = false;
+        if emulated {
+            #[cfg(test)]
+            tiles4::$kernel::<Lanes<16>>($($arg),*);
+        } else {
+            #[cfg(target_arch = "x86_64")]
+            match $lanes {
+                16 => tiles4::$kernel::<F32x16>($($arg),*),
+                8 => tiles4::$kernel::<F32x8>($($arg),*),
+                _ => tiles4::$kernel::<F32x4>($($arg),*),
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            tiles4::$kernel::<F32x4>($($arg),*);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        tiles4::$kernel::<F32x4>($($arg),*)
     }};
 }
+
+/// The `LANES` of F(4×4)'s bodies that runs their kernels at 16 plain lanes (tests only).
+#[cfg(test)]
+pub(super) const EMULATED_16: usize = 1;
 
 impl Winograd {
     per_isa!(prepare, prepare_body, (x: &[f32], buf: &mut [f32]));
@@ -142,7 +158,12 @@ impl Winograd {
     /// `V_ξ[c][t] = (Bᵀ d B)[ξ]` for every tile and channel of the prepared group,
     /// `(m + 2)²×C×NT`.
     #[inline(always)]
-    fn transform_input_body<const LANES: usize>(&self, prepared: &[f32], g: usize, v: &mut [f32]) {
+    pub(super) fn transform_input_body<const LANES: usize>(
+        &self,
+        prepared: &[f32],
+        g: usize,
+        v: &mut [f32],
+    ) {
         let (nt, sv) = (g * self.tiles(), self.plane_stride(self.c, g));
         if self.tile == Tile::F4 {
             return self.for_each_patch::<4, 6>(prepared, g, |d, t, ch, at| {
@@ -208,7 +229,7 @@ impl Winograd {
     /// dropping the unused tiles and what hangs over the output. (Per image and channel, the
     /// setup cost as much as the work on an 8×8 map.)
     #[inline(always)]
-    fn transform_output_body<const LANES: usize>(
+    pub(super) fn transform_output_body<const LANES: usize>(
         &self,
         m: &[f32],
         g: usize,
@@ -321,7 +342,7 @@ impl Winograd {
     /// into `z` (`(m + 2)²×O×NT`): first the tile's `m²` pixels over whole planes into `phases`
     /// (`m²×T`, zero for the unused tiles and past the output's edge), then the planes.
     #[inline(always)]
-    fn transform_grad_body<const LANES: usize>(
+    pub(super) fn transform_grad_body<const LANES: usize>(
         &self,
         dy: &[f32],
         g: usize,
