@@ -1,6 +1,6 @@
-//! The transforms over whole groups of images: the input's phase split and `Bᵀ d B`, the
-//! output's `Aᵀ m A` (both tiles), and F(2×2)'s output gradient `A dY Aᵀ` (layouts in the
-//! parent module's doc). Each is a handful of loops over whole images; the const-generic plane
+//! The transforms over whole groups of images, for both tiles: the input's phase split and
+//! `Bᵀ d B`, the output's `Aᵀ m A`, and the output gradient's `A dY Aᵀ` (layouts in the parent
+//! module's doc). Each is a handful of loops over whole images; the const-generic plane
 //! helpers at the end let every plane of F(2×2)'s portable path compile to straight vector code.
 
 #[cfg(target_arch = "x86_64")]

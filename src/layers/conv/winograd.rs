@@ -17,12 +17,10 @@ const MIN_CHANNELS: usize = 8;
 const SUM_CHUNK: usize = 1 << 12;
 
 pub(super) struct WinogradConv {
-    /// The plans of forward, of the input gradient (input `O×OH×OW`, `C` outputs, padding
-    /// `2 − pad`) and of the weight gradient (forward's geometry; it may differ from forward's
-    /// plan only in being computed separately, so it is kept apart).
+    /// The plans of forward (also the weight gradient's) and of the input gradient (input
+    /// `O×OH×OW`, `C` outputs, padding `2 − pad`).
     plan: Winograd,
     plan_dx: Winograd,
-    plan_dw: Winograd,
     /// The transformed weights of each plan.
     u: Vec<f32>,
     u_dx: Vec<f32>,
@@ -47,7 +45,6 @@ impl WinogradConv {
         Some(WinogradConv {
             plan: Winograd::fastest((g.c, g.h, g.w), g.o, w.pad)?,
             plan_dx: Winograd::fastest((g.o, g.oh, g.ow), g.c, 2 - w.pad)?,
-            plan_dw: Winograd::fastest((g.c, g.h, g.w), g.o, w.pad)?,
             u: Vec::new(),
             u_dx: Vec::new(),
             flipped: Vec::new(),
@@ -95,7 +92,7 @@ impl WinogradConv {
             dweight,
             plane_sums,
         } = b;
-        let (plan, plan_dx) = (self.plan_dw, self.plan_dx);
+        let (plan, plan_dx) = (self.plan, self.plan_dx);
         if with_dx {
             flip_kernel(weight, g, &mut self.flipped);
             self.u_dx.resize(plan_dx.weights_len(), 0.0);
