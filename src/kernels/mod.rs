@@ -22,13 +22,13 @@ pub mod winograd;
 /// A raw pointer that may cross threads. Each parallel task writes a disjoint region of the
 /// buffer behind it; the code that creates one states why the regions are disjoint.
 #[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub *mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+pub(crate) struct SendPtr<T = f32>(pub *mut T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
 
-impl SendPtr {
+impl<T> SendPtr<T> {
     /// The pointer. (A method, so closures capture the whole `SendPtr`, not its raw field.)
-    pub(crate) fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }

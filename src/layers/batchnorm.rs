@@ -17,8 +17,10 @@
 //! the input twice and writes `dx` once. Nothing but the per-channel statistics is kept: `x̂` is
 //! recomputed from the forward input, which the network hands to backward.
 
+use super::maxpool::{max_pool_plane, pool_geometry, unpool_plane};
 use super::{Activation, Init, Layer, Mode, Param};
 use crate::kernels::math::{gelu, gelu_grad};
+use crate::kernels::scratch::with_scratch;
 use crate::kernels::{SendPtr, reduce};
 use crate::tensor::{Tensor, data, data_mut, reuse};
 use rayon::prelude::*;
@@ -65,8 +67,24 @@ pub struct BatchNorm {
     trained: bool,
     /// Whether the output goes through a ReLU (fused, see the module doc).
     act: Option<Activation>,
+    /// The max pooling applied after the activation, when fused (see the module doc).
+    pool: Option<Pool>,
+    /// The output item's shape: the input's, or the pooled one.
+    out: Vec<usize>,
     y: Tensor,
     dx: Tensor,
+}
+
+/// A fused max pooling: `k×k` windows moved by `stride` over each `H×W` plane (row length
+/// `w`), `OH×OW` out.
+struct Pool {
+    k: usize,
+    stride: usize,
+    w: usize,
+    out_plane: usize,
+    ow: usize,
+    /// The winner of every output within its plane, as [`super::MaxPool2d`] keeps it.
+    argmax: Vec<u32>,
 }
 
 impl BatchNorm {
@@ -104,6 +122,8 @@ impl BatchNorm {
             inv_std: Vec::new(),
             trained: false,
             act: None,
+            pool: None,
+            out: input.to_vec(),
             y: Tensor::zeros(vec![0]),
             dx: Tensor::zeros(vec![0]),
         })
@@ -112,13 +132,14 @@ impl BatchNorm {
 
 impl Layer for BatchNorm {
     fn out_shape(&self) -> &[usize] {
-        &self.shape
+        &self.out
     }
 
     fn forward(&mut self, x: &Tensor, mode: Mode) -> &Tensor {
         let (c, plane) = (self.channels, self.plane);
         let n = x.shape()[0];
-        reuse(&mut self.y, x.shape());
+        let shape: Vec<usize> = [n].into_iter().chain(self.out.iter().copied()).collect();
+        reuse(&mut self.y, &shape);
         self.trained = matches!(mode, Mode::Train { .. });
         let (trained, act) = (self.trained, self.act);
         let x = data(x);
@@ -127,6 +148,11 @@ impl Layer for BatchNorm {
         let beta = &*self.beta.value;
         let (rmean, rvar) = (&self.running_mean.value, &self.running_var.value);
         let y_ptr = SendPtr(data_mut(&mut self.y).as_mut_ptr());
+        let pool = self.pool.as_mut().map(|p| {
+            p.argmax.resize(n * c * p.out_plane, 0);
+            let arg_ptr = SendPtr(p.argmax.as_mut_ptr());
+            ((p.k, p.stride, p.w, p.ow, p.out_plane), arg_ptr)
+        });
         // Channels in parallel; each task reads and writes only its own channel's runs.
         let stats: Vec<(f32, f32, f64, f64)> = (0..c)
             .into_par_iter()
@@ -143,27 +169,37 @@ impl Layer for BatchNorm {
                     (rmean[ch], 1.0 / (rvar[ch] + eps).sqrt(), 0.0, 0.0)
                 };
                 let (g, b) = (gamma.map_or(1.0, |g| g[ch]), beta[ch]);
-                for s in runs {
-                    // SAFETY: run [s, s+plane) belongs to channel `ch` alone.
-                    let y = unsafe { std::slice::from_raw_parts_mut(y_ptr.get().add(s), plane) };
-                    let values = y.iter_mut().zip(&x[s..s + plane]);
-                    match act {
-                        Some(Activation::Relu) => {
-                            for (y, &v) in values {
-                                *y = (g * ((v - mean) * inv_std) + b).max(0.0);
-                            }
-                        }
-                        Some(Activation::Gelu) => {
-                            for (y, &v) in values {
-                                *y = gelu(g * ((v - mean) * inv_std) + b);
-                            }
-                        }
-                        None => {
-                            for (y, &v) in values {
-                                *y = g * ((v - mean) * inv_std) + b;
-                            }
+                let normalise = |x: &[f32], out: &mut [f32]| {
+                    normalise_run(act, (g, b), (mean, inv_std), x, out)
+                };
+                match &pool {
+                    None => {
+                        for s in runs {
+                            // SAFETY: run [s, s+plane) belongs to channel `ch` alone.
+                            let y = unsafe {
+                                std::slice::from_raw_parts_mut(y_ptr.get().add(s), plane)
+                            };
+                            normalise(&x[s..s + plane], y);
                         }
                     }
+                    // Each plane normalised into the thread's scratch, then pooled from there.
+                    Some(((k, stride, w, ow, out_plane), arg_ptr)) => with_scratch(plane, |z| {
+                        for s in runs {
+                            normalise(&x[s..s + plane], z);
+                            let r = s / plane * out_plane;
+                            // SAFETY: pooled run [r, r+out_plane) belongs to channel `ch` alone.
+                            let (y, arg) = unsafe {
+                                (
+                                    std::slice::from_raw_parts_mut(y_ptr.get().add(r), *out_plane),
+                                    std::slice::from_raw_parts_mut(
+                                        arg_ptr.get().add(r),
+                                        *out_plane,
+                                    ),
+                                )
+                            };
+                            max_pool_plane(z, *w, *k, *stride, y, arg, *ow);
+                        }
+                    }),
                 }
                 (mean, inv_std, batch_mean, unbiased)
             })
@@ -194,12 +230,21 @@ impl Layer for BatchNorm {
         let (c, plane) = (self.channels, self.plane);
         let n = dy.shape()[0];
         let m = (n * plane) as f32;
-        reuse(&mut self.dx, dy.shape());
+        reuse(&mut self.dx, x.shape());
         let (dy, x) = (data(dy), data(x));
         let dx_ptr = SendPtr(data_mut(&mut self.dx).as_mut_ptr());
         let gamma = self.gamma.as_ref().map(|g| &*g.value);
         let beta = &*self.beta.value;
         let (mean, inv_std, trained, act) = (&self.mean, &self.inv_std, self.trained, self.act);
+        let dy = match &self.pool {
+            None => Dy::Plain(dy),
+            Some(p) => Dy::Pooled {
+                dy,
+                argmax: &p.argmax,
+                out_plane: p.out_plane,
+            },
+        };
+        let scratch = if self.pool.is_some() { plane } else { 0 };
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {
@@ -226,22 +271,15 @@ impl Layer for BatchNorm {
                 // The gradient reaching the normalised value: dy, times the fused activation's
                 // derivative (a ReLU's: 1 where its output was positive). One instance per
                 // activation, so that each loop compiles without a branch on it.
-                match act {
-                    Some(Activation::Relu) => {
-                        ch.backward(
-                            x,
-                            dy,
-                            dx_run,
-                            |d, xh| {
-                                if g * xh + b > 0.0 { d } else { 0.0 }
-                            },
-                        )
-                    }
+                with_scratch(scratch, |scratch| match act {
+                    Some(Activation::Relu) => ch.backward(x, &dy, scratch, dx_run, |d, xh| {
+                        if g * xh + b > 0.0 { d } else { 0.0 }
+                    }),
                     Some(Activation::Gelu) => {
-                        ch.backward(x, dy, dx_run, |d, xh| d * gelu_grad(g * xh + b))
+                        ch.backward(x, &dy, scratch, dx_run, |d, xh| d * gelu_grad(g * xh + b))
                     }
-                    None => ch.backward(x, dy, dx_run, |d, _| d),
-                }
+                    None => ch.backward(x, &dy, scratch, dx_run, |d, _| d),
+                })
             })
             .collect();
         for (db, (sum_dy, _)) in self.beta.grad_mut().iter_mut().zip(&sums) {
@@ -258,6 +296,32 @@ impl Layer for BatchNorm {
     fn fuse_activation(&mut self, act: Activation) -> bool {
         self.act = Some(act);
         true
+    }
+
+    fn fuse_max_pool(&mut self, k: usize, stride: usize) -> bool {
+        let Ok((c, _, w, oh, ow)) = pool_geometry(&self.shape, k, stride) else {
+            return false;
+        };
+        if self.pool.is_some() {
+            return false;
+        }
+        self.pool = Some(Pool {
+            k,
+            stride,
+            w,
+            out_plane: oh * ow,
+            ow,
+            argmax: Vec::new(),
+        });
+        self.out = vec![c, oh, ow];
+        true
+    }
+
+    /// The fused pooling's winners.
+    fn kept_values(&self, n: usize) -> u128 {
+        self.pool
+            .as_ref()
+            .map_or(0, |p| (n * self.channels * p.out_plane) as u128)
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
@@ -289,15 +353,16 @@ impl<R: Iterator<Item = usize> + Clone> Channel<R> {
     fn backward<'a>(
         self,
         x: &[f32],
-        dy: &[f32],
+        dy: &Dy,
+        scratch: &mut [f32],
         dx_run: impl Fn(usize) -> &'a mut [f32],
         grad: impl Fn(f32, f32) -> f32,
     ) -> (f32, f32) {
         let (plane, mu, k_std) = (self.plane, self.mu, self.k_std);
         let (mut sum_dz, mut sum_dz_xhat) = (0.0f32, 0.0f32);
         for s in self.runs.clone() {
-            let run = s..s + plane;
-            let (sd, sdx) = reduce::sum_and_dot_map(&dy[run.clone()], &x[run], |d, v| {
+            let dy = dy.run(s, plane, scratch);
+            let (sd, sdx) = reduce::sum_and_dot_map(dy, &x[s..s + plane], |d, v| {
                 let xh = (v - mu) * k_std;
                 (grad(d, xh), xh)
             });
@@ -315,7 +380,7 @@ impl<R: Iterator<Item = usize> + Clone> Channel<R> {
         for s in self.runs {
             let values = dx_run(s)
                 .iter_mut()
-                .zip(&dy[s..s + plane])
+                .zip(dy.run(s, plane, scratch))
                 .zip(&x[s..s + plane]);
             for ((dx, &d), &v) in values {
                 let xh = (v - mu) * k_std;
@@ -323,6 +388,67 @@ impl<R: Iterator<Item = usize> + Clone> Channel<R> {
             }
         }
         (sum_dz, sum_dz_xhat)
+    }
+}
+
+/// The gradient reaching the output: `dy` itself, or through the fused pooling, a pooled `dy`
+/// that each plane's winners spread back (into scratch, one plane at a time, exactly as
+/// [`super::MaxPool2d`] would have written it).
+enum Dy<'a> {
+    Plain(&'a [f32]),
+    Pooled {
+        dy: &'a [f32],
+        argmax: &'a [u32],
+        out_plane: usize,
+    },
+}
+
+impl Dy<'_> {
+    /// The `plane` values of the output gradient from `s` (the start of a run of the input).
+    fn run<'s>(&'s self, s: usize, plane: usize, scratch: &'s mut [f32]) -> &'s [f32] {
+        match *self {
+            Dy::Plain(dy) => &dy[s..s + plane],
+            Dy::Pooled {
+                dy,
+                argmax,
+                out_plane,
+            } => {
+                let r = s / plane * out_plane;
+                let dz = &mut scratch[..plane];
+                unpool_plane(&dy[r..][..out_plane], &argmax[r..][..out_plane], dz);
+                dz
+            }
+        }
+    }
+}
+
+/// `out = act(γ·(x − mean)·inv_std + β)` over one run. One loop per activation, so that each
+/// compiles without a branch on it.
+#[inline(always)]
+fn normalise_run(
+    act: Option<Activation>,
+    (g, b): (f32, f32),
+    (mean, inv_std): (f32, f32),
+    x: &[f32],
+    out: &mut [f32],
+) {
+    let values = out.iter_mut().zip(x);
+    match act {
+        Some(Activation::Relu) => {
+            for (y, &v) in values {
+                *y = (g * ((v - mean) * inv_std) + b).max(0.0);
+            }
+        }
+        Some(Activation::Gelu) => {
+            for (y, &v) in values {
+                *y = gelu(g * ((v - mean) * inv_std) + b);
+            }
+        }
+        None => {
+            for (y, &v) in values {
+                *y = g * ((v - mean) * inv_std) + b;
+            }
+        }
     }
 }
 
@@ -352,7 +478,7 @@ fn channel_moments(x: &[f32], runs: impl Iterator<Item = usize>, plane: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::gradcheck::{check_layer, initialised, seeded};
+    use crate::layers::gradcheck::{check_layer, check_layer_on, initialised, no_ties, seeded};
 
     fn bn(input: &[usize]) -> BatchNorm {
         bn_with(input, BatchNormConfig::default())
@@ -374,6 +500,41 @@ mod tests {
         check_layer(&mut bn(&[2, 3, 5]), &[3, 2, 3, 5], Mode::Train { seed: 0 });
         // Planes longer than the vectorised sums' lane width, with a remainder.
         check_layer(&mut bn(&[2, 5, 7]), &[2, 2, 5, 7], Mode::Train { seed: 0 });
+    }
+
+    /// With a max pooling fused: 2×2 windows on odd planes (the last row and column dropped)
+    /// and overlapping 3×3 windows moved by 2, after a GELU or no activation, in training and
+    /// evaluation, and after a ReLU in evaluation. The inputs are far enough apart that no
+    /// probe changes a window's winner (within a channel, normalising keeps their order); with
+    /// the ReLU, β puts its kink midway between two inputs, beyond any probe's reach (in training
+    /// the batch statistics would move it: that case is checked bit for bit against the
+    /// separate layers in `net::graph`). A flat input cannot pool.
+    #[test]
+    fn batchnorm_grad_with_fused_max_pool() {
+        let train = Mode::Train { seed: 0 };
+        let cases = [
+            (2, 2, Some(Activation::Gelu), train),
+            (3, 2, None, train),
+            (2, 2, Some(Activation::Gelu), Mode::Eval),
+            (3, 2, None, Mode::Eval),
+            (2, 2, Some(Activation::Relu), Mode::Eval),
+            (3, 2, Some(Activation::Relu), Mode::Eval),
+        ];
+        for (k, stride, act, mode) in cases {
+            let mut b = bn(&[2, 5, 7]);
+            if let Some(act) = act {
+                assert!(b.fuse_activation(act));
+            }
+            if act == Some(Activation::Relu) {
+                // z = γ·x + β is 0 at x = −0.025, midway between inputs (0.05·i − 5.25).
+                let gamma = b.gamma.as_ref().unwrap().value.to_vec();
+                b.beta.value = gamma.iter().map(|g| 0.025 * g).collect();
+            }
+            assert!(b.fuse_max_pool(k, stride));
+            assert_eq!(b.out_shape(), [2, 2, 3]);
+            check_layer_on(&mut b, &no_ties(&[3, 2, 5, 7]), mode);
+        }
+        assert!(!bn(&[4]).fuse_max_pool(2, 2));
     }
 
     #[test]

@@ -28,6 +28,17 @@ pub fn seeded(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_shape_fn(shape, |_| r.normal())
 }
 
+/// Distinct values at least 0.05 apart (5·[`EPS`]), shuffled from a fixed seed, so that no ±ε
+/// probe changes which input wins a pooling window.
+pub fn no_ties(shape: &[usize]) -> Tensor {
+    let len: usize = shape.iter().product();
+    let mut v: Vec<f32> = (0..len)
+        .map(|i| i as f32 * 0.05 - len as f32 * 0.025)
+        .collect();
+    Rng::new(9).shuffle(&mut v);
+    Tensor::from_shape_vec(shape, v).unwrap()
+}
+
 fn loss(layer: &mut dyn Layer, x: &Tensor, r: &Tensor, mode: Mode) -> f64 {
     let y = layer.forward(x, mode);
     data(y)

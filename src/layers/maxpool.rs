@@ -32,7 +32,7 @@ pub struct MaxPool2d {
     stride: usize,
     input: [usize; 3],
     out: [usize; 3],
-    /// For each output element, the flat index (within its image) of the winning input.
+    /// For each output element, the index within its plane of the winning input.
     argmax: Vec<u32>,
     y: Tensor,
     dx: Tensor,
@@ -77,6 +77,36 @@ fn pool_plane(x: &[f32], w: usize, k: usize, s: usize, y: &mut [f32], arg: &mut 
     }
 }
 
+/// Max pooling of one `H×W` plane `x` (row length `w`) by `k×k` windows moved by `s`, into `y`
+/// (`OH×OW`, row length `ow`), each winner's index within the plane in `arg`: the one
+/// definition of the pooling, shared with batch norm's fused pooling
+/// ([`Layer::fuse_max_pool`](super::Layer::fuse_max_pool)).
+pub(crate) fn max_pool_plane(
+    x: &[f32],
+    w: usize,
+    k: usize,
+    s: usize,
+    y: &mut [f32],
+    arg: &mut [u32],
+    ow: usize,
+) {
+    if k == 2 && s == 2 {
+        pool_plane_2x2(x, w, y, arg, ow);
+    } else {
+        pool_plane(x, w, k, s, y, arg, ow);
+    }
+}
+
+/// The gradient of [`max_pool_plane`]: `dx` (the input plane) is zero but at the winners, each
+/// of which gets the sum of its windows' `dy`, added in output order (overlapping windows may
+/// share a winner).
+pub(crate) fn unpool_plane(dy: &[f32], arg: &[u32], dx: &mut [f32]) {
+    dx.fill(0.0);
+    for (&g, &a) in dy.iter().zip(arg) {
+        dx[a as usize] += g;
+    }
+}
+
 /// [`pool_plane`] for `k = s = 2`, the common case: the four candidates in a fixed order, so
 /// the compiler turns the comparisons into selects.
 fn pool_plane_2x2(x: &[f32], w: usize, y: &mut [f32], arg: &mut [u32], ow: usize) {
@@ -115,24 +145,11 @@ impl Layer for MaxPool2d {
         let (k, s) = (self.k, self.stride);
         reuse(&mut self.y, &[n, c, oh, ow]);
         self.argmax.resize(n * c * oh * ow, 0);
-        let plane_2x2 = k == 2 && s == 2;
         data_mut(&mut self.y)
             .par_chunks_mut(oh * ow)
             .zip(self.argmax.par_chunks_mut(oh * ow))
-            .enumerate()
-            .for_each(|(plane, (y, arg))| {
-                let base = plane * h * w; // index of this plane within the batch
-                let x = &data(x)[base..base + h * w];
-                if plane_2x2 {
-                    pool_plane_2x2(x, w, y, arg, ow);
-                } else {
-                    pool_plane(x, w, k, s, y, arg, ow);
-                }
-                let img_off = (plane % c * h * w) as u32;
-                for a in arg.iter_mut() {
-                    *a += img_off;
-                }
-            });
+            .zip(data(x).par_chunks(h * w))
+            .for_each(|((y, arg), x)| max_pool_plane(x, w, k, s, y, arg, ow));
         &self.y
     }
 
@@ -148,18 +165,13 @@ impl Layer for MaxPool2d {
     fn backward(&mut self, _x: &Tensor, dy: &Tensor) -> &Tensor {
         let n = dy.shape()[0];
         let [c, h, w] = self.input;
-        let per_img = c * self.out[1] * self.out[2];
+        let out_plane = self.out[1] * self.out[2];
         reuse(&mut self.dx, &[n, c, h, w]);
         data_mut(&mut self.dx)
-            .par_chunks_mut(c * h * w)
-            .zip(data(dy).par_chunks(per_img))
-            .zip(self.argmax.par_chunks(per_img))
-            .for_each(|((dx, dy), arg)| {
-                dx.fill(0.0);
-                for (&g, &a) in dy.iter().zip(arg) {
-                    dx[a as usize] += g;
-                }
-            });
+            .par_chunks_mut(h * w)
+            .zip(data(dy).par_chunks(out_plane))
+            .zip(self.argmax.par_chunks(out_plane))
+            .for_each(|((dx, dy), arg)| unpool_plane(dy, arg, dx));
         &self.dx
     }
 }
@@ -167,18 +179,8 @@ impl Layer for MaxPool2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::gradcheck::check_layer_on;
+    use crate::layers::gradcheck::{check_layer_on, no_ties};
     use crate::rng::Rng;
-
-    /// Distinct values at least 0.05 apart, so no ±ε probe changes which input wins a window.
-    fn no_ties(shape: &[usize]) -> Tensor {
-        let len: usize = shape.iter().product();
-        let mut v: Vec<f32> = (0..len)
-            .map(|i| i as f32 * 0.05 - len as f32 * 0.025)
-            .collect();
-        Rng::new(9).shuffle(&mut v);
-        Tensor::from_shape_vec(shape, v).unwrap()
-    }
 
     #[test]
     fn maxpool_grad_batch1_odd_nonsquare() {

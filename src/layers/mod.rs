@@ -20,9 +20,10 @@
 //!   input. It never changes a weight: only the optimizer does.
 //! - Parameters are reached only through [`Layer::visit_params`], the one path that the
 //!   optimizer, gradient zeroing and the model file all use.
-//! - A layer may take over the activation that follows it ([`Layer::fuse_activation`]), or the flatten
-//!   before it ([`Layer::reads_input_flat`]); the results are bit-identical to running the two
-//!   layers one after the other.
+//! - A layer may take over the activation that follows it ([`Layer::fuse_activation`]), the max
+//!   pooling after that ([`Layer::fuse_max_pool`]), or the flatten before it
+//!   ([`Layer::reads_input_flat`]); the results are bit-identical to running the layers one
+//!   after the other.
 
 pub mod avgpool;
 pub mod batchnorm;
@@ -331,6 +332,15 @@ pub trait Layer: Send {
     /// activation's derivative to the incoming gradient, saving the activation's own passes over
     /// memory. Returns whether it will (then the graph skips the activation layer).
     fn fuse_activation(&mut self, _act: Activation) -> bool {
+        false
+    }
+
+    /// Asks the layer to apply the `k×k` max pooling moved by `stride` that follows it (after
+    /// its fused activation, if any) to its output as it writes it, and to route the incoming
+    /// gradient through the winners itself: the full-size output is then never written nor read
+    /// back, nor is its gradient. Returns whether it will (then the graph skips the pooling
+    /// layer, and this layer's output shape is the pooled one).
+    fn fuse_max_pool(&mut self, _k: usize, _stride: usize) -> bool {
         false
     }
 

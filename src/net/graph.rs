@@ -19,11 +19,14 @@ use std::time::{Duration, Instant};
 struct Node {
     name: String,
     spec: LayerSpec,
-    /// Shape of one input item, without the batch axis.
+    /// Shapes of one input and one output item, without the batch axis, as the spec defines
+    /// them (a layer that took over the pooling after it outputs the pooled shape).
     in_shape: Vec<usize>,
+    out_shape: Vec<usize>,
     layer: Box<dyn Layer>,
-    /// Skipped: an activation the layer before applies itself ([`Layer::fuse_activation`]), or a flatten
-    /// whose next layer reads its input flat ([`Layer::reads_input_flat`]).
+    /// Skipped: an activation the layer before applies itself ([`Layer::fuse_activation`]), a
+    /// max pooling likewise ([`Layer::fuse_max_pool`]), or a flatten whose next layer reads its
+    /// input flat ([`Layer::reads_input_flat`]).
     fused: bool,
     /// Time spent in forward and backward since profiling was switched on.
     times: Option<(Duration, Duration)>,
@@ -156,6 +159,7 @@ impl Network {
                 name,
                 spec: ls.clone(),
                 in_shape,
+                out_shape: shape.clone(),
                 layer,
                 fused: false,
                 times: None,
@@ -176,6 +180,7 @@ impl Network {
         }
         if opts.fuse {
             fuse_activations(&mut nodes);
+            fuse_pools(&mut nodes);
             fuse_flattens(&mut nodes);
         }
         // No one needs the gradient of the image itself (a skipped flatten passes it on).
@@ -349,7 +354,7 @@ impl Network {
             rows.push(LayerSummary {
                 name: node.name.clone(),
                 spec: node.spec.to_string(),
-                out_shape: node.layer.out_shape().to_vec(),
+                out_shape: node.out_shape.clone(),
                 params,
                 macs: node.layer.macs(),
                 fused: node.fused,
@@ -390,6 +395,22 @@ fn fuse_activations(nodes: &mut [Node]) {
         };
         if !prev.fused && prev.layer.fuse_activation(act) {
             node.fused = true;
+        }
+    }
+}
+
+/// Hands every max pooling to the layer that computes its input (with the activation before
+/// it fused) when that layer can pool as it writes (batch norm): the full-size activation is
+/// then never written, read back, nor its gradient; results bit-identical.
+fn fuse_pools(nodes: &mut [Node]) {
+    for i in 1..nodes.len() {
+        let LayerSpec::MaxPool { k, stride } = nodes[i].spec else {
+            continue;
+        };
+        let (before, rest) = nodes.split_at_mut(i);
+        let prev = before.iter_mut().rev().find(|n| !n.fused);
+        if prev.is_some_and(|p| p.layer.fuse_max_pool(k, stride)) {
+            rest[0].fused = true;
         }
     }
 }
@@ -503,14 +524,15 @@ mod tests {
     }
 
     /// ReLUs run inside the conv and batch-norm layers before them, GELUs inside batch norm,
-    /// and dense layers read their
+    /// max pooling inside batch norm (after its activation, or none), and dense layers read their
     /// input without a flatten (after pooling, or as the first layer), with results
     /// bit-identical to separate layers: logits in training and evaluation, and every parameter
     /// gradient. Covers the Winograd and im2col convolutions, with and without bias, and batch
-    /// norm.
+    /// norm; pooling by 2×2 windows on odd sizes (the last row and column dropped), and by
+    /// overlapping 3×3 windows moved by 2.
     #[test]
     fn fused_layers_change_no_result() {
-        let cases: [(&str, &[bool]); 3] = [
+        let cases: [(&str, &[bool]); 4] = [
             (
                 "input 8 9 7\nconv 8 3 pad=1\nrelu\nconv 6 3 stride=2 bias=no\nrelu\n\
                  conv 8 3 pad=1 bias=no\nbatchnorm\nrelu\nrelu\nmaxpool 2\nflatten\n\
@@ -530,8 +552,15 @@ mod tests {
                  batchnorm momentum=0.4 scale=no\ngelu\nmaxpool 2\nbatchnorm\ngelu\nflatten\n\
                  dense classes\n",
                 &[
-                    false, false, false, false, true, false, false, true, true, false,
+                    false, false, false, false, true, true, false, true, true, false,
                 ],
+            ),
+            // Pooling into batch norm after its ReLU, and after none with overlapping windows.
+            (
+                "input 8 13 11\nconv 8 3 pad=1 bias=no\nbatchnorm\nrelu\nmaxpool 2\n\
+                 conv 6 3 pad=1 bias=no\nbatchnorm\nmaxpool 3 stride=2\nflatten\n\
+                 dense classes\n",
+                &[false, false, true, true, false, false, true, true, false],
             ),
         ];
         for (text, want) in cases {
@@ -544,7 +573,8 @@ mod tests {
             let mut plain = Network::build(&spec, 4, Some(3), &options(false)).unwrap();
             let skipped: Vec<bool> = fused.summary().iter().map(|r| r.fused).collect();
             assert_eq!(skipped, want);
-            let x = crate::layers::gradcheck::seeded(&[3, 8, 9, 7], 4);
+            let [c, h, w] = spec.input;
+            let x = crate::layers::gradcheck::seeded(&[3, c, h, w], 4);
             let labels = [0, 3, 1];
             let mut grads = Vec::new();
             for net in [&mut fused, &mut plain] {
