@@ -12,6 +12,11 @@
 //! passes over memory. Its input `z = γ·x̂ + β` is recomputed from `x̂`, exactly as the separate
 //! layer would have seen it.
 //!
+//! A max pooling after that can be applied here too ([`Layer::fuse_max_pool`]): each plane is
+//! normalised into scratch and pooled from there, and backward spreads the pooled gradient back
+//! through the winners one plane at a time, so the full-size output and its gradient never
+//! reach memory (four passes over the largest maps fewer, with bit-identical results).
+//!
 //! Memory traffic is what it costs (the maps are larger than the caches): forward reads its
 //! input twice (statistics, then the normalised output) and writes once; backward reads `dy` and
 //! the input twice and writes `dx` once. Nothing but the per-channel statistics is kept: `x̂` is
