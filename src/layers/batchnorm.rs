@@ -143,8 +143,10 @@ impl Layer for BatchNorm {
     fn forward(&mut self, x: &Tensor, mode: Mode) -> &Tensor {
         let (c, plane) = (self.channels, self.plane);
         let n = x.shape()[0];
-        let shape: Vec<usize> = [n].into_iter().chain(self.out.iter().copied()).collect();
-        reuse(&mut self.y, &shape);
+        // `N×` the item's shape (1 or 3 axes), without allocating.
+        let mut shape = [n; 4];
+        shape[1..=self.out.len()].copy_from_slice(&self.out);
+        reuse(&mut self.y, &shape[..=self.out.len()]);
         self.trained = matches!(mode, Mode::Train { .. });
         let (trained, act) = (self.trained, self.act);
         let x = data(x);
