@@ -107,28 +107,30 @@ pub(crate) fn unpool_plane(dy: &[f32], arg: &[u32], dx: &mut [f32]) {
     }
 }
 
-/// [`pool_plane`] for `k = s = 2`, the common case: the four candidates in a fixed order, so
-/// the compiler turns the comparisons into selects.
+/// [`pool_plane`] for `k = s = 2`, the common case: the four candidates in a fixed order,
+/// each comparison a select on the running best and its index (as in [`pool_plane`], the
+/// index stays 0 if nothing beats −∞), so that the loop vectorises.
 fn pool_plane_2x2(x: &[f32], w: usize, y: &mut [f32], arg: &mut [u32], ow: usize) {
     for (i, (y, arg)) in y.chunks_mut(ow).zip(arg.chunks_mut(ow)).enumerate() {
-        let (top, bottom) = (&x[2 * i * w..][..2 * ow], &x[(2 * i + 1) * w..][..2 * ow]);
-        for (j, (y, arg)) in y.iter_mut().zip(arg.iter_mut()).enumerate() {
-            let at = [2 * i * w + 2 * j, 2 * i * w + 2 * j + 1];
+        let r = 2 * i * w;
+        let (top, bottom) = (&x[r..][..2 * ow], &x[r + w..][..2 * ow]);
+        let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+        for (j, ((y, arg), (t, b))) in y.iter_mut().zip(arg.iter_mut()).zip(pairs).enumerate() {
+            let at = (r + 2 * j) as u32;
             let cands = [
-                (top[2 * j], at[0]),
-                (top[2 * j + 1], at[1]),
-                (bottom[2 * j], at[0] + w),
-                (bottom[2 * j + 1], at[1] + w),
+                (t[0], at),
+                (t[1], at + 1),
+                (b[0], at + w as u32),
+                (b[1], at + w as u32 + 1),
             ];
-            let (mut best, mut won) = (f32::NEG_INFINITY, 0);
+            let (mut best, mut won) = (f32::NEG_INFINITY, 0u32);
             for (v, idx) in cands {
-                if v > best {
-                    best = v;
-                    won = idx;
-                }
+                let wins = v > best;
+                best = if wins { v } else { best };
+                won = if wins { idx } else { won };
             }
             *y = best;
-            *arg = won as u32;
+            *arg = won;
         }
     }
 }
