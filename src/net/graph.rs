@@ -532,7 +532,7 @@ mod tests {
     /// overlapping 3×3 windows moved by 2.
     #[test]
     fn fused_layers_change_no_result() {
-        let cases: [(&str, &[bool]); 4] = [
+        let cases: [(&str, &[bool]); 5] = [
             (
                 "input 8 9 7\nconv 8 3 pad=1\nrelu\nconv 6 3 stride=2 bias=no\nrelu\n\
                  conv 8 3 pad=1 bias=no\nbatchnorm\nrelu\nrelu\nmaxpool 2\nflatten\n\
@@ -561,6 +561,13 @@ mod tests {
                  conv 6 3 pad=1 bias=no\nbatchnorm\nmaxpool 3 stride=2\nflatten\n\
                  dense classes\n",
                 &[false, false, true, true, false, false, true, true, false],
+            ),
+            // Pooling into a Winograd convolution after its ReLU (F(4×4) on 15×13), and after
+            // none with overlapping windows (F(2×2) on 7×6); not into an im2col one.
+            (
+                "input 8 15 13\nconv 8 3 pad=1\nrelu\nmaxpool 2\nconv 8 3 pad=1 bias=no\n\
+                 maxpool 3 stride=2\nconv 6 1\nmaxpool 2\nflatten\ndense classes\n",
+                &[false, true, true, false, true, false, false, true, false],
             ),
         ];
         for (text, want) in cases {

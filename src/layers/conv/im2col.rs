@@ -46,6 +46,7 @@ impl Im2col {
         y: &mut [f32],
         trained: bool,
     ) {
+        debug_assert!(w.pool.is_none(), "the im2col path fuses no pooling");
         let (k, p, o) = (g.k(), g.p(), g.o);
         let n = x.len() / g.item_in();
         if trained {

@@ -4,7 +4,11 @@
 //!
 //! Weight `O×C×kh×kw` (PyTorch's layout), optional bias `O`. This file holds what both share:
 //! the geometry, the parameters, the fused epilogue (bias, then ReLU) on the way out and its
-//! mirror on the way back in ([`mask_planes`]), and the bias gradient. Images are processed in
+//! mirror on the way back in ([`mask_planes`]), and the bias gradient. The Winograd path can
+//! also take over a max pooling after the epilogue ([`Layer::fuse_max_pool`]): each group's
+//! output is written to scratch and pooled from there, and backward spreads the pooled
+//! gradient back into scratch ([`unpool_planes`]), so the full-size output and its gradient
+//! never reach memory. Images are processed in
 //! parallel in groups whose size depends on the shapes only, and the weight gradient is summed
 //! over fixed groups of images and then over groups in order, so results never depend on the
 //! thread count.
@@ -14,6 +18,7 @@ mod im2col;
 mod tests;
 mod winograd;
 
+use super::maxpool::{max_pool_plane, pool_geometry, unpool_plane};
 use super::{Activation, Layer, Mode, Param, ParamKind, WeightInit};
 use crate::kernels::reduce;
 use crate::kernels::reference::Window;
@@ -76,20 +81,41 @@ impl Geometry {
     }
 }
 
-/// What forward reads of the layer, whichever the algorithm.
+/// A fused max pooling's geometry: `k×k` windows moved by `stride` over each `OH×OW` output
+/// plane, `plane` (`PH·PW`) values out per plane, rows `pw` long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PoolPlan {
+    k: usize,
+    stride: usize,
+    plane: usize,
+    pw: usize,
+}
+
+/// A fused max pooling and the winner of every pooled output within its plane, as
+/// [`super::MaxPool2d`] keeps them.
+struct Pool {
+    plan: PoolPlan,
+    argmax: Vec<u32>,
+}
+
+/// What forward reads of the layer, whichever the algorithm, and with a fused pooling, where
+/// it writes the winners (`N×O×PH×PW`, as the output).
 struct Forward<'a> {
     weight: &'a [f32],
     bias: Option<&'a [f32]>,
     relu: bool,
+    pool: Option<(PoolPlan, &'a mut [u32])>,
 }
 
 /// What backward reads and writes, whichever the algorithm: the batch's input `x`, output `y`
-/// and output gradient `dy` (`N×…`); it adds the weight gradient into `dweight`, writes the
-/// input gradient into `dx` when `needs_dx`, and with a bias each output-gradient plane's sum
-/// (after the fused ReLU's mask) into `plane_sums` (`N×O`).
+/// and output gradient `dy` (`N×…`, pooled with a fused pooling, whose winners are `pool`'s);
+/// it adds the weight gradient into `dweight`, writes the input gradient into `dx` when
+/// `needs_dx`, and with a bias each output-gradient plane's sum (after the fused ReLU's mask)
+/// into `plane_sums` (`N×O`).
 struct Backward<'a> {
     weight: &'a [f32],
     relu: bool,
+    pool: Option<(PoolPlan, &'a [u32])>,
     bias: bool,
     x: &'a [f32],
     y: &'a [f32],
@@ -112,10 +138,12 @@ pub struct Conv2d {
     bias: Option<Param>,
     /// Whether the output goes through a ReLU (fused, see [`Layer::fuse_activation`]).
     relu: bool,
+    /// The max pooling after the epilogue, when fused (see the module doc).
+    pool: Option<Pool>,
     needs_dx: bool,
     /// Whether the last forward was in training mode (backward needs one).
     trained: bool,
-    /// `[O, OH, OW]`, for [`Layer::out_shape`].
+    /// `[O, OH, OW]`, or the pooled `[O, PH, PW]`, for [`Layer::out_shape`].
     out: [usize; 3],
     y: Tensor,
     dx: Tensor,
@@ -175,6 +203,7 @@ impl Conv2d {
                 Param::trainable("bias", &[o], super::Init::Zeros).with_lr_scale(cfg.lr_scale)
             }),
             relu: false,
+            pool: None,
             needs_dx: true,
             trained: false,
             out: [o, oh, ow],
@@ -207,6 +236,7 @@ impl Conv2d {
         let b = Backward {
             weight,
             relu: self.relu,
+            pool: self.pool.as_ref().map(|p| (p.plan, &p.argmax[..])),
             bias: self.bias.is_some(),
             x: data(x),
             y: data(&self.y),
@@ -232,17 +262,23 @@ impl Layer for Conv2d {
         let g = self.geom;
         let n = x.shape()[0];
         debug_assert_eq!(x.shape()[1..], [g.c, g.h, g.w]);
-        reuse(&mut self.y, &[n, g.o, g.oh, g.ow]);
+        let [o, oh, ow] = self.out;
+        reuse(&mut self.y, &[n, o, oh, ow]);
         self.trained = matches!(mode, Mode::Train { .. });
+        let pool = self.pool.as_mut().map(|p| {
+            p.argmax.resize(n * o * p.plan.plane, 0);
+            (p.plan, &mut p.argmax[..])
+        });
         let w = Forward {
             weight: &self.weight.value,
             bias: self.bias.as_ref().map(|b| &*b.value),
             relu: self.relu,
+            pool,
         };
         let y = data_mut(&mut self.y);
         match &mut self.path {
             Path::Im2col(p) => p.forward(&g, &w, data(x), y, self.trained),
-            Path::Winograd(p) => p.forward(&g, &w, data(x), y),
+            Path::Winograd(p) => p.forward(&g, w, data(x), y),
         }
         &self.y
     }
@@ -267,7 +303,8 @@ impl Layer for Conv2d {
             self.plane_sums.resize(n * g.o, 0.0);
             if self.bias.is_some() {
                 let (y, relu) = (data(&self.y), self.relu);
-                bias_sums(data(dy), y, relu, g.p(), &mut self.plane_sums);
+                let pool = self.pool.as_ref().map(|p| (p.plan, &p.argmax[..]));
+                bias_sums(data(dy), y, relu, pool, g.p(), &mut self.plane_sums);
             }
         }
         if let Some(b) = &mut self.bias {
@@ -295,13 +332,17 @@ impl Layer for Conv2d {
 
     /// Per image the larger column matrix (forward's, or the transposed convolution's of the
     /// input gradient); per group of `BATCH_CHUNK` images a weight-gradient partial sum, and the
-    /// flipped kernel. The Winograd path keeps no column
+    /// flipped kernel; a fused pooling's winners. The Winograd path keeps no column
     /// matrix, so this is an upper bound there.
     fn kept_values(&self, n: usize) -> u128 {
         let n = n as u128;
         let groups = n.div_ceil(super::BATCH_CHUNK as u128);
         let kernel = self.weight.len();
-        (groups + 1) * kernel + n * self.item_buffer_values()
+        let winners = self
+            .pool
+            .as_ref()
+            .map_or(0, |p| (self.geom.o * p.plan.plane) as u128);
+        (groups + 1) * kernel + n * (self.item_buffer_values() + winners)
     }
 
     fn item_buffer_values(&self) -> u128 {
@@ -319,6 +360,28 @@ impl Layer for Conv2d {
     fn fuse_activation(&mut self, act: Activation) -> bool {
         self.relu = act == Activation::Relu;
         self.relu
+    }
+
+    /// On the Winograd path, whose groups of images have their output in scratch anyway.
+    fn fuse_max_pool(&mut self, k: usize, stride: usize) -> bool {
+        if self.pool.is_some() || !matches!(self.path, Path::Winograd(_)) {
+            return false;
+        }
+        let Ok((o, _, _, ph, pw)) = pool_geometry(&self.out, k, stride) else {
+            return false;
+        };
+        let plan = PoolPlan {
+            k,
+            stride,
+            plane: ph * pw,
+            pw,
+        };
+        self.pool = Some(Pool {
+            plan,
+            argmax: Vec::new(),
+        });
+        self.out = [o, ph, pw];
+        true
     }
 }
 
@@ -370,24 +433,86 @@ fn mask_planes<'a>(
     masked
 }
 
+/// Pools each `p`-long output plane of `full` (`…×O×OH×OW`, row length `ow`, the epilogue
+/// applied) into `y` (`…×O×PH×PW`), each winner's index within its plane into `arg`.
+fn pool_planes(full: &[f32], p: usize, ow: usize, pool: PoolPlan, y: &mut [f32], arg: &mut [u32]) {
+    let PoolPlan {
+        k,
+        stride,
+        plane,
+        pw,
+    } = pool;
+    for ((full, y), arg) in full
+        .chunks(p)
+        .zip(y.chunks_mut(plane))
+        .zip(arg.chunks_mut(plane))
+    {
+        max_pool_plane(full, ow, k, stride, y, arg, pw);
+    }
+}
+
+/// The mirror of [`pool_planes`] and the fused ReLU: each `p`-long plane of `out` is zero but
+/// at its plane's winners (`arg`), which get the pooled gradient `dy` of the windows they won,
+/// in output order, where the pooled output `y` is positive (a winner's output is its windows'
+/// pooled value), as [`super::MaxPool2d`] and [`mask_planes`] one after the other would give;
+/// with `sums`, the sum of each plane, for the bias gradient.
+fn unpool_planes(
+    (dy, y, arg): (&[f32], &[f32], &[u32]),
+    relu: bool,
+    plane: usize,
+    out: &mut [f32],
+    mut sums: Option<&mut [f32]>,
+    p: usize,
+) {
+    for (i, out) in out.chunks_mut(p).enumerate() {
+        let r = i * plane..(i + 1) * plane;
+        let (dy, arg) = (&dy[r.clone()], &arg[r.clone()]);
+        if relu {
+            out.fill(0.0);
+            // A select, not a branch (which a ReLU's signs would mispredict): a winner's
+            // windows share its sign, so adding zeros leaves the masked ones +0 and the others
+            // their exact sums.
+            for ((&g, &y), &a) in dy.iter().zip(&y[r]).zip(arg) {
+                out[a as usize] += if y > 0.0 { g } else { 0.0 };
+            }
+        } else {
+            unpool_plane(dy, arg, out);
+        }
+        if let Some(sums) = sums.as_deref_mut() {
+            sums[i] = reduce::sum(out);
+        }
+    }
+}
+
 /// With a bias and nothing else to learn: each `p`-long plane of the output gradient `dy`
-/// summed (after the fused ReLU's mask, from the output `y`) into `sums`, planes in parallel,
-/// masking into thread scratch.
-fn bias_sums(dy: &[f32], y: &[f32], relu: bool, p: usize, sums: &mut [f32]) {
+/// summed (after the fused ReLU's mask, from the output `y`, and with a fused pooling spread
+/// back through its winners) into `sums`, planes in parallel, masking into thread scratch.
+fn bias_sums(
+    dy: &[f32],
+    y: &[f32],
+    relu: bool,
+    pool: Option<(PoolPlan, &[u32])>,
+    p: usize,
+    sums: &mut [f32],
+) {
     use crate::kernels::scratch::with_scratch;
     use rayon::prelude::*;
-    sums.par_iter_mut()
-        .zip(dy.par_chunks(p).zip(y.par_chunks(p)))
-        .for_each(|(s, (dy, y))| {
-            let sum = Some(std::slice::from_mut(s));
-            if relu {
-                with_scratch(p, |m| {
-                    mask_planes(dy, y, Some(m), sum, p);
-                });
-            } else {
+    let q = pool.map_or(p, |(plan, _)| plan.plane);
+    sums.par_iter_mut().enumerate().for_each(|(i, s)| {
+        let sum = Some(std::slice::from_mut(s));
+        let (dy, y) = (&dy[i * q..][..q], &y[i * q..][..q]);
+        match pool {
+            Some((plan, arg)) => with_scratch(p, |m| {
+                unpool_planes((dy, y, &arg[i * q..][..q]), relu, plan.plane, m, sum, p);
+            }),
+            None if relu => with_scratch(p, |m| {
+                mask_planes(dy, y, Some(m), sum, p);
+            }),
+            None => {
                 mask_planes(dy, y, None, sum, p);
             }
-        });
+        }
+    });
 }
 
 /// `flipped` (C×O×kh×kw) = the kernel `weight` (O×C×kh×kw) flipped in space with input and

@@ -329,3 +329,92 @@ fn conv_results_do_not_depend_on_thread_count() {
         }
     }
 }
+
+/// A max pooling fused into the Winograd path gives bit for bit what the separate pooling
+/// layer gives after it: output (training and evaluation), input gradient, weight and bias
+/// gradients, whatever the thread count. 2×2 windows on odd maps (the last row and column
+/// dropped) and overlapping 3×3 windows moved by 2, with and without the fused ReLU (whose
+/// zeros tie in every window), batches of one group, several and a partial last one, F(2×2)
+/// and F(4×4) plans, and a frozen weight without an input gradient (only the bias learns).
+#[test]
+fn conv_fused_max_pool_matches_the_separate_layers() {
+    use crate::layers::MaxPool2d;
+    // (N, C, H, W, O, pad, k, stride)
+    for &(n, c, h, w, o, pad, k, stride) in &[
+        (1, 8, 5, 7, 3, 1, 2, 2),
+        (13, 8, 9, 7, 3, 0, 3, 2),
+        (70, 8, 4, 4, 2, 1, 2, 2),
+        (3, 8, 17, 19, 2, 1, 2, 2),
+        (5, 9, 15, 13, 4, 1, 3, 2),
+    ] {
+        let x = seeded(&[n, c, h, w], 31);
+        for (bias, relu, frozen) in [
+            (true, true, false),
+            (true, false, false),
+            (false, true, false),
+            (true, true, true),
+        ] {
+            let layer = || {
+                let mut l = conv(&[c, h, w], o, (3, 3), 1, pad, bias);
+                assert!(matches!(l.path, Path::Winograd(_)));
+                if relu {
+                    assert!(l.fuse_activation(Activation::Relu));
+                }
+                if frozen {
+                    l.freeze_weight();
+                    l.set_needs_input_grad(false);
+                }
+                l
+            };
+            let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
+            let grads = |l: &mut Conv2d| {
+                let mut g = Vec::new();
+                l.visit_params(&mut |p| g.push(p.grad.clone()));
+                g
+            };
+            let mut l = layer();
+            let mut p = MaxPool2d::new(&[o, oh, ow], k, stride).unwrap();
+            let eval = p.forward(l.forward(&x, Mode::Eval), Mode::Eval).clone();
+            let y = p.forward(l.forward(&x, TRAIN), TRAIN).clone();
+            let dy = seeded(y.shape(), 32);
+            let dz = p.backward(l.output(), &dy).clone();
+            let dx = l.backward(&x, &dz).clone();
+            let want = (eval, y, dx, grads(&mut l));
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let got = pool.install(|| {
+                    let mut l = layer();
+                    assert!(l.fuse_max_pool(k, stride));
+                    assert!(!l.fuse_max_pool(k, stride), "a second pooling");
+                    assert_eq!(l.out_shape(), p.out_shape());
+                    let eval = l.forward(&x, Mode::Eval).clone();
+                    let y = l.forward(&x, TRAIN).clone();
+                    let dx = l.backward(&x, &dy).clone();
+                    (eval, y, dx, grads(&mut l))
+                });
+                let what = format!(
+                    "n={n} c={c} h={h} w={w} o={o} pad={pad} k={k} stride={stride} \
+                     bias={bias} relu={relu} frozen={frozen} threads={threads}"
+                );
+                assert!(got == want, "{what}");
+            }
+        }
+    }
+    // im2col keeps its output whole.
+    assert!(!conv(&[3, 8, 8], 4, (3, 3), 1, 1, true).fuse_max_pool(2, 2));
+}
+
+/// The gradient through a fused pooling, without the ReLU (whose kink a probe could cross):
+/// the inputs spread wide enough apart that no probe changes a window's winner.
+#[test]
+fn conv_grad_with_fused_max_pool() {
+    for (k, stride) in [(2, 2), (3, 2)] {
+        let mut l = conv(&[8, 5, 7], 2, (3, 3), 1, 1, true);
+        assert!(l.fuse_max_pool(k, stride));
+        let x = crate::layers::gradcheck::no_ties(&[2, 8, 5, 7]);
+        crate::layers::gradcheck::check_layer_on(&mut l, &x, TRAIN);
+    }
+}

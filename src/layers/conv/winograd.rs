@@ -4,7 +4,10 @@
 //! its maps (1/4 to 4/9 of im2col + GEMM's multiplications). Forward keeps no copy of its
 //! input: backward is handed it again (see the contract in `layers`).
 
-use super::{Backward, Forward, Geometry, finish_output, flip_kernel, mask_planes};
+use super::{
+    Backward, Forward, Geometry, finish_output, flip_kernel, mask_planes, pool_planes,
+    unpool_planes,
+};
 use crate::kernels::scratch::with_scratch;
 use crate::kernels::winograd::Winograd;
 use rayon::prelude::*;
@@ -52,9 +55,10 @@ impl WinogradConv {
         })
     }
 
-    /// `y = conv(x)` then the epilogue: groups of images in parallel, each on its worker
-    /// thread's slot of scratch. Shapes: x `N×C×H×W` → y `N×O×OH×OW`.
-    pub(super) fn forward(&mut self, g: &Geometry, w: &Forward, x: &[f32], y: &mut [f32]) {
+    /// `y = conv(x)` then the epilogue (and a fused pooling, from scratch): groups of images in
+    /// parallel, each on its worker thread's slot of scratch. Shapes: x `N×C×H×W` → y
+    /// `N×O×OH×OW`, or pooled `N×O×PH×PW`.
+    pub(super) fn forward(&mut self, g: &Geometry, w: Forward, x: &[f32], y: &mut [f32]) {
         let plan = self.plan;
         self.u.resize(plan.weights_len(), 0.0);
         plan.transform_weights(w.weight, &mut self.u);
@@ -63,26 +67,47 @@ impl WinogradConv {
         let group = plan.group();
         let len = plan.scratch_len(group.min(n));
         let (u, bias, relu, p) = (&self.u, w.bias, w.relu, g.p());
+        let conv = |x: &[f32], s: &mut [f32], y: &mut [f32]| {
+            plan.forward(x, u, s, y);
+            finish_output(y, bias, relu, p);
+        };
         // One group per task: left to itself rayon hands out pieces of a quarter of the batch,
         // and a thread running late then leaves the other idle.
-        y.par_chunks_mut(group * item_out)
-            .zip(x.par_chunks(group * item_in))
-            .with_max_len(1)
-            .for_each(|(y, x)| {
-                with_scratch(len, |s| plan.forward(x, u, s, y));
-                finish_output(y, bias, relu, p);
-            });
+        match w.pool {
+            None => y
+                .par_chunks_mut(group * item_out)
+                .zip(x.par_chunks(group * item_in))
+                .with_max_len(1)
+                .for_each(|(y, x)| with_scratch(len, |s| conv(x, s, y))),
+            Some((pool, arg)) => {
+                let item_y = g.o * pool.plane;
+                y.par_chunks_mut(group * item_y)
+                    .zip(arg.par_chunks_mut(group * item_y))
+                    .zip(x.par_chunks(group * item_in))
+                    .with_max_len(1)
+                    .for_each(|((y, arg), x)| {
+                        let full = x.len() / item_in * item_out;
+                        with_scratch(len + full, |s| {
+                            let (s, out) = s.split_at_mut(len);
+                            conv(x, s, out);
+                            pool_planes(out, p, g.ow, pool, y, arg);
+                        })
+                    });
+            }
+        }
     }
 
     /// The whole backward in one pass over the batch: fixed chunks of images in parallel, and
     /// within a chunk, a few images at a time, their output gradient masked and summed
-    /// ([`mask_planes`], masked into the thread's scratch), added into the chunk's `(m + 2)²×O×C`
+    /// ([`mask_planes`], or with a fused pooling [`unpool_planes`], into the thread's
+    /// scratch), added into the chunk's `(m + 2)²×O×C`
     /// weight-gradient partial sum and turned into their input gradient while it is in cache.
     /// The partials are then summed in order and transformed back.
     pub(super) fn backward(&mut self, g: &Geometry, b: Backward) {
         let Backward {
             weight,
             relu,
+            pool,
             bias,
             x,
             y,
@@ -99,6 +124,8 @@ impl WinogradConv {
             plan_dx.transform_weights(&self.flipped, &mut self.u_dx);
         }
         let (item_in, item_out, o, p) = (plan.input_len(), plan.output_len(), g.o, g.p());
+        // What `y` and `dy` hold per image: the output, or the pooled output.
+        let item_y = pool.map_or(item_out, |(pool, _)| o * pool.plane);
         let n = x.len() / item_in;
         let (chunk, len) = (plan.grad_chunk(), plan.grad_len());
         let (group, group_dx) = (plan.group(), plan_dx.group());
@@ -107,8 +134,12 @@ impl WinogradConv {
         if with_dx {
             scratch = scratch.max(plan_dx.scratch_len(group_dx.min(n)));
         }
-        // Then the masked gradient of `step` images.
-        let own_len = if relu { step * item_out } else { 0 };
+        // Then the masked (or unpooled) gradient of `step` images.
+        let own_len = if relu || pool.is_some() {
+            step * item_out
+        } else {
+            0
+        };
         self.dw_parts.resize(n.div_ceil(chunk) * len, 0.0);
         plane_sums.resize(n * o, 0.0);
         let u_dx = &self.u_dx;
@@ -117,17 +148,25 @@ impl WinogradConv {
             let at = i * chunk;
             let (x, dy, y) = (
                 &x[at * item_in..][..m * item_in],
-                &dy[at * item_out..][..m * item_out],
-                &y[at * item_out..][..m * item_out],
+                &dy[at * item_y..][..m * item_y],
+                &y[at * item_y..][..m * item_y],
             );
             with_scratch(scratch + own_len, |slot| {
                 let (slot, own) = slot.split_at_mut(scratch);
                 for j in (0..m).step_by(step) {
                     let k = step.min(m - j);
-                    let (a, b) = (j * item_out, k * item_out);
-                    let masked = relu.then(|| &mut own[..b]);
+                    let (a, b) = (j * item_y, k * item_y);
                     let sums = bias.then(|| &mut sums[j * o..][..k * o]);
-                    let dy = mask_planes(&dy[a..][..b], &y[a..][..b], masked, sums, p);
+                    let (dy, y) = (&dy[a..][..b], &y[a..][..b]);
+                    let dy = match pool {
+                        None => mask_planes(dy, y, relu.then(|| &mut own[..b]), sums, p),
+                        Some((pool, arg)) => {
+                            let own = &mut own[..k * item_out];
+                            let arg = &arg[(at + j) * item_y..][..b];
+                            unpool_planes((dy, y, arg), relu, pool.plane, own, sums, p);
+                            own
+                        }
+                    };
                     let x = &x[j * item_in..][..k * item_in];
                     for (q, (x, dy)) in x
                         .chunks(group * item_in)
