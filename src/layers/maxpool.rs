@@ -79,7 +79,8 @@ fn pool_plane(x: &[f32], w: usize, k: usize, s: usize, y: &mut [f32], arg: &mut 
 
 /// Max pooling of one `H×W` plane `x` (row length `w`) by `k×k` windows moved by `s`, into `y`
 /// (`OH×OW`, row length `ow`), each winner's index within the plane in `arg`: the one
-/// definition of the pooling, shared with batch norm's fused pooling
+/// definition of the pooling, shared with the pooling that batch norm and the Winograd
+/// convolution fuse
 /// ([`Layer::fuse_max_pool`](super::Layer::fuse_max_pool)).
 pub(crate) fn max_pool_plane(
     x: &[f32],
@@ -109,7 +110,7 @@ pub(crate) fn unpool_plane(dy: &[f32], arg: &[u32], dx: &mut [f32]) {
 
 /// [`pool_plane`] for `k = s = 2`, the common case: the four candidates in a fixed order,
 /// each comparison a select on the running best and its index (as in [`pool_plane`], the
-/// index stays 0 if nothing beats −∞), so that the loop vectorises.
+/// index stays 0 if nothing beats −∞), so that the compiler emits selects, not branches.
 fn pool_plane_2x2(x: &[f32], w: usize, y: &mut [f32], arg: &mut [u32], ow: usize) {
     for (i, (y, arg)) in y.chunks_mut(ow).zip(arg.chunks_mut(ow)).enumerate() {
         let r = 2 * i * w;

@@ -524,7 +524,8 @@ mod tests {
     }
 
     /// ReLUs run inside the conv and batch-norm layers before them, GELUs inside batch norm,
-    /// max pooling inside batch norm (after its activation, or none), and dense layers read their
+    /// max pooling inside batch norm and Winograd convolutions (after their activation, or none),
+    /// and dense layers read their
     /// input without a flatten (after pooling, or as the first layer), with results
     /// bit-identical to separate layers: logits in training and evaluation, and every parameter
     /// gradient. Covers the Winograd and im2col convolutions, with and without bias, and batch
