@@ -37,7 +37,8 @@ pub fn exp(x: f32) -> f32 {
     // (`floor` needs SSE4.1, and the baseline x86-64 target would call libm for it).
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let k = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let k = t - ROUND;
     let r = x - k * 0.693_359_4 - k * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4_f32;
     for c in [
@@ -50,7 +51,11 @@ pub fn exp(x: f32) -> f32 {
         p = p * r + c;
     }
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    // `t`'s bits are those of 1.5·2²³ plus the integer `k` (its unit is the last place), so
+    // `k + 127`, the exponent of `2ᵏ`, is an integer sum away: `k as i32` would be a saturating
+    // conversion, which the compiler does one lane at a time.
+    let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    e * f32::from_bits(biased << 23)
 }
 
 /// `1/√2`.
