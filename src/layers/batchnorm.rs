@@ -279,13 +279,17 @@ impl Layer for BatchNorm {
                 // derivative (a ReLU's: 1 where its output was positive). One instance per
                 // activation, so that each loop compiles without a branch on it.
                 with_scratch(scratch, |scratch| match act {
-                    Some(Activation::Relu) => ch.backward(x, &dy, scratch, dx_run, |d, xh| {
-                        if g * xh + b > 0.0 { d } else { 0.0 }
-                    }),
-                    Some(Activation::Gelu) => {
-                        ch.backward(x, &dy, scratch, dx_run, |d, xh| d * gelu_grad(g * xh + b))
+                    Some(Activation::Relu) => {
+                        ch.backward::<false>(x, &dy, scratch, dx_run, |d, xh| {
+                            if g * xh + b > 0.0 { d } else { 0.0 }
+                        })
                     }
-                    None => ch.backward(x, &dy, scratch, dx_run, |d, _| d),
+                    Some(Activation::Gelu) => {
+                        ch.backward::<true>(x, &dy, scratch, dx_run, |d, xh| {
+                            d * gelu_grad(g * xh + b)
+                        })
+                    }
+                    None => ch.backward::<false>(x, &dy, scratch, dx_run, |d, _| d),
                 })
             })
             .collect();
@@ -355,9 +359,13 @@ struct Channel<R> {
 
 impl<R: Iterator<Item = usize> + Clone> Channel<R> {
     /// Writes the channel's `dx` runs (through `dx_run(start)`) and returns (Σ dz, Σ dz·x̂),
-    /// where `dz = grad(dy, x̂)` is the gradient at the normalised value.
+    /// where `dz = grad(dy, x̂)` is the gradient at the normalised value. With `STORE`, the
+    /// first pass keeps `dz` in `dx` for the second, rather than the second computing it again:
+    /// that pays where `grad` costs more than a pass over the channel's runs, which stay in
+    /// cache between the two passes when they are small (a GELU's derivative, an exponential
+    /// and a rational function, against a ReLU's select).
     #[inline(always)]
-    fn backward<'a>(
+    fn backward<'a, const STORE: bool>(
         self,
         x: &[f32],
         dy: &Dy,
@@ -369,10 +377,20 @@ impl<R: Iterator<Item = usize> + Clone> Channel<R> {
         let (mut sum_dz, mut sum_dz_xhat) = (0.0f32, 0.0f32);
         for s in self.runs.clone() {
             let dy = dy.run(s, plane, scratch);
-            let (sd, sdx) = reduce::sum_and_dot_map(dy, &x[s..s + plane], |d, v| {
-                let xh = (v - mu) * k_std;
-                (grad(d, xh), xh)
-            });
+            let (sd, sdx) = if STORE {
+                // dz kept in dx's run for the second pass (the same values in the same order
+                // of summation as computed on the fly below).
+                let dz = dx_run(s);
+                for ((dz, &d), &v) in dz.iter_mut().zip(dy).zip(&x[s..s + plane]) {
+                    *dz = grad(d, (v - mu) * k_std);
+                }
+                reduce::sum_and_dot_map(dz, &x[s..s + plane], |d, v| (d, (v - mu) * k_std))
+            } else {
+                reduce::sum_and_dot_map(dy, &x[s..s + plane], |d, v| {
+                    let xh = (v - mu) * k_std;
+                    (grad(d, xh), xh)
+                })
+            };
             sum_dz += sd;
             sum_dz_xhat += sdx;
         }
@@ -385,13 +403,17 @@ impl<R: Iterator<Item = usize> + Clone> Channel<R> {
             (0.0, 0.0)
         };
         for s in self.runs {
-            let values = dx_run(s)
-                .iter_mut()
-                .zip(dy.run(s, plane, scratch))
-                .zip(&x[s..s + plane]);
-            for ((dx, &d), &v) in values {
-                let xh = (v - mu) * k_std;
-                *dx = k * grad(d, xh) + shift + slope * xh;
+            let x = &x[s..s + plane];
+            if STORE {
+                for (dx, &v) in dx_run(s).iter_mut().zip(x) {
+                    *dx = k * *dx + shift + slope * ((v - mu) * k_std);
+                }
+            } else {
+                let values = dx_run(s).iter_mut().zip(dy.run(s, plane, scratch)).zip(x);
+                for ((dx, &d), &v) in values {
+                    let xh = (v - mu) * k_std;
+                    *dx = k * grad(d, xh) + shift + slope * xh;
+                }
             }
         }
         (sum_dz, sum_dz_xhat)
