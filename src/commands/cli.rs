@@ -125,12 +125,14 @@ pub struct TrainArgs {
     /// Where the named dataset lives (default data/<name>)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// A preset (mnist-ref, mnist-fast, lenet5, cifar-ref, cifar-fast) or an architecture file
+    /// A preset (mnist-ref, mnist-fast, lenet5, cifar-ref, cifar-fast, cifar-fast-wide) or an
+    /// architecture file
     /// (default: mnist-ref for MNIST and Fashion-MNIST, cifar-ref for CIFAR-10, for a folder a
     /// network that fits its images, named in the run's header)
     #[arg(long, short)]
     pub arch: Option<String>,
-    /// Passes over the training set (default 10, 30 for colour images; cifar-fast 10)
+    /// Passes over the training set (default 10, 30 for colour images; cifar-fast 10,
+    /// cifar-fast-wide 15)
     #[arg(long, short)]
     pub epochs: Option<u64>,
     /// Images per step (default 64 for grey images, 128 for colour, halved down to 16 while an
@@ -142,7 +144,7 @@ pub struct TrainArgs {
     pub optimizer: Option<OptimizerArg>,
     /// Base learning rate (default: SGD 0.05 with batch norm, 0.1 without, Adam and AdamW 0.002,
     /// for the default batch; scaled linearly (SGD) or by the square root (Adam) with another
-    /// --batch-size; cifar-fast 1.5)
+    /// --batch-size; cifar-fast 1.5, cifar-fast-wide 1.3)
     #[arg(long)]
     pub lr: Option<f32>,
     /// SGD momentum (default 0.9; cifar-fast 0.85)
@@ -151,7 +153,8 @@ pub struct TrainArgs {
     /// Nesterov momentum (SGD; default true)
     #[arg(long)]
     pub nesterov: Option<bool>,
-    /// L2 weight decay (default 5e-4; AdamW 0.01, decoupled; cifar-fast 1.33e-3, decoupled)
+    /// L2 weight decay (default 5e-4; AdamW 0.01, decoupled; cifar-fast 1.33e-3, cifar-fast-wide
+    /// 1.53e-3)
     #[arg(long)]
     pub weight_decay: Option<f32>,
     /// Learning-rate schedule, per step (default cosine; cifar-fast linear)

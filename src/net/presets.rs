@@ -27,6 +27,11 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
         "airbench94's net (Jordan 2024) with its own recipe: 94% on CIFAR-10 in 10 epochs",
         CIFAR_FAST,
     ),
+    (
+        "cifar-fast-wide",
+        "airbench95's net (Jordan 2024), cifar-fast widened, with its recipe: 95% in 15 epochs",
+        CIFAR_FAST_WIDE,
+    ),
 ];
 
 const MNIST_REF: &str = "\
@@ -121,6 +126,39 @@ maxpool 2
 batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
 gelu
 conv 256 3 pad=1 bias=no init=dirac
+batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
+gelu
+maxpool 3
+flatten
+dense classes bias=no init=uniform
+scale 1/9
+";
+
+const CIFAR_FAST_WIDE: &str = "\
+# airbench95's network (Jordan 2024, legacy/airbench95.py of KellerJordan/cifar10-airbench):
+# cifar-fast with its blocks widened to 128, 384 and 384 channels, 2.5× the multiply-adds.
+input 3 32 32
+whiten 2 bias_epochs=3
+gelu
+conv 128 3 pad=1 bias=no init=dirac
+maxpool 2
+batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
+gelu
+conv 128 3 pad=1 bias=no init=dirac
+batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
+gelu
+conv 384 3 pad=1 bias=no init=dirac
+maxpool 2
+batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
+gelu
+conv 384 3 pad=1 bias=no init=dirac
+batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
+gelu
+conv 384 3 pad=1 bias=no init=dirac
+maxpool 2
+batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
+gelu
+conv 384 3 pad=1 bias=no init=dirac
 batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
 gelu
 maxpool 3

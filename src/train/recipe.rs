@@ -73,7 +73,11 @@ impl Recipe {
         optimizer: Option<OptimizerKind>,
     ) -> Recipe {
         match arch_name {
-            "cifar-fast" if optimizer.is_none_or(|o| o == OptimizerKind::Sgd) => cifar_fast(),
+            "cifar-fast" if optimizer.is_none_or(|o| o == OptimizerKind::Sgd) => airbench(11.5, 10),
+            // airbench95: the same recipe at a lower rate for longer.
+            "cifar-fast-wide" if optimizer.is_none_or(|o| o == OptimizerKind::Sgd) => {
+                airbench(10.0, 15)
+            }
             _ => general(arch, kind, colour, optimizer),
         }
     }
@@ -84,21 +88,27 @@ pub fn scale_lr(lr: f32, from: usize, to: usize, exponent: f64) -> f32 {
     (lr as f64 * (to as f64 / from as f64).powf(exponent)) as f32
 }
 
-/// airbench94's recipe (Jordan 2024, `legacy/airbench94.py` of KellerJordan/cifar10-airbench),
-/// in the form of a mean loss: its summed loss at learning rate `11.5 / (1024 · 7.667)` per
-/// image is a mean loss at 1.5; its decay per step, `lr·wd = 0.0153 / 7.667`, is 1.5 × 1.3304e-3
-/// (and the same for batch norm's shifts, whose 64× rate the architecture's `lr_scale` gives).
-/// Ten epochs of 49 batches of 1024 (theirs: 9.9 epochs of 48, the last partial batch dropped).
-fn cifar_fast() -> Recipe {
+/// airbench's recipe (Jordan 2024, `legacy/airbench94.py` and `airbench95.py` of
+/// KellerJordan/cifar10-airbench) at its learning rate `lr_per_1024` (11.5 for airbench94, 10
+/// for airbench95), in the form of a mean loss: its summed loss at learning rate
+/// `lr_per_1024 / (1024 · 7.667)` per image is a mean loss at `lr_per_1024 / 7.667` (1.5 for
+/// airbench94); its decay per step, `lr·wd = 0.0153 / 7.667`, is that rate times `0.0153 /
+/// lr_per_1024` (and the same for batch norm's shifts, whose 64× rate the architecture's
+/// `lr_scale` gives). airbench94 trains 9.9 epochs of 48 batches of 1024, the last partial batch
+/// dropped: here 10 of 49.
+fn airbench(lr_per_1024: f32, epochs: u64) -> Recipe {
+    // Nesterov momentum 0.85 takes steps 1 + 1/(1 − 0.85) times the rate (airbench's
+    // `kilostep_scale`).
+    let step_scale = 1.0 + 1.0 / (1.0 - 0.85f64);
     Recipe {
         optimizer: OptimizerKind::Sgd,
         init: WeightInit::Uniform,
-        lr: 1.5,
+        lr: (lr_per_1024 as f64 / step_scale) as f32,
         momentum: 0.85,
         nesterov: true,
-        weight_decay: 0.0153 / 11.5,
+        weight_decay: 0.0153 / lr_per_1024,
         batch_size: 1024,
-        epochs: 10,
+        epochs,
         schedule: ScheduleKind::Linear {
             peak: 0.23,
             start: 0.2,
@@ -297,6 +307,18 @@ mod tests {
         // cifar-fast brings its own, augmentation always on.
         let fast = recipe("cifar-fast", None);
         assert_eq!((fast.batch_size, fast.augment_from_steps), (1024, 0));
+        // airbench94's mean-loss rate and decay per step (see `airbench`).
+        assert_eq!(fast.lr, 1.5);
+        let step_scale = 1.0 + 1.0 / 0.15;
+        assert!((fast.lr * fast.weight_decay - 0.0153 / step_scale).abs() < 1e-9);
+        // airbench95: a lower rate, the same decay per step, 15 epochs.
+        let wide = recipe("cifar-fast-wide", None);
+        assert_eq!(
+            (wide.epochs, wide.batch_size, wide.tta),
+            (15, 1024, Tta::FlipShift)
+        );
+        assert!((wide.lr - 10.0 / step_scale).abs() < 1e-6, "{}", wide.lr);
+        assert!((wide.lr * wide.weight_decay - fast.lr * fast.weight_decay).abs() < 1e-9);
     }
 
     /// Small grey scans get the digit net, small photos the CIFAR net, larger images a strided
