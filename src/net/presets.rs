@@ -99,73 +99,42 @@ relu
 dense classes
 ";
 
-const CIFAR_FAST: &str = "\
-# airbench94's network (Keller Jordan, \"94% on CIFAR-10 in 3.29 Seconds on a Single GPU\", 2024):
-# a 2×2 whitening convolution fitted to the data, three blocks of conv → pool → batch norm →
-# GELU → conv → batch norm → GELU (64, 256, 256 channels; identity-initialised), a global max
-# pool and a bias-free head scaled by 1/9. Batch norm keeps γ = 1 and learns its shift 64× faster.
-input 3 32 32
-whiten 2 bias_epochs=3
-gelu
-conv 64 3 pad=1 bias=no init=dirac
-maxpool 2
-batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
-gelu
-conv 64 3 pad=1 bias=no init=dirac
-batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
-gelu
-conv 256 3 pad=1 bias=no init=dirac
-maxpool 2
-batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
-gelu
-conv 256 3 pad=1 bias=no init=dirac
-batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
-gelu
-conv 256 3 pad=1 bias=no init=dirac
-maxpool 2
-batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
-gelu
-conv 256 3 pad=1 bias=no init=dirac
-batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
-gelu
-maxpool 3
-flatten
-dense classes bias=no init=uniform
-scale 1/9
-";
+/// airbench's network (Keller Jordan, "94% on CIFAR-10 in 3.29 Seconds on a Single GPU", 2024)
+/// with its three blocks' widths: a 2×2 whitening convolution fitted to the data, three blocks of
+/// conv → pool → batch norm → GELU → conv → batch norm → GELU (identity-initialised), a global
+/// max pool and a bias-free head scaled by 1/9. Batch norm keeps γ = 1 and learns its shift 64×
+/// faster.
+macro_rules! airbench {
+    ($w1:literal, $w2:literal, $w3:literal) => {
+        concat!(
+            "input 3 32 32\nwhiten 2 bias_epochs=3\ngelu\n",
+            airbench!(@block $w1),
+            airbench!(@block $w2),
+            airbench!(@block $w3),
+            "maxpool 3\nflatten\ndense classes bias=no init=uniform\nscale 1/9\n"
+        )
+    };
+    (@block $w:literal) => {
+        concat!(
+            "conv ", $w, " 3 pad=1 bias=no init=dirac\nmaxpool 2\n",
+            "batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64\ngelu\n",
+            "conv ", $w, " 3 pad=1 bias=no init=dirac\n",
+            "batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64\ngelu\n"
+        )
+    };
+}
 
-const CIFAR_FAST_WIDE: &str = "\
-# airbench95's network (Jordan 2024, legacy/airbench95.py of KellerJordan/cifar10-airbench):
-# cifar-fast with its blocks widened to 128, 384 and 384 channels, 2.5× the multiply-adds.
-input 3 32 32
-whiten 2 bias_epochs=3
-gelu
-conv 128 3 pad=1 bias=no init=dirac
-maxpool 2
-batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
-gelu
-conv 128 3 pad=1 bias=no init=dirac
-batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
-gelu
-conv 384 3 pad=1 bias=no init=dirac
-maxpool 2
-batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
-gelu
-conv 384 3 pad=1 bias=no init=dirac
-batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
-gelu
-conv 384 3 pad=1 bias=no init=dirac
-maxpool 2
-batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
-gelu
-conv 384 3 pad=1 bias=no init=dirac
-batchnorm momentum=0.4 eps=1e-12 scale=no lr_scale=64
-gelu
-maxpool 3
-flatten
-dense classes bias=no init=uniform
-scale 1/9
-";
+const CIFAR_FAST: &str = concat!(
+    "# airbench94's network (Keller Jordan, \"94% on CIFAR-10 in 3.29 Seconds on a Single\n",
+    "# GPU\", 2024; legacy/airbench94.py of KellerJordan/cifar10-airbench): 64, 256, 256 channels.\n",
+    airbench!(64, 256, 256)
+);
+
+const CIFAR_FAST_WIDE: &str = concat!(
+    "# airbench95's network (Jordan 2024, legacy/airbench95.py of KellerJordan/cifar10-airbench):\n",
+    "# cifar-fast with its blocks widened to 128, 384 and 384 channels, 2.5× the multiply-adds.\n",
+    airbench!(128, 384, 384)
+);
 
 const MNIST_FAST: &str = "\
 # Batch-normalised VGG-style network for 28×28 digits.
