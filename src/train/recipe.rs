@@ -72,12 +72,12 @@ impl Recipe {
         colour: bool,
         optimizer: Option<OptimizerKind>,
     ) -> Recipe {
+        // The airbench recipes are SGD's; another optimizer gets the general defaults.
+        let sgd = optimizer.is_none_or(|o| o == OptimizerKind::Sgd);
         match arch_name {
-            "cifar-fast" if optimizer.is_none_or(|o| o == OptimizerKind::Sgd) => airbench(11.5, 10),
+            "cifar-fast" if sgd => airbench(11.5, 10),
             // airbench95: the same recipe at a lower rate for longer.
-            "cifar-fast-wide" if optimizer.is_none_or(|o| o == OptimizerKind::Sgd) => {
-                airbench(10.0, 15)
-            }
+            "cifar-fast-wide" if sgd => airbench(10.0, 15),
             _ => general(arch, kind, colour, optimizer),
         }
     }
@@ -88,7 +88,7 @@ pub fn scale_lr(lr: f32, from: usize, to: usize, exponent: f64) -> f32 {
     (lr as f64 * (to as f64 / from as f64).powf(exponent)) as f32
 }
 
-/// airbench's recipe (Jordan 2024, `legacy/airbench94.py` and `airbench95.py` of
+/// airbench's recipe (Jordan 2024, `legacy/airbench94.py` and `legacy/airbench95.py` of
 /// KellerJordan/cifar10-airbench) at its learning rate `lr_per_1024` (11.5 for airbench94, 10
 /// for airbench95), in the form of a mean loss: its summed loss at learning rate
 /// `lr_per_1024 / (1024 · 7.667)` per image is a mean loss at `lr_per_1024 / 7.667` (1.5 for
@@ -97,14 +97,15 @@ pub fn scale_lr(lr: f32, from: usize, to: usize, exponent: f64) -> f32 {
 /// `lr_scale` gives). airbench94 trains 9.9 epochs of 48 batches of 1024, the last partial batch
 /// dropped: here 10 of 49.
 fn airbench(lr_per_1024: f32, epochs: u64) -> Recipe {
-    // Nesterov momentum 0.85 takes steps 1 + 1/(1 − 0.85) times the rate (airbench's
+    const MOMENTUM: f64 = 0.85;
+    // Nesterov momentum takes steps 1 + 1/(1 − momentum) times the rate (airbench's
     // `kilostep_scale`).
-    let step_scale = 1.0 + 1.0 / (1.0 - 0.85f64);
+    let step_scale = 1.0 + 1.0 / (1.0 - MOMENTUM);
     Recipe {
         optimizer: OptimizerKind::Sgd,
         init: WeightInit::Uniform,
         lr: (lr_per_1024 as f64 / step_scale) as f32,
-        momentum: 0.85,
+        momentum: MOMENTUM as f32,
         nesterov: true,
         weight_decay: 0.0153 / lr_per_1024,
         batch_size: 1024,
