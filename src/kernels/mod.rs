@@ -1,7 +1,7 @@
 //! Hot kernels: matrix multiply (and the small products of Winograd's convolution),
-//! im2col/col2im, Winograd convolution, transpose, vectorised sums, per-thread scratch, and the
-//! plain reference versions they are tested against; `isa` chooses the instruction set of the
-//! hand-written ones, written once over `simd`'s vectors.
+//! im2col/col2im, Winograd convolution, transpose, vectorised sums, per-thread scratch, software
+//! prefetch, and the plain reference versions they are tested against; `isa` chooses the
+//! instruction set of the hand-written ones, written once over `simd`'s vectors.
 //!
 //! May use: nothing else of this crate (`rng` in tests only). Kernels work on slices with the
 //! layouts their docs state; they know nothing of layers, networks or files.
@@ -11,6 +11,7 @@ pub mod gemm;
 pub mod im2col;
 pub mod isa;
 pub mod math;
+pub mod prefetch;
 pub mod reduce;
 pub mod reference;
 pub mod scratch;

@@ -25,6 +25,7 @@
 use super::maxpool::{max_pool_plane, pool_geometry, unpool_plane};
 use super::{Activation, Init, Layer, Mode, Param};
 use crate::kernels::math::{gelu, gelu_grad};
+use crate::kernels::prefetch::prefetch;
 use crate::kernels::scratch::with_scratch;
 use crate::kernels::{SendPtr, reduce};
 use crate::tensor::{Tensor, data, data_mut, reuse};
@@ -375,7 +376,11 @@ impl<R: Iterator<Item = usize> + Clone> Channel<R> {
     ) -> (f32, f32) {
         let (plane, mu, k_std) = (self.plane, self.mu, self.k_std);
         let (mut sum_dz, mut sum_dz_xhat) = (0.0f32, 0.0f32);
-        for s in self.runs.clone() {
+        for (s, next) in with_next(self.runs.clone()) {
+            if let Some(next) = next {
+                prefetch(&x[next..next + plane]);
+                dy.prefetch(next, plane);
+            }
             let dy = dy.run(s, plane, scratch);
             let (sd, sdx) = if STORE {
                 // dz kept in dx's run for the second pass (the same values in the same order
@@ -433,6 +438,22 @@ enum Dy<'a> {
 }
 
 impl Dy<'_> {
+    /// Prefetches what [`Dy::run`] will read for the run at `s`.
+    fn prefetch(&self, s: usize, plane: usize) {
+        match *self {
+            Dy::Plain(dy) => prefetch(&dy[s..s + plane]),
+            Dy::Pooled {
+                dy,
+                argmax,
+                out_plane,
+            } => {
+                let r = s / plane * out_plane;
+                prefetch(&dy[r..][..out_plane]);
+                prefetch(&argmax[r..][..out_plane]);
+            }
+        }
+    }
+
     /// The `plane` values of the output gradient from `s` (the start of a run of the input).
     fn run<'s>(&'s self, s: usize, plane: usize, scratch: &'s mut [f32]) -> &'s [f32] {
         match *self {
@@ -481,13 +502,30 @@ fn normalise_run(
     }
 }
 
+/// Each of `runs` with the one after it, whose memory is prefetched while this one is read:
+/// a channel's runs lie a C×H×W image apart, so every run starts where the hardware
+/// prefetcher has not looked.
+fn with_next<R: Iterator<Item = usize> + Clone>(
+    runs: R,
+) -> impl Iterator<Item = (usize, Option<usize>)> {
+    runs.clone()
+        .zip(runs.skip(1).map(Some).chain(std::iter::once(None)))
+}
+
 /// The mean and the sum of squared deviations of one channel, in f64: each run (`plane`
 /// values from each start in `runs`) takes its two passes while it is in cache, and the runs
 /// are combined by the pairwise update of Chan, Golub & LeVeque (1979, "Updating formulae and
 /// a pairwise algorithm for computing sample variances"), so memory is read once.
-fn channel_moments(x: &[f32], runs: impl Iterator<Item = usize>, plane: usize) -> (f64, f64) {
+fn channel_moments(
+    x: &[f32],
+    runs: impl Iterator<Item = usize> + Clone,
+    plane: usize,
+) -> (f64, f64) {
     let (mut mean, mut m2) = (0.0f64, 0.0f64);
-    for (k, s) in runs.enumerate() {
+    for (k, (s, next)) in with_next(runs).enumerate() {
+        if let Some(next) = next {
+            prefetch(&x[next..next + plane]);
+        }
         let run = &x[s..s + plane];
         // Deviations from the f32 mean, summed too: that corrects the mean's rounding (of the
         // order of the values' ulp, which would bias the join below where the mean is large).
@@ -638,6 +676,14 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("eps"), "{err}");
+    }
+
+    #[test]
+    fn with_next_pairs_each_run_with_the_following_one() {
+        let pairs: Vec<_> = with_next([0, 12, 24].into_iter()).collect();
+        assert_eq!(pairs, [(0, Some(12)), (12, Some(24)), (24, None)]);
+        assert_eq!(with_next([5].into_iter()).collect::<Vec<_>>(), [(5, None)]);
+        assert_eq!(with_next(std::iter::empty()).count(), 0);
     }
 
     /// The per-run two-pass statistics joined by Chan's update match the plain f64 two-pass
