@@ -438,34 +438,38 @@ enum Dy<'a> {
 }
 
 impl Dy<'_> {
-    /// Prefetches what [`Dy::run`] will read for the run at `s`.
-    fn prefetch(&self, s: usize, plane: usize) {
+    /// What [`Dy::run`] reads for the run at `s`: `dy`'s run itself, or the pooled plane's
+    /// gradient and its winners.
+    fn reads(&self, s: usize, plane: usize) -> (&[f32], Option<&[u32]>) {
         match *self {
-            Dy::Plain(dy) => prefetch(&dy[s..s + plane]),
+            Dy::Plain(dy) => (&dy[s..s + plane], None),
             Dy::Pooled {
                 dy,
                 argmax,
                 out_plane,
             } => {
                 let r = s / plane * out_plane;
-                prefetch(&dy[r..][..out_plane]);
-                prefetch(&argmax[r..][..out_plane]);
+                (&dy[r..][..out_plane], Some(&argmax[r..][..out_plane]))
             }
+        }
+    }
+
+    /// Prefetches what [`Dy::run`] will read for the run at `s`.
+    fn prefetch(&self, s: usize, plane: usize) {
+        let (dy, argmax) = self.reads(s, plane);
+        prefetch(dy);
+        if let Some(argmax) = argmax {
+            prefetch(argmax);
         }
     }
 
     /// The `plane` values of the output gradient from `s` (the start of a run of the input).
     fn run<'s>(&'s self, s: usize, plane: usize, scratch: &'s mut [f32]) -> &'s [f32] {
-        match *self {
-            Dy::Plain(dy) => &dy[s..s + plane],
-            Dy::Pooled {
-                dy,
-                argmax,
-                out_plane,
-            } => {
-                let r = s / plane * out_plane;
+        match self.reads(s, plane) {
+            (dy, None) => dy,
+            (dy, Some(argmax)) => {
                 let dz = &mut scratch[..plane];
-                unpool_plane(&dy[r..][..out_plane], &argmax[r..][..out_plane], dz);
+                unpool_plane(dy, argmax, dz);
                 dz
             }
         }
