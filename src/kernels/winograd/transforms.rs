@@ -7,6 +7,8 @@
 use super::tiles;
 use super::{Tile, Winograd, tiles4};
 use crate::kernels::isa::Isa;
+use crate::kernels::prefetch::prefetch;
+use crate::kernels::shuffle;
 use crate::kernels::simd::F32x4;
 #[cfg(test)]
 use crate::kernels::simd::Lanes;
@@ -123,7 +125,16 @@ impl Winograd {
         let lead = ((M - pad % M) % M).min(w);
         let groups = (w - lead) / M;
         let first = (lead + pad) / M;
-        for (plane, phases) in x.chunks_exact(h * w).zip(buf.chunks_exact_mut(M * M * len)) {
+        for (i, (plane, phases)) in x
+            .chunks_exact(h * w)
+            .zip(buf.chunks_exact_mut(M * M * len))
+            .enumerate()
+        {
+            // The rows are read M apart, M passes over the plane: the hardware prefetcher
+            // follows no such pattern, so the next plane is asked for while this one is split.
+            if let Some(next) = x.get((i + 1) * h * w..(i + 2) * h * w) {
+                prefetch(next);
+            }
             phases.fill(0.0);
             for (p, rows) in phases.chunks_exact_mut(M * len).enumerate() {
                 let mut cols: [&mut [f32]; M] = {
@@ -145,11 +156,7 @@ impl Winograd {
                     (lead + groups * M..w).for_each(&mut one_by_one);
                     let mut runs: [&mut [f32]; M] =
                         out.each_mut().map(|o| &mut o[first..][..groups]);
-                    for (k, group) in src[lead..].chunks_exact(M).enumerate() {
-                        for (run, &v) in runs.iter_mut().zip(group) {
-                            run[k] = v;
-                        }
-                    }
+                    deinterleave_groups(&src[lead..][..groups * M], &mut runs);
                 }
             }
         }
@@ -293,21 +300,27 @@ impl Winograd {
     #[inline(always)]
     fn interleave<const M: usize>(&self, phases: &[f32], stride: usize, plane: &mut [f32]) {
         let (pitch, oh, ow, tw) = (self.pitch(), self.oh, self.ow, self.tw);
-        let whole = ow / M;
         for (yr, row) in plane.chunks_exact_mut(ow).enumerate().take(oh) {
             let (ty, a) = (yr / M, yr % M);
             let cols: [&[f32]; M] =
                 std::array::from_fn(|b| &phases[(M * a + b) * stride + ty * pitch..][..tw]);
-            // M tiles at a time, an M×M transpose (vector shuffles; one tile at a time, these
-            // scalar moves took a quarter of F(4×4)'s output transform).
-            let blocks = whole / M;
-            for (k, dst) in row.chunks_exact_mut(M * M).take(blocks).enumerate() {
-                let q: [&[f32]; M] = std::array::from_fn(|b| &cols[b][k * M..][..M]);
-                for (i, v) in dst.iter_mut().enumerate() {
-                    *v = q[i % M][i / M];
+            // Four tiles at a time in registers: a 4×4 transpose (F(4×4)), an interleave of two
+            // runs of four (F(2×2)); one value at a time, the moves took a quarter of F(4×4)'s
+            // output transform.
+            let chunk = if M == 4 || M == 2 { 4 * M } else { ow + 1 };
+            let done = ow / chunk * chunk;
+            for (k, dst) in row[..done].chunks_exact_mut(chunk).enumerate() {
+                let k = 4 * k;
+                if M == 4 {
+                    let (d0, rest) = dst.split_at_mut(4);
+                    let (d1, rest) = rest.split_at_mut(4);
+                    let (d2, d3) = rest.split_at_mut(4);
+                    shuffle::transpose4(std::array::from_fn(|b| &cols[b][k..]), [d0, d1, d2, d3]);
+                } else {
+                    shuffle::interleave2(&cols[0][k..], &cols[1][k..], dst);
                 }
             }
-            for x in blocks * M * M..ow {
+            for x in done..ow {
                 row[x] = cols[x % M][x / M];
             }
         }
@@ -321,18 +334,14 @@ impl Winograd {
         let (t, pitch, ow, tw) = (self.tiles(), self.pitch(), self.ow, self.tw);
         let phases = &mut phases[..M * M * t];
         phases.fill(0.0);
-        let blocks = ow / M / M;
         for (yr, row) in plane.chunks_exact(ow).enumerate() {
             let (ty, a) = (yr / M, yr % M);
             let mut runs = phases[M * a * t..][..M * t].chunks_exact_mut(t);
-            let cols: [&mut [f32]; M] =
+            let mut cols: [&mut [f32]; M] =
                 std::array::from_fn(|_| &mut runs.next().unwrap()[ty * pitch..][..tw]);
-            for (k, src) in row.chunks_exact(M * M).take(blocks).enumerate() {
-                for (i, &v) in src.iter().enumerate() {
-                    cols[i % M][k * M + i / M] = v;
-                }
-            }
-            for (x, &v) in row.iter().enumerate().skip(blocks * M * M) {
+            let whole = ow / M * M;
+            deinterleave_groups(&row[..whole], &mut cols);
+            for (x, &v) in row.iter().enumerate().skip(whole) {
                 cols[x % M][x / M] = v;
             }
         }
@@ -457,5 +466,31 @@ fn output_phase<const A: usize, const B: usize>(m: &[&[f32]; 16], out: &mut [f32
             0 => r(0) + r(1) + r(2),
             _ => r(1) - r(2) - r(3),
         };
+    }
+}
+
+/// `runs[j][k] = src[k·M + j]`: the `M` column phases of whole groups of `M` columns, each run
+/// as long as there are groups; four groups at a time through [`shuffle`]'s registers.
+#[inline(always)]
+fn deinterleave_groups<const M: usize>(src: &[f32], runs: &mut [&mut [f32]; M]) {
+    let groups = src.len() / M;
+    let quads = if M == 2 || M == 4 { groups / 4 } else { 0 };
+    for k in (0..quads).map(|q| 4 * q) {
+        let src = &src[k * M..];
+        if M == 4 {
+            let mut rows = runs.iter_mut();
+            let rows = std::array::from_fn(|_| &mut rows.next().unwrap()[k..]);
+            shuffle::transpose4(std::array::from_fn(|i| &src[4 * i..]), rows);
+        } else {
+            let [even, odd] = &mut runs[..] else {
+                unreachable!()
+            };
+            shuffle::deinterleave2(src, &mut even[k..], &mut odd[k..]);
+        }
+    }
+    for k in 4 * quads..groups {
+        for (j, run) in runs.iter_mut().enumerate() {
+            run[k] = src[k * M + j];
+        }
     }
 }
