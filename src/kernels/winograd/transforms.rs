@@ -362,7 +362,13 @@ impl Winograd {
         let (sz, len) = (self.plane_stride(o, g), self.output_plane());
         // Channel-major, so that each plane's run of Z is written in order (and a run's spill
         // lands on the next image's, written next).
-        for (oc, img) in (0..o).flat_map(|oc| (0..g).map(move |img| (oc, img))) {
+        let order = (0..o).flat_map(|oc| (0..g).map(move |img| (oc, img)));
+        for ((oc, img), next) in order.clone().zip(order.skip(1).map(Some).chain([None])) {
+            // Each plane is read once, and those of 32×32 maps are a 4 KB page each, where the
+            // hardware prefetcher starts cold: the next one is asked for ahead.
+            if let Some((oc, img)) = next {
+                prefetch(&dy[(img * o + oc) * len..][..len]);
+            }
             let plane = &dy[(img * o + oc) * len..][..len];
             let at = img * t;
             if self.tile == Tile::F4 {
