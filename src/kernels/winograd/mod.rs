@@ -36,6 +36,7 @@ mod transforms;
 use super::gemm::sgemm;
 use super::isa;
 use super::small_gemm::product;
+use rayon::prelude::*;
 
 /// Tiles per matrix product below which images are grouped: enough columns for the GEMM's
 /// micro-kernel to run at speed, few enough for the group's buffers to stay in cache and for
@@ -218,33 +219,18 @@ impl Winograd {
         self.tile.planes() * self.o * self.c
     }
 
-    /// `U_ξ = G g Gᵀ` for every kernel `g` of `weight` (`O×C×3×3`), stored `(m + 2)²×O×C`.
+    /// `U_ξ = G g Gᵀ` for every kernel `g` of `weight` (`O×C×3×3`), stored `(m + 2)²×O×C`;
+    /// ranges of kernels in parallel.
     pub fn transform_weights(&self, weight: &[f32], u: &mut [f32]) {
-        let (o, c) = (self.o, self.c);
-        assert!(weight.len() >= o * c * 9 && u.len() >= self.weights_len());
-        if self.tile == Tile::F4 {
-            return tiles4::transform_weights(o, c, weight, u);
-        }
-        for oc in 0..o {
-            for ic in 0..c {
-                let g = &weight[(oc * c + ic) * 9..][..9];
-                // G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]], applied to the rows of g...
-                let mut t = [[0.0f32; 3]; 4];
-                for j in 0..3 {
-                    let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
-                    t[0][j] = g0;
-                    t[1][j] = 0.5 * (g0 + g1 + g2);
-                    t[2][j] = 0.5 * (g0 - g1 + g2);
-                    t[3][j] = g2;
-                }
-                // ...then to its columns (· Gᵀ).
-                for (i, &[a, b, d]) in t.iter().enumerate() {
-                    let row = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                    for (j, v) in row.into_iter().enumerate() {
-                        u[((4 * i + j) * o + oc) * c + ic] = v;
-                    }
-                }
-            }
+        let kernels = self.o * self.c;
+        assert!(weight.len() >= kernels * 9 && u.len() >= self.weights_len());
+        match self.tile {
+            Tile::F4 => par_kernels(planes(u, kernels), 0, &|k0, u| {
+                tiles4::transform_weights(&weight[k0 * 9..], u)
+            }),
+            Tile::F2 => par_kernels(planes(u, kernels), 0, &|k0, u| {
+                transform_weights_f2(&weight[k0 * 9..], u)
+            }),
         }
     }
 
@@ -342,32 +328,99 @@ impl Winograd {
     }
 
     /// `dW (O×C×3×3) += Gᵀ S G` for every kernel, `S` (`(m + 2)²×O×C`) from
-    /// [`Self::accumulate_weight_grad`].
+    /// [`Self::accumulate_weight_grad`]; ranges of kernels in parallel.
     pub fn weight_grad(&self, s: &[f32], dw: &mut [f32]) {
-        let (o, c) = (self.o, self.c);
-        if self.tile == Tile::F4 {
-            return tiles4::weight_grad(o, c, s, dw);
-        }
-        assert!(s.len() >= 16 * o * c && dw.len() >= o * c * 9);
-        for (k, g) in dw.chunks_exact_mut(9).take(o * c).enumerate() {
-            let at = |xi: usize| s[xi * o * c + k];
-            // Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]], applied to the columns of S...
-            let t: [[f32; 4]; 3] = std::array::from_fn(|i| {
-                std::array::from_fn(|j| {
-                    let (u0, u1, u2, u3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
-                    match i {
-                        0 => u0 + 0.5 * (u1 + u2),
-                        1 => 0.5 * (u1 - u2),
-                        _ => 0.5 * (u1 + u2) + u3,
-                    }
-                })
+        let kernels = self.o * self.c;
+        assert!(s.len() >= self.grad_len() && dw.len() >= kernels * 9);
+        dw[..kernels * 9]
+            .par_chunks_mut(9 * KERNELS_PER_TASK)
+            .enumerate()
+            .for_each(|(t, dw)| {
+                let k0 = t * KERNELS_PER_TASK;
+                match self.tile {
+                    Tile::F4 => tiles4::weight_grad(k0, kernels, s, dw),
+                    Tile::F2 => weight_grad_f2(k0, kernels, s, dw),
+                }
             });
-            // ...then to its rows (· G).
-            for (i, &[u0, u1, u2, u3]) in t.iter().enumerate() {
-                g[3 * i] += u0 + 0.5 * (u1 + u2);
-                g[3 * i + 1] += 0.5 * (u1 - u2);
-                g[3 * i + 2] += 0.5 * (u1 + u2) + u3;
+    }
+}
+
+/// Kernels per parallel task of the kernel transforms (forward's and the input gradient's each
+/// step, and the weight gradient's way back): cifar-ref's largest layer has 16,384 kernels.
+const KERNELS_PER_TASK: usize = 512;
+
+/// The `P` planes of `u` (`P×kernels`), one value per kernel each.
+fn planes<const P: usize>(u: &mut [f32], kernels: usize) -> [&mut [f32]; P] {
+    let mut it = u[..P * kernels].chunks_exact_mut(kernels);
+    std::array::from_fn(|_| it.next().expect("P planes"))
+}
+
+/// Calls `f(k0, parts)` on consecutive ranges of kernels from `k0`, in parallel, each handed
+/// its range of every plane. Each kernel's values depend on that kernel alone, so the split
+/// changes no result.
+fn par_kernels<const P: usize, F>(planes: [&mut [f32]; P], k0: usize, f: &F)
+where
+    F: Fn(usize, [&mut [f32]; P]) + Sync,
+{
+    let len = planes[0].len();
+    if len <= KERNELS_PER_TASK {
+        return f(k0, planes);
+    }
+    let mid = len / 2;
+    let mut halves = planes.map(|p| p.split_at_mut(mid));
+    let left = halves.each_mut().map(|h| std::mem::take(&mut h.0));
+    let right = halves.map(|h| h.1);
+    rayon::join(
+        || par_kernels(left, k0, f),
+        || par_kernels(right, k0 + mid, f),
+    );
+}
+
+/// F(2×2)'s `U_ξ = G g Gᵀ`, as [`tiles4::transform_weights`] (16 planes).
+fn transform_weights_f2(weight: &[f32], u: [&mut [f32]; 16]) {
+    let n = u[0].len();
+    assert!(weight.len() >= n * 9 && u.iter().all(|p| p.len() == n));
+    for (k, g) in weight.chunks_exact(9).take(n).enumerate() {
+        // G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]], applied to the rows of g...
+        let mut t = [[0.0f32; 3]; 4];
+        for j in 0..3 {
+            let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+            t[0][j] = g0;
+            t[1][j] = 0.5 * (g0 + g1 + g2);
+            t[2][j] = 0.5 * (g0 - g1 + g2);
+            t[3][j] = g2;
+        }
+        // ...then to its columns (· Gᵀ).
+        for (i, &[a, b, d]) in t.iter().enumerate() {
+            let row = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+            for (j, v) in row.into_iter().enumerate() {
+                u[4 * i + j][k] = v;
             }
+        }
+    }
+}
+
+/// F(2×2)'s `dW += Gᵀ S G`, as [`tiles4::weight_grad`] (`S` `16×K`).
+fn weight_grad_f2(k0: usize, kernels: usize, s: &[f32], dw: &mut [f32]) {
+    assert!(s.len() >= 16 * kernels && k0 + dw.len() / 9 <= kernels);
+    for (k, g) in dw.chunks_exact_mut(9).enumerate() {
+        let at = |xi: usize| s[xi * kernels + k0 + k];
+        // Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]], applied to the columns of S...
+        let t: [[f32; 4]; 3] = std::array::from_fn(|i| {
+            std::array::from_fn(|j| {
+                let (u0, u1, u2, u3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
+                match i {
+                    0 => u0 + 0.5 * (u1 + u2),
+                    1 => 0.5 * (u1 - u2),
+                    _ => 0.5 * (u1 + u2) + u3,
+                }
+            })
+        });
+        // ...then to its rows (· G).
+        for (i, &[u0, u1, u2, u3]) in t.iter().enumerate() {
+            g[3 * i] += u0 + 0.5 * (u1 + u2);
+            g[3 * i + 1] += 0.5 * (u1 - u2);
+            g[3 * i + 2] += 0.5 * (u1 + u2) + u3;
         }
     }
 }

@@ -240,3 +240,35 @@ fn the_fastest_plan_counts_multiplications() {
     assert_eq!(tile((64, 8, 8), 1), Tile::F2);
     assert_eq!(tile((64, 2, 2), 1), Tile::F2);
 }
+
+/// With more kernels than one task takes (and a count that halves unevenly), the kernel
+/// transforms split into parallel ranges give bit for bit what one range over every kernel
+/// gives: forward's `G g Gᵀ` and the weight gradient's `Gᵀ S G`, both tiles.
+#[test]
+fn kernel_transforms_split_across_tasks_change_nothing() {
+    let (o, c) = (37, 29);
+    let kernels = o * c;
+    assert!(kernels > 2 * KERNELS_PER_TASK);
+    let weight = seeded(kernels * 9, 21);
+    for tile in TILES {
+        let plan = Winograd::with_tile((c, 6, 6), o, 1, tile).unwrap();
+        let n = tile.planes();
+        let mut split = vec![0.0; plan.weights_len()];
+        plan.transform_weights(&weight, &mut split);
+        let mut whole = vec![0.0; plan.weights_len()];
+        match tile {
+            Tile::F4 => tiles4::transform_weights(&weight, planes(&mut whole, kernels)),
+            Tile::F2 => transform_weights_f2(&weight, planes(&mut whole, kernels)),
+        }
+        assert_eq!(split, whole, "{tile:?}");
+        let s = seeded(n * kernels, 22);
+        let start = seeded(kernels * 9, 23);
+        let (mut split, mut whole) = (start.clone(), start);
+        plan.weight_grad(&s, &mut split);
+        match tile {
+            Tile::F4 => tiles4::weight_grad(0, kernels, &s, &mut whole),
+            Tile::F2 => weight_grad_f2(0, kernels, &s, &mut whole),
+        }
+        assert_eq!(split, whole, "{tile:?}");
+    }
+}

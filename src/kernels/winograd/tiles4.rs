@@ -199,17 +199,20 @@ fn kernel_1d([g0, g1, g2]: [f32; 3]) -> [f32; 6] {
     ]
 }
 
-/// `U_ξ = G g Gᵀ` for every kernel `g` of `weight` (`O×C×3×3`), stored `36×O×C`.
-pub fn transform_weights(o: usize, c: usize, weight: &[f32], u: &mut [f32]) {
-    assert!(weight.len() >= o * c * 9 && u.len() >= 36 * o * c);
-    for (k, g) in weight.chunks_exact(9).take(o * c).enumerate() {
+/// `U_ξ = G g Gᵀ` for the kernels `g` of `weight` (consecutive `3×3` kernels), kernel `k` into
+/// `u[ξ][k]` for the `u[_].len()` kernels that `u` has room for (a range of every plane of the
+/// `36×O×C` transformed weights).
+pub fn transform_weights(weight: &[f32], u: [&mut [f32]; 36]) {
+    let n = u[0].len();
+    assert!(weight.len() >= n * 9 && u.iter().all(|p| p.len() == n));
+    for (k, g) in weight.chunks_exact(9).take(n).enumerate() {
         // Columns of G g, one per kernel column j...
         let cols: [[f32; 6]; 3] = std::array::from_fn(|j| kernel_1d([g[j], g[3 + j], g[6 + j]]));
         // ...then each of its rows times Gᵀ.
         for i in 0..6 {
             let row = kernel_1d([cols[0][i], cols[1][i], cols[2][i]]);
             for (j, v) in row.into_iter().enumerate() {
-                u[(6 * i + j) * o * c + k] = v;
+                u[6 * i + j][k] = v;
             }
         }
     }
@@ -224,12 +227,12 @@ fn grad_kernel_1d([s0, s1, s2, s3, s4, s5]: [f32; 6]) -> [f32; 3] {
     ]
 }
 
-/// `dW (O×C×3×3) += Gᵀ S G` for every kernel, `S` (`36×O×C`) the weight gradient's sum in
-/// Winograd's domain.
-pub fn weight_grad(o: usize, c: usize, s: &[f32], dw: &mut [f32]) {
-    assert!(s.len() >= 36 * o * c && dw.len() >= o * c * 9);
-    for (k, g) in dw.chunks_exact_mut(9).take(o * c).enumerate() {
-        let at = |xi: usize| s[xi * o * c + k];
+/// `dW += Gᵀ S G` for the kernels `k0..` that `dw` holds (consecutive `3×3` kernels), `S`
+/// (`36×K`, `K` kernels in all) the weight gradient's sum in Winograd's domain.
+pub fn weight_grad(k0: usize, kernels: usize, s: &[f32], dw: &mut [f32]) {
+    assert!(s.len() >= 36 * kernels && k0 + dw.len() / 9 <= kernels);
+    for (k, g) in dw.chunks_exact_mut(9).enumerate() {
+        let at = |xi: usize| s[xi * kernels + k0 + k];
         // Gᵀ applied to each column j of S...
         let cols: [[f32; 3]; 6] =
             std::array::from_fn(|j| grad_kernel_1d(std::array::from_fn(|i| at(6 * i + j))));
