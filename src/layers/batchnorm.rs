@@ -517,7 +517,7 @@ fn with_next<R: Iterator<Item = usize> + Clone>(
 }
 
 /// The mean and the sum of squared deviations of one channel, in f64: each run (`plane`
-/// values from each start in `runs`) takes its two passes while it is in cache, and the runs
+/// values from each start in `runs`) takes one pass while it is in cache, and the runs
 /// are combined by the pairwise update of Chan, Golub & LeVeque (1979, "Updating formulae and
 /// a pairwise algorithm for computing sample variances"), so memory is read once.
 fn channel_moments(
@@ -531,9 +531,14 @@ fn channel_moments(
             prefetch(&x[next..next + plane]);
         }
         let run = &x[s..s + plane];
-        // Deviations from the f32 mean, summed too: that corrects the mean's rounding (of the
-        // order of the values' ulp, which would bias the join below where the mean is large).
-        let c = reduce::sum(run) / plane as f32;
+        // Deviations from a first guess of the mean, summed too: that corrects the guess (so
+        // the join below is not biased where the mean is large), and the squares lose no
+        // digits to a mean far from zero. The guess is the mean of the run's first 16 values:
+        // those deviate from the run's mean at least as far, so m2 ≥ 16·(guess − mean)² and
+        // the correction cancels at most plane/16 times m2 (a first pass for the exact mean
+        // cost more: cifar-ref's batch norm forward 6.5 → 5.9 ms a step without it, Zen 5).
+        let head = &run[..plane.min(16)];
+        let c = head.iter().sum::<f32>() / head.len() as f32;
         let (dev, dev_sq) = reduce::sum_and_dot_map(run, run, |v, _| (v - c, v - c));
         let p = plane as f64;
         let run_mean = c as f64 + dev as f64 / p;
@@ -716,6 +721,20 @@ mod tests {
                 "n {n} plane {plane}: {m2} {want_m2}"
             );
         }
+        // The first guess of each run's mean (its first 16 values) far off: 32×32 planes whose
+        // first 16 values sit 40 deviations above the rest, on a mean of 1000.
+        let mut x = data(&seeded(&[3 * 1024], 12)).to_vec();
+        for (i, v) in x.iter_mut().enumerate() {
+            *v += if i % 1024 < 16 { 1040.0 } else { 1000.0 };
+        }
+        let (mean, m2) = channel_moments(&x, [0, 1024, 2048].into_iter(), 1024);
+        let want_mean = x.iter().map(|&v| v as f64).sum::<f64>() / x.len() as f64;
+        let want_m2: f64 = x.iter().map(|&v| (v as f64 - want_mean).powi(2)).sum();
+        assert!(
+            (mean - want_mean).abs() <= 1e-6 * want_mean,
+            "{mean} {want_mean}"
+        );
+        assert!((m2 - want_m2).abs() <= 1e-4 * want_m2, "{m2} {want_m2}");
         // Hand-worked: runs [1, 3] and [5, 7]: mean 4, squared deviations 9 + 1 + 1 + 9.
         assert_eq!(
             channel_moments(&[1.0, 3.0, 5.0, 7.0], [0, 2].into_iter(), 2),
