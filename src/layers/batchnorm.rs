@@ -533,10 +533,11 @@ fn channel_moments(
         let run = &x[s..s + plane];
         // Deviations from a first guess of the mean, summed too: that corrects the guess (so
         // the join below is not biased where the mean is large), and the squares lose no
-        // digits to a mean far from zero. The guess is the mean of the run's first 16 values:
-        // those deviate from the run's mean at least as far, so m2 ≥ 16·(guess − mean)² and
-        // the correction cancels at most plane/16 times m2 (a first pass for the exact mean
-        // cost more: cifar-ref's batch norm forward 6.5 → 5.9 ms a step without it, Zen 5).
+        // digits to a mean far from zero. The guess is the mean of the run's first 16 values,
+        // whose squared deviations from the run's mean alone sum to at least
+        // 16·(guess − mean)², so the correction cancels at most plane/16 times m2 (a first
+        // pass for the exact mean cost more: cifar-ref's batch norm forward 6.5 → 5.9 ms a
+        // step without it, AVX-512 Zen 5).
         let head = &run[..plane.min(16)];
         let c = head.iter().sum::<f32>() / head.len() as f32;
         let (dev, dev_sq) = reduce::sum_and_dot_map(run, run, |v, _| (v - c, v - c));
