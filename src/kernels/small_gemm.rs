@@ -17,11 +17,22 @@ use super::isa::{self, Isa};
 
 /// `c (m×n) = a (m×k) · b (k×n)`, all row-major and contiguous, on the active path.
 pub fn product(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    product_on(isa::active(), m, n, k, a, b, c)
+    product_on(isa::active(), m, n, k, a, b, c, false)
 }
 
-/// [`product`] on the path `isa` (or the best the CPU has below it).
-pub fn product_on(isa: Isa, m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+/// [`product`], or `c += a · b` when `accumulate` (each element's sum then starts from its old
+/// value), on the path `isa` (or the best the CPU has below it).
+#[allow(clippy::too_many_arguments)]
+pub fn product_on(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+) {
     assert!(
         a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
         "product: buffer too small"
@@ -29,14 +40,14 @@ pub fn product_on(isa: Isa, m: usize, n: usize, k: usize, a: &[f32], b: &[f32], 
     #[cfg(target_arch = "x86_64")]
     match isa.supported() {
         // SAFETY: `supported` returns only paths the CPU has; the lengths are asserted above.
-        Isa::Avx512 => return unsafe { simd::avx512(m, n, k, a, b, c) },
+        Isa::Avx512 => return unsafe { simd::avx512(m, n, k, a, b, c, accumulate) },
         // SAFETY: as above.
-        Isa::Avx2 => return unsafe { simd::avx2(m, n, k, a, b, c) },
+        Isa::Avx2 => return unsafe { simd::avx2(m, n, k, a, b, c, accumulate) },
         Isa::Portable => {}
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = isa;
-    sgemm(m, n, k, a, false, b, false, c, false);
+    sgemm(m, n, k, a, false, b, false, c, accumulate);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -49,9 +60,17 @@ mod simd {
     /// # Safety
     /// The CPU has AVX-512F; `a`, `b`, `c` hold at least `m·k`, `k·n`, `m·n` floats.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    pub unsafe fn avx512(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        acc: bool,
+    ) {
         // SAFETY: as this function's.
-        unsafe { product::<F32x16, 8, 3>(m, n, k, a, b, c) }
+        unsafe { product::<F32x16, 8, 3>((m, n, k), a, b, c, acc) }
     }
 
     /// See [`super::product`]: register blocks of 6 rows × 2 vectors, 12 accumulators of 16
@@ -60,9 +79,17 @@ mod simd {
     /// # Safety
     /// The CPU has AVX2 and FMA; the lengths as [`avx512`]'s.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn avx2(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    pub unsafe fn avx2(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        acc: bool,
+    ) {
         // SAFETY: as this function's.
-        unsafe { product::<F32x8, 6, 2>(m, n, k, a, b, c) }
+        unsafe { product::<F32x8, 6, 2>((m, n, k), a, b, c, acc) }
     }
 
     /// Blocks of `MR` rows × `NV` vectors of columns.
@@ -71,21 +98,20 @@ mod simd {
     /// As [`avx512`]'s, with `V`'s instruction set enabled in the caller.
     #[inline(always)]
     unsafe fn product<V: Vector, const MR: usize, const NV: usize>(
-        m: usize,
-        n: usize,
-        k: usize,
+        (m, n, k): (usize, usize, usize),
         a: &[f32],
         b: &[f32],
         c: &mut [f32],
+        acc: bool,
     ) {
         for j in (0..n).step_by(V::LANES * NV) {
             // The last block of columns is as many vectors wide as it needs.
             // SAFETY: as this function's.
             unsafe {
                 match (n - j).div_ceil(V::LANES) {
-                    1 => columns::<V, MR, 1>(m, j, (n, k), a, b, c),
-                    2 if NV > 2 => columns::<V, MR, 2>(m, j, (n, k), a, b, c),
-                    _ => columns::<V, MR, NV>(m, j, (n, k), a, b, c),
+                    1 => columns::<V, MR, 1>(m, j, (n, k), a, b, c, acc),
+                    2 if NV > 2 => columns::<V, MR, 2>(m, j, (n, k), a, b, c, acc),
+                    _ => columns::<V, MR, NV>(m, j, (n, k), a, b, c, acc),
                 }
             }
         }
@@ -96,6 +122,7 @@ mod simd {
     /// # Safety
     /// As [`product`]'s.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn columns<V: Vector, const MR: usize, const W: usize>(
         m: usize,
         j: usize,
@@ -103,6 +130,7 @@ mod simd {
         a: &[f32],
         b: &[f32],
         c: &mut [f32],
+        acc: bool,
     ) {
         // SAFETY: as this function's; each block's rows end at or before `m`.
         unsafe {
@@ -111,27 +139,29 @@ mod simd {
                 std::array::from_fn(|v| V::mask(nk.0.saturating_sub(j + V::LANES * v)));
             let mut i = 0;
             while i + MR <= m {
-                block::<V, MR, W>(i, j, masks, nk, a, b, c);
+                block::<V, MR, W>(i, j, masks, nk, a, b, c, acc);
                 i += MR;
             }
             match m - i {
                 0 => {}
-                1 => block::<V, 1, W>(i, j, masks, nk, a, b, c),
-                2 => block::<V, 2, W>(i, j, masks, nk, a, b, c),
-                3 => block::<V, 3, W>(i, j, masks, nk, a, b, c),
-                4 => block::<V, 4, W>(i, j, masks, nk, a, b, c),
-                5 => block::<V, 5, W>(i, j, masks, nk, a, b, c),
-                6 => block::<V, 6, W>(i, j, masks, nk, a, b, c),
-                _ => block::<V, 7, W>(i, j, masks, nk, a, b, c),
+                1 => block::<V, 1, W>(i, j, masks, nk, a, b, c, acc),
+                2 => block::<V, 2, W>(i, j, masks, nk, a, b, c, acc),
+                3 => block::<V, 3, W>(i, j, masks, nk, a, b, c, acc),
+                4 => block::<V, 4, W>(i, j, masks, nk, a, b, c, acc),
+                5 => block::<V, 5, W>(i, j, masks, nk, a, b, c, acc),
+                6 => block::<V, 6, W>(i, j, masks, nk, a, b, c, acc),
+                _ => block::<V, 7, W>(i, j, masks, nk, a, b, c, acc),
             }
         }
     }
 
-    /// Rows `i..i + R` and the `W` vectors of columns from `j` (lanes `masks`) of `C`.
+    /// Rows `i..i + R` and the `W` vectors of columns from `j` (lanes `masks`) of `C`, added
+    /// to what they hold when `accumulate`.
     ///
     /// # Safety
     /// As [`product`]'s, with `i + R ≤ m`.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn block<V: Vector, const R: usize, const W: usize>(
         i: usize,
         j: usize,
@@ -140,13 +170,23 @@ mod simd {
         a: &[f32],
         b: &[f32],
         c: &mut [f32],
+        accumulate: bool,
     ) {
         // SAFETY: masked-off lanes are neither read nor written (and do not fault), so every
         // access is within `b` (`p·n + j + lane < k·n` for an unmasked lane) and `c`; `a` is
         // read at `(i + r)·k + p < m·k`. Pointers past the end are formed with `wrapping_add`
         // and only used under a zero mask.
         unsafe {
+            let cp = c.as_mut_ptr();
             let mut acc = [[V::zero(); W]; R];
+            if accumulate {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let row = cp.wrapping_add((i + r) * n + j);
+                    for (v, acc) in acc.iter_mut().enumerate() {
+                        *acc = V::load(masks[v], row.wrapping_add(V::LANES * v));
+                    }
+                }
+            }
             let (ap, bp) = (a.as_ptr().add(i * k), b.as_ptr());
             for p in 0..k {
                 let row = bp.wrapping_add(p * n + j);
@@ -159,7 +199,6 @@ mod simd {
                     }
                 }
             }
-            let cp = c.as_mut_ptr();
             for (r, acc) in acc.iter().enumerate() {
                 let row = cp.wrapping_add((i + r) * n + j);
                 for (v, &acc) in acc.iter().enumerate() {
@@ -179,7 +218,8 @@ mod tests {
     /// 1, below, at and past multiples of 6 and 8; columns within one vector, at 8, 16, 48, past
     /// them; reductions of 1 up. Tolerance 1e-5 relative: the sums of up to 32 terms of size
     /// below 0.25 differ from the reference's order by a few ulps. AVX-512 and AVX2 sum in the
-    /// same order with the same fused steps, so they must agree bit for bit.
+    /// same order with the same fused steps, so they must agree bit for bit. Each path also
+    /// adds into what `c` holds.
     #[test]
     fn product_matches_the_triple_loop_on_every_path() {
         let mut rng = crate::rng::Rng::new(5);
@@ -192,22 +232,29 @@ mod tests {
                     let b: Vec<f32> = (0..k * n).map(|_| rng.uniform() - 0.5).collect();
                     let mut want = vec![0.0; m * n];
                     reference::gemm(m, n, k, &a, false, &b, false, &mut want);
+                    let old: Vec<f32> = (0..m * n).map(|_| rng.uniform() - 0.5).collect();
                     let mut fused = None;
-                    for &isa in &paths {
-                        // Extra space after `c` must stay untouched.
+                    for (&isa, accumulate) in paths.iter().flat_map(|i| [(i, false), (i, true)]) {
+                        // Extra space after `c` must stay untouched; without `accumulate`
+                        // the old values (NaN) must not leak in.
                         let mut got = vec![f32::NAN; m * n + 20];
-                        product_on(isa, m, n, k, &a, &b, &mut got);
+                        if accumulate {
+                            got[..m * n].copy_from_slice(&old);
+                        }
+                        product_on(isa, m, n, k, &a, &b, &mut got, accumulate);
                         for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
+                            let w = if accumulate { w + old[idx] } else { *w };
                             assert!(
                                 (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
-                                "{isa:?} {m}×{n}×{k}, element {idx}: {g} vs {w}"
+                                "{isa:?} {m}×{n}×{k} accumulate {accumulate}, element {idx}: \
+                                 {g} vs {w}"
                             );
                         }
                         assert!(
                             got[m * n..].iter().all(|v| v.is_nan()),
                             "{isa:?} {m}×{n}×{k}"
                         );
-                        if isa > Isa::Portable {
+                        if isa > Isa::Portable && !accumulate {
                             let bits: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
                             let first = fused.get_or_insert(bits.clone());
                             assert!(*first == bits, "{isa:?} {m}×{n}×{k}: differs from AVX2");

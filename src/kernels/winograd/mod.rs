@@ -35,7 +35,8 @@ mod transforms;
 
 use super::gemm::sgemm;
 use super::isa;
-use super::small_gemm::product;
+use super::small_gemm::{product, product_on};
+use super::transpose::transpose;
 use rayon::prelude::*;
 
 /// Tiles per matrix product below which images are grouped: enough columns for the GEMM's
@@ -75,6 +76,9 @@ const MIN_F4_TILES: usize = 16;
 /// Floats after each output phase's run of tiles (see `transforms`) that the vector code may
 /// overwrite: one widest vector.
 const SLACK: usize = 16;
+
+/// Floats after the last row of each phase image (see [`Winograd::phase_len`]).
+const PHASE_SLACK: usize = 8;
 
 /// The geometry of one 3×3, stride-1 convolution computed by F(m×m, 3×3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,10 +179,11 @@ impl Winograd {
         MIN_TILES.div_ceil(self.tiles()).max(1)
     }
 
-    /// Floats of one phase image: `TH + 1` rows of `TW + 1`, and one more that the last
-    /// (unused) tile's shifted reads reach.
+    /// Floats of one phase image: `TH + 1` rows of `TW + 1`, and [`PHASE_SLACK`] more: the
+    /// last (unused) tile's shifted reads reach one, and the AVX-512 input split's last vector
+    /// of a row may write up to 7 past it (see `transforms`).
     fn phase_len(&self) -> usize {
-        (self.th + 1) * self.pitch() + 1
+        (self.th + 1) * self.pitch() + PHASE_SLACK
     }
 
     /// Phase images per channel, and output phases per tile: `m²`.
@@ -198,6 +203,12 @@ impl Winograd {
             + planes * self.plane_stride(self.c, g)
             + planes * self.plane_stride(self.o, g)
             + self.phases() * self.phase_stride(g)
+    }
+
+    /// Scratch floats [`Self::accumulate_weight_grad`] needs for a group of `g` images:
+    /// [`Self::scratch_len`]'s and one plane of `V` transposed (`NT×C`).
+    pub fn grad_scratch_len(&self, g: usize) -> usize {
+        self.scratch_len(g) + self.c * g * self.tiles()
     }
 
     /// Floats from one plane of `V`, `M` or `Z` (`rows×NT` for a group of `g` images) to the
@@ -240,7 +251,8 @@ impl Winograd {
     pub fn forward(&self, x: &[f32], u: &[f32], scratch: &mut [f32], y: &mut [f32]) {
         let g = x.len() / self.input_len();
         assert!(y.len() == g * self.output_len() && u.len() >= self.weights_len());
-        let (v, m, phases) = self.input_transformed(x, scratch);
+        let isa = isa::active();
+        let (v, m, phases) = self.input_transformed(isa, x, scratch);
         let (o, c, nt) = (self.o, self.c, g * self.tiles());
         let (sv, sm) = (self.plane_stride(c, g), self.plane_stride(o, g));
         for xi in 0..self.tile.planes() {
@@ -253,7 +265,7 @@ impl Winograd {
                 &mut m[xi * sm..][..o * nt],
             );
         }
-        self.transform_output(isa::active(), m, g, phases, y);
+        self.transform_output(isa, m, g, phases, y);
     }
 
     /// Splits the scratch for the `g` images of `x` (`g×C×H×W`, at least
@@ -261,6 +273,7 @@ impl Winograd {
     /// and `m²` phases of [`Self::phase_stride`], and fills `V` with the transformed input.
     fn input_transformed<'s>(
         &self,
+        isa: isa::Isa,
         x: &[f32],
         scratch: &'s mut [f32],
     ) -> (&'s mut [f32], &'s mut [f32], &'s mut [f32]) {
@@ -268,7 +281,6 @@ impl Winograd {
         let g = x.len() / item;
         assert!(x.len() == g * item && scratch.len() >= self.scratch_len(g));
         let planes = self.tile.planes();
-        let isa = isa::active();
         let (prepared, rest) = scratch.split_at_mut(g * self.prepared_len());
         let (v, rest) = rest.split_at_mut(planes * self.plane_stride(self.c, g));
         let (out, rest) = rest.split_at_mut(planes * self.plane_stride(self.o, g));
@@ -296,8 +308,12 @@ impl Winograd {
     }
 
     /// `S_ξ (O×C) (+)= Σ_tiles Z_ξ · V_ξᵀ` for `g` images `x` (`g×C×H×W`) and their output
-    /// gradients `dy` (`g×O×OH×OW`), with [`Self::scratch_len`]`(g)` floats of scratch; `s` is
-    /// overwritten unless `accumulate`. [`Self::weight_grad`] turns the sum into `dW`.
+    /// gradients `dy` (`g×O×OH×OW`), with [`Self::grad_scratch_len`]`(g)` floats of scratch; `s`
+    /// is overwritten unless `accumulate`. [`Self::weight_grad`] turns the sum into `dW`.
+    ///
+    /// On the AVX2 and AVX-512 paths each plane of `V` is transposed first, so that the product
+    /// is `small_gemm`'s, which reads its operands in place: the `gemm` crate packs both on every
+    /// call, which a reduction this short (`NT`, 72 to 144) cannot amortise.
     pub fn accumulate_weight_grad(
         &self,
         x: &[f32],
@@ -306,24 +322,36 @@ impl Winograd {
         s: &mut [f32],
         accumulate: bool,
     ) {
+        self.accumulate_weight_grad_on(isa::active(), x, dy, scratch, s, accumulate)
+    }
+
+    /// [`Self::accumulate_weight_grad`] on the path `isa`.
+    fn accumulate_weight_grad_on(
+        &self,
+        isa: isa::Isa,
+        x: &[f32],
+        dy: &[f32],
+        scratch: &mut [f32],
+        s: &mut [f32],
+        accumulate: bool,
+    ) {
         let g = x.len() / self.input_len();
         assert!(dy.len() == g * self.output_len() && s.len() >= self.grad_len());
-        let (v, z, phases) = self.input_transformed(x, scratch);
-        self.transform_grad(isa::active(), dy, g, phases, z);
         let (o, c, nt) = (self.o, self.c, g * self.tiles());
+        let (scratch, vt) = scratch.split_at_mut(self.scratch_len(g));
+        let vt = &mut vt[..c * nt];
+        let (v, z, phases) = self.input_transformed(isa, x, scratch);
+        self.transform_grad(isa, dy, g, phases, z);
         let (sv, sz) = (self.plane_stride(c, g), self.plane_stride(o, g));
         for xi in 0..self.tile.planes() {
-            sgemm(
-                o,
-                c,
-                nt,
-                &z[xi * sz..][..o * nt],
-                false,
-                &v[xi * sv..][..c * nt],
-                true,
-                &mut s[xi * o * c..][..o * c],
-                accumulate,
-            );
+            let (z, v) = (&z[xi * sz..][..o * nt], &v[xi * sv..][..c * nt]);
+            let s = &mut s[xi * o * c..][..o * c];
+            if isa > isa::Isa::Portable {
+                transpose(v, c, nt, vt);
+                product_on(isa, o, c, nt, z, vt, s, accumulate);
+            } else {
+                sgemm(o, c, nt, z, false, v, true, s, accumulate);
+            }
         }
     }
 

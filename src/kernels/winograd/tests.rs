@@ -12,7 +12,9 @@ fn seeded(len: usize, seed: u64) -> Vec<f32> {
 
 /// (images, C, H, W, O, pad): one image and several, odd and even and non-square outputs,
 /// padding 0, 1 and 2, widths past one 16-lane run, exactly one run (4×14 → 2×8 tiles,
-/// counting the unused column), odd widths with every padding, 1 channel.
+/// counting the unused column), odd widths with every padding, 1 channel, and channel counts
+/// past the products' register blocks (17 in, 19 out), rows wider than the input split's
+/// staged segment (300).
 const CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (1, 1, 3, 3, 1, 0),
     (1, 2, 5, 7, 3, 0),
@@ -24,6 +26,8 @@ const CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (1, 1, 1, 1, 2, 1),
     (2, 2, 4, 14, 3, 1),
     (1, 2, 5, 7, 2, 2),
+    (2, 17, 8, 6, 19, 1),
+    (1, 2, 3, 300, 2, 1),
 ];
 
 /// Both tiles, F(2×2) first.
@@ -72,7 +76,8 @@ fn winograd_matches_the_direct_convolution() {
 }
 
 /// The weight gradient against its definition, `dW[o][c][i][j] = Σ dy[o][y][x] ·
-/// x_padded[c][y + i][x + j]`, on `CASES` with both tiles, accumulated over two calls.
+/// x_padded[c][y + i][x + j]`, on `CASES` with both tiles, accumulated over two calls, on every
+/// path the CPU has.
 #[test]
 fn winograd_weight_gradient_matches_the_definition() {
     for (tile, &(g, c, h, w, o, pad)) in TILES
@@ -108,27 +113,30 @@ fn winograd_weight_gradient_matches_the_definition() {
                 }
             }
         }
-        let mut scratch = vec![f32::NAN; plan.scratch_len(g)];
-        let mut s = vec![f32::NAN; plan.grad_len()];
-        let (x_item, dy_item) = (g * c * h * w, g * o * oh * ow);
-        for half in 0..2 {
-            plan.accumulate_weight_grad(
-                &x[half * x_item..][..x_item],
-                &dy[half * dy_item..][..dy_item],
-                &mut scratch,
-                &mut s,
-                half > 0,
-            );
-        }
-        let mut dw = vec![1.0; o * c * 9];
-        plan.weight_grad(&s, &mut dw);
-        let terms = (2 * g * oh * ow) as f32;
-        for (i, (a, b)) in dw.iter().zip(&want).enumerate() {
-            let b = *b as f32 + 1.0;
-            assert!(
-                (a - b).abs() <= tol * (1.0 + b.abs()) * terms,
-                "{tile:?} g={g} c={c} h={h} w={w} o={o} pad={pad} at {i}: {a} vs {b}"
-            );
+        for isa in Isa::available() {
+            let mut scratch = vec![f32::NAN; plan.grad_scratch_len(g)];
+            let mut s = vec![f32::NAN; plan.grad_len()];
+            let (x_item, dy_item) = (g * c * h * w, g * o * oh * ow);
+            for half in 0..2 {
+                plan.accumulate_weight_grad_on(
+                    isa,
+                    &x[half * x_item..][..x_item],
+                    &dy[half * dy_item..][..dy_item],
+                    &mut scratch,
+                    &mut s,
+                    half > 0,
+                );
+            }
+            let mut dw = vec![1.0; o * c * 9];
+            plan.weight_grad(&s, &mut dw);
+            let terms = (2 * g * oh * ow) as f32;
+            for (i, (a, b)) in dw.iter().zip(&want).enumerate() {
+                let b = *b as f32 + 1.0;
+                assert!(
+                    (a - b).abs() <= tol * (1.0 + b.abs()) * terms,
+                    "{isa:?} {tile:?} g={g} c={c} h={h} w={w} o={o} pad={pad} at {i}: {a} vs {b}"
+                );
+            }
         }
     }
 }

@@ -108,6 +108,12 @@ impl Winograd {
     #[inline(always)]
     fn prepare_body<const LANES: usize>(&self, x: &[f32], buf: &mut [f32]) {
         match self.tile {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `LANES` is 16 only in the body compiled for AVX-512 (`per_isa`).
+            Tile::F2 if LANES == 16 => unsafe { self.split_avx512::<2>(x, buf) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Tile::F4 if LANES == 16 => unsafe { self.split_avx512::<4>(x, buf) },
             Tile::F2 => self.split::<2>(x, buf),
             Tile::F4 => self.split::<4>(x, buf),
         }
@@ -157,6 +163,88 @@ impl Winograd {
                     let mut runs: [&mut [f32]; M] =
                         out.each_mut().map(|o| &mut o[first..][..groups]);
                     deinterleave_groups(&src[lead..][..groups * M], &mut runs);
+                }
+            }
+        }
+    }
+
+    /// [`Self::split`] in AVX-512 registers: each row is read 16 padded columns at a time by
+    /// one load whose mask leaves out the padding (which loads as zero), its `16/M` groups
+    /// sorted into their `M` column phases by one permute, and each phase's run stored whole,
+    /// so no column is placed one by one and the phase images need no clearing first (the
+    /// padding rows are written as zero rows). A row's last vector may write up to `16/M − 1`
+    /// places past its end: zeros, into the next row of its phase image (written after it) or
+    /// the image's slack ([`Winograd::phase_len`]).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and the caller is compiled for it.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn split_avx512<const M: usize>(&self, x: &[f32], buf: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let (h, w, pad, pitch, len) = (self.h, self.w, self.pad, self.pitch(), self.phase_len());
+        let rows_len = (self.th + 1) * pitch;
+        // Groups per vector and vectors per row.
+        let per = 16 / M;
+        let vectors = pitch.div_ceil(per);
+        assert!(M == 2 || M == 4);
+        assert!(
+            vectors * per + self.th * pitch <= len && x.len() / (h * w) * M * M * len <= buf.len()
+        );
+        // Lane `l` of the permuted vector takes lane `order[l]` of the row: phase `j`'s run is
+        // lanes `j·per..(j + 1)·per`.
+        let order: [i32; 16] = std::array::from_fn(|l| ((l % per) * M + l / per) as i32);
+        // SAFETY: the CPU has AVX-512F (this function's contract). Loads read only the lanes
+        // of their row that are source columns (the mask); stores write `per` floats at
+        // `y·pitch + v·per ≤ th·pitch + (vectors − 1)·per` into a phase image of `len` floats
+        // (asserted above).
+        unsafe {
+            let order = _mm512_loadu_si512(order.as_ptr().cast());
+            for (i, (plane, phases)) in x
+                .chunks_exact(h * w)
+                .zip(buf.chunks_exact_mut(M * M * len))
+                .enumerate()
+            {
+                // As in `split`: the next plane is asked for while this one is split.
+                if let Some(next) = x.get((i + 1) * h * w..(i + 2) * h * w) {
+                    prefetch(next);
+                }
+                let out = phases.as_mut_ptr();
+                for p in 0..M {
+                    for j in 0..M {
+                        let image = out.add((p * M + j) * len);
+                        for k in rows_len..len {
+                            *image.add(k) = 0.0;
+                        }
+                    }
+                    for y in 0..=self.th {
+                        let sy = (M * y + p).checked_sub(pad).filter(|&sy| sy < h);
+                        let row = plane.as_ptr().wrapping_add(sy.unwrap_or(0) * w);
+                        for v in 0..vectors {
+                            // Padded columns `c0..c0 + 16`; source column `c − pad`.
+                            let c0 = 16 * v;
+                            let lo = pad.saturating_sub(c0).min(16);
+                            let hi = (w + pad).saturating_sub(c0).min(16);
+                            let mask = match sy {
+                                Some(_) if hi > lo => ((1u32 << hi) - (1u32 << lo)) as u16,
+                                _ => 0,
+                            };
+                            let src = row.wrapping_add(c0).wrapping_sub(pad);
+                            let d = _mm512_maskz_loadu_ps(mask, src);
+                            let d = _mm512_permutexvar_ps(order, d);
+                            let at = |j: usize| out.add(((p * M + j) * len) + y * pitch + v * per);
+                            if M == 4 {
+                                _mm_storeu_ps(at(0), _mm512_castps512_ps128(d));
+                                _mm_storeu_ps(at(1), _mm512_extractf32x4_ps::<1>(d));
+                                _mm_storeu_ps(at(2), _mm512_extractf32x4_ps::<2>(d));
+                                _mm_storeu_ps(at(3), _mm512_extractf32x4_ps::<3>(d));
+                            } else {
+                                let high = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(d));
+                                _mm256_storeu_ps(at(0), _mm512_castps512_ps256(d));
+                                _mm256_storeu_ps(at(1), _mm256_castpd_ps(high));
+                            }
+                        }
+                    }
                 }
             }
         }

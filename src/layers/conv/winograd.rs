@@ -130,7 +130,7 @@ impl WinogradConv {
         let (chunk, len) = (plan.grad_chunk(), plan.grad_len());
         let (group, group_dx) = (plan.group(), plan_dx.group());
         let step = if with_dx { group.max(group_dx) } else { group };
-        let mut scratch = plan.scratch_len(group.min(n));
+        let mut scratch = plan.grad_scratch_len(group.min(n));
         if with_dx {
             scratch = scratch.max(plan_dx.scratch_len(group_dx.min(n)));
         }
