@@ -311,9 +311,10 @@ impl Winograd {
     /// gradients `dy` (`g×O×OH×OW`), with [`Self::grad_scratch_len`]`(g)` floats of scratch; `s`
     /// is overwritten unless `accumulate`. [`Self::weight_grad`] turns the sum into `dW`.
     ///
-    /// On the AVX2 and AVX-512 paths each plane of `V` is transposed first, so that the product
-    /// is `small_gemm`'s, which reads its operands in place: the `gemm` crate packs both on every
-    /// call, which a reduction this short (`NT`, 72 to 144) cannot amortise.
+    /// On the AVX-512 path each plane of `V` is transposed first, so that the product is
+    /// `small_gemm`'s, which reads its operands in place: the `gemm` crate packs both on every
+    /// call, which a reduction this short (`NT`, 72 to 144) cannot amortise. On AVX2 the
+    /// `gemm` crate's stays faster (cifar-ref's step 96–98 against 105–109 ms, Zen 5 capped).
     pub fn accumulate_weight_grad(
         &self,
         x: &[f32],
@@ -346,7 +347,7 @@ impl Winograd {
         for xi in 0..self.tile.planes() {
             let (z, v) = (&z[xi * sz..][..o * nt], &v[xi * sv..][..c * nt]);
             let s = &mut s[xi * o * c..][..o * c];
-            if isa > isa::Isa::Portable {
+            if isa == isa::Isa::Avx512 {
                 transpose(v, c, nt, vt);
                 product_on(isa, o, c, nt, z, vt, s, accumulate);
             } else {
