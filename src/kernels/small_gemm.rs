@@ -40,9 +40,9 @@ pub fn product_on(
     #[cfg(target_arch = "x86_64")]
     match isa.supported() {
         // SAFETY: `supported` returns only paths the CPU has; the lengths are asserted above.
-        Isa::Avx512 => return unsafe { simd::avx512(m, n, k, a, b, c, accumulate) },
+        Isa::Avx512 => return unsafe { simd::avx512((m, n, k), a, b, c, accumulate) },
         // SAFETY: as above.
-        Isa::Avx2 => return unsafe { simd::avx2(m, n, k, a, b, c, accumulate) },
+        Isa::Avx2 => return unsafe { simd::avx2((m, n, k), a, b, c, accumulate) },
         Isa::Portable => {}
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -58,19 +58,18 @@ mod simd {
     /// registers.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `a`, `b`, `c` hold at least `m·k`, `k·n`, `m·n` floats.
+    /// The CPU has AVX-512F; `a`, `b`, `c` hold at least `m·k`, `k·n`, `m·n` floats, `mnk` being
+    /// `(m, n, k)`.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn avx512(
-        m: usize,
-        n: usize,
-        k: usize,
+        mnk: (usize, usize, usize),
         a: &[f32],
         b: &[f32],
         c: &mut [f32],
         acc: bool,
     ) {
         // SAFETY: as this function's.
-        unsafe { product::<F32x16, 8, 3>((m, n, k), a, b, c, acc) }
+        unsafe { product::<F32x16, 8, 3>(mnk, a, b, c, acc) }
     }
 
     /// See [`super::product`]: register blocks of 6 rows × 2 vectors, 12 accumulators of 16
@@ -79,17 +78,9 @@ mod simd {
     /// # Safety
     /// The CPU has AVX2 and FMA; the lengths as [`avx512`]'s.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn avx2(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[f32],
-        b: &[f32],
-        c: &mut [f32],
-        acc: bool,
-    ) {
+    pub unsafe fn avx2(mnk: (usize, usize, usize), a: &[f32], b: &[f32], c: &mut [f32], acc: bool) {
         // SAFETY: as this function's.
-        unsafe { product::<F32x8, 6, 2>((m, n, k), a, b, c, acc) }
+        unsafe { product::<F32x8, 6, 2>(mnk, a, b, c, acc) }
     }
 
     /// Blocks of `MR` rows × `NV` vectors of columns.

@@ -131,16 +131,7 @@ impl Winograd {
         let lead = ((M - pad % M) % M).min(w);
         let groups = (w - lead) / M;
         let first = (lead + pad) / M;
-        for (i, (plane, phases)) in x
-            .chunks_exact(h * w)
-            .zip(buf.chunks_exact_mut(M * M * len))
-            .enumerate()
-        {
-            // The rows are read M apart, M passes over the plane: the hardware prefetcher
-            // follows no such pattern, so the next plane is asked for while this one is split.
-            if let Some(next) = x.get((i + 1) * h * w..(i + 2) * h * w) {
-                prefetch(next);
-            }
+        for (plane, phases) in prefetched_planes(x, h * w, buf, M * M * len) {
             phases.fill(0.0);
             for (p, rows) in phases.chunks_exact_mut(M * len).enumerate() {
                 let mut cols: [&mut [f32]; M] = {
@@ -200,15 +191,7 @@ impl Winograd {
         // (asserted above).
         unsafe {
             let order = _mm512_loadu_si512(order.as_ptr().cast());
-            for (i, (plane, phases)) in x
-                .chunks_exact(h * w)
-                .zip(buf.chunks_exact_mut(M * M * len))
-                .enumerate()
-            {
-                // As in `split`: the next plane is asked for while this one is split.
-                if let Some(next) = x.get((i + 1) * h * w..(i + 2) * h * w) {
-                    prefetch(next);
-                }
+            for (plane, phases) in prefetched_planes(x, h * w, buf, M * M * len) {
                 let out = phases.as_mut_ptr();
                 for p in 0..M {
                     for j in 0..M {
@@ -561,6 +544,26 @@ fn output_phase<const A: usize, const B: usize>(m: &[&[f32]; 16], out: &mut [f32
             _ => r(1) - r(2) - r(3),
         };
     }
+}
+
+/// The planes of `x` (`plane` floats each), each with its `out` floats of `buf`, the next plane
+/// asked for before each is handed out: the input split reads a plane's rows `M` apart, in `M`
+/// passes, which the hardware prefetcher does not follow.
+fn prefetched_planes<'a>(
+    x: &'a [f32],
+    plane: usize,
+    buf: &'a mut [f32],
+    out: usize,
+) -> impl Iterator<Item = (&'a [f32], &'a mut [f32])> {
+    x.chunks_exact(plane)
+        .zip(buf.chunks_exact_mut(out))
+        .enumerate()
+        .map(move |(i, pair)| {
+            if let Some(next) = x.get((i + 1) * plane..(i + 2) * plane) {
+                prefetch(next);
+            }
+            pair
+        })
 }
 
 /// `runs[j][k] = src[k·M + j]`: the `M` column phases of whole groups of `M` columns, each run
