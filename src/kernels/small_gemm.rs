@@ -1,5 +1,7 @@
-//! `C = A·B` for the small, row-major products of Winograd's convolution (`M_ξ = U_ξ · V_ξ`:
-//! tens of rows, a few hundred columns, a reduction of tens), written once over `simd::Vector`
+//! `C = A·B` (or `C += A·B`) for the small, row-major products of Winograd's convolution
+//! (`M_ξ = U_ξ · V_ξ`: tens of rows, a few hundred columns, a reduction of tens; and on AVX-512
+//! the weight gradient's `S_ξ += Z_ξ · V_ξᵀ`, a reduction of 72 to 144 tiles, with `V_ξ`
+//! transposed by the caller), written once over `simd::Vector`
 //! and compiled for AVX-512 and for AVX2 + FMA, chosen by `isa`; on the portable path handed to
 //! [`super::gemm::sgemm`].
 //!

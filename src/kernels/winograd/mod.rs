@@ -314,7 +314,7 @@ impl Winograd {
     /// On the AVX-512 path each plane of `V` is transposed first, so that the product is
     /// `small_gemm`'s, which reads its operands in place: the `gemm` crate packs both on every
     /// call, which a reduction this short (`NT`, 72 to 144) cannot amortise. On AVX2 the
-    /// `gemm` crate's stays faster (cifar-ref's step 96–98 against 105–109 ms, Zen 5 capped).
+    /// `gemm` crate's measured faster (docs/PERFORMANCE.md), so it stays there.
     pub fn accumulate_weight_grad(
         &self,
         x: &[f32],
