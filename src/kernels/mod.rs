@@ -7,6 +7,7 @@
 //! May use: nothing else of this crate (`rng` in tests only). Kernels work on slices with the
 //! layouts their docs state; they know nothing of layers, networks or files.
 
+pub mod batch_norm;
 pub mod eigen;
 pub mod gemm;
 pub mod im2col;

@@ -8,10 +8,10 @@
 //! [`first_non_finite`] is the same idea for a search: no early exit inside a block.
 
 /// Partial sums kept side by side; 16 fills one AVX-512 register or four SSE ones.
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 /// Adds the partial sums pairwise, then the tail.
-fn combine(mut acc: [f32; LANES], tail: f32) -> f32 {
+pub(crate) fn combine(mut acc: [f32; LANES], tail: f32) -> f32 {
     let mut width = LANES;
     while width > 1 {
         width /= 2;

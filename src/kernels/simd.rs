@@ -9,8 +9,9 @@
 //! with the instruction set's `#[target_feature]`, into which it is inlined; the pointers must
 //! be valid for the unmasked lanes.
 //!
-//! May use: nothing else of this crate.
+//! May use: `isa`.
 
+use super::isa::Isa;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -47,6 +48,49 @@ pub(crate) trait Vector: Copy {
     /// `−self`, by flipping the sign bit as the portable code's negation compiles to (`0 − x`
     /// would turn −0 into +0).
     unsafe fn neg(self) -> Self;
+    /// `f32::max(self, b)` per lane, for `b` not NaN: `b` where `self` is NaN.
+    unsafe fn max(self, b: Self) -> Self;
+    /// `d` where `self > 0`, else 0 (also where `self` is NaN): a ReLU's gradient.
+    unsafe fn where_positive(self, d: Self) -> Self;
+}
+
+/// A kernel's body, written once over [`Vector`]; [`run_on`] runs it at a path's vector.
+pub(crate) trait Kernel {
+    type Out;
+    /// Must be `#[inline(always)]`, so that it compiles inside [`run_on`]'s function for the
+    /// instruction set.
+    ///
+    /// # Safety
+    /// `V`'s instruction set is enabled in the caller (module doc).
+    unsafe fn run<V: Vector>(self) -> Self::Out;
+}
+
+/// Runs `kernel` at the vector of `isa`, or of the best path below it that the CPU has,
+/// compiled with that path's `#[target_feature]`.
+#[inline(always)]
+pub(crate) fn run_on<K: Kernel>(isa: Isa, kernel: K) -> K::Out {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<K: Kernel>(kernel: K) -> K::Out {
+            // SAFETY: AVX-512F is enabled here.
+            unsafe { kernel.run::<F32x16>() }
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<K: Kernel>(kernel: K) -> K::Out {
+            // SAFETY: AVX2 and FMA are enabled here.
+            unsafe { kernel.run::<F32x8>() }
+        }
+        match isa.supported() {
+            // SAFETY: `supported` returns only paths the CPU has.
+            Isa::Avx512 => return unsafe { avx512(kernel) },
+            // SAFETY: as above.
+            Isa::Avx2 => return unsafe { avx2(kernel) },
+            Isa::Portable => {}
+        }
+    }
+    // SAFETY: plain arrays need no instruction set.
+    unsafe { kernel.run::<F32x4>() }
 }
 
 /// 16 floats in an AVX-512 register.
@@ -135,6 +179,14 @@ impl<const N: usize> Vector for Lanes<N> {
     unsafe fn neg(self) -> Self {
         Lanes(self.0.map(|x| -x))
     }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        self.zip(b, f32::max)
+    }
+    #[inline(always)]
+    unsafe fn where_positive(self, d: Self) -> Self {
+        self.zip(d, |z, d| if z > 0.0 { d } else { 0.0 })
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -190,6 +242,18 @@ impl Vector for F32x16 {
                 _mm512_castps_si512(self.0),
                 _mm512_set1_epi32(i32::MIN),
             )))
+        }
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        // `vmaxps` returns its second operand where either is NaN.
+        unsafe { F32x16(_mm512_max_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn where_positive(self, d: Self) -> Self {
+        unsafe {
+            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, _mm512_setzero_ps());
+            F32x16(_mm512_maskz_mov_ps(positive, d.0))
         }
     }
 }
@@ -262,5 +326,17 @@ impl Vector for F32x8 {
     #[inline(always)]
     unsafe fn neg(self) -> Self {
         unsafe { F32x8(_mm256_xor_ps(self.0, _mm256_set1_ps(-0.0))) }
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        // `vmaxps` returns its second operand where either is NaN.
+        unsafe { F32x8(_mm256_max_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn where_positive(self, d: Self) -> Self {
+        unsafe {
+            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, _mm256_setzero_ps());
+            F32x8(_mm256_and_ps(positive, d.0))
+        }
     }
 }

@@ -24,6 +24,7 @@
 
 use super::maxpool::{max_pool_plane, pool_geometry, unpool_plane};
 use super::{Activation, Init, Layer, Mode, Param};
+use crate::kernels::batch_norm::{self, Affine};
 use crate::kernels::math::{gelu, gelu_grad};
 use crate::kernels::prefetch::prefetch;
 use crate::kernels::scratch::with_scratch;
@@ -277,20 +278,18 @@ impl Layer for BatchNorm {
                     std::slice::from_raw_parts_mut(dx_ptr.get().add(s), plane)
                 };
                 // The gradient reaching the normalised value: dy, times the fused activation's
-                // derivative (a ReLU's: 1 where its output was positive). One instance per
-                // activation, so that each loop compiles without a branch on it.
+                // derivative (a ReLU's: 1 where its output was positive; the vector kernels
+                // compute it, a GELU's is computed here).
                 with_scratch(scratch, |scratch| match act {
-                    Some(Activation::Relu) => {
-                        ch.backward::<false>(x, &dy, scratch, dx_run, |d, xh| {
-                            if g * xh + b > 0.0 { d } else { 0.0 }
-                        })
-                    }
                     Some(Activation::Gelu) => {
-                        ch.backward::<true>(x, &dy, scratch, dx_run, |d, xh| {
+                        ch.backward_stored(x, &dy, scratch, dx_run, |d, xh| {
                             d * gelu_grad(g * xh + b)
                         })
                     }
-                    None => ch.backward::<false>(x, &dy, scratch, dx_run, |d, _| d),
+                    relu => {
+                        let relu = relu == Some(Activation::Relu);
+                        ch.backward(relu, b, x, &dy, scratch, dx_run)
+                    }
                 })
             })
             .collect();
@@ -360,13 +359,50 @@ struct Channel<R> {
 
 impl<R: Iterator<Item = usize> + Clone> Channel<R> {
     /// Writes the channel's `dx` runs (through `dx_run(start)`) and returns (Σ dz, Σ dz·x̂),
-    /// where `dz = grad(dy, x̂)` is the gradient at the normalised value. With `STORE`, the
-    /// first pass keeps `dz` in `dx` for the second, rather than the second computing it again:
-    /// that pays where `grad` costs more than a pass over the channel's runs, which stay in
-    /// cache between the two passes when they are small (a GELU's derivative, an exponential
-    /// and a rational function, against a ReLU's select).
+    /// where `dz` is the gradient at the normalised value: `dy`, or through a fused ReLU (with
+    /// `relu`, `b` the shift) `dy` where `γ·x̂ + b > 0`. Two passes of the vector kernels: the
+    /// sums, then `dx`.
+    fn backward<'a>(
+        self,
+        relu: bool,
+        b: f32,
+        x: &[f32],
+        dy: &Dy,
+        scratch: &mut [f32],
+        dx_run: impl Fn(usize) -> &'a mut [f32],
+    ) -> (f32, f32) {
+        let plane = self.plane;
+        let a = Affine {
+            g: self.g,
+            b,
+            mean: self.mu,
+            inv_std: self.k_std,
+            relu,
+        };
+        let (mut sum_dz, mut sum_dz_xhat) = (0.0f32, 0.0f32);
+        for (s, next) in with_next(self.runs.clone()) {
+            if let Some(next) = next {
+                prefetch(&x[next..next + plane]);
+                dy.prefetch(next, plane);
+            }
+            let (sd, sdx) = batch_norm::grad_sums(a, dy.run(s, plane, scratch), &x[s..s + plane]);
+            sum_dz += sd;
+            sum_dz_xhat += sdx;
+        }
+        let line = self.line(sum_dz, sum_dz_xhat);
+        for s in self.runs {
+            let dy = dy.run(s, plane, scratch);
+            batch_norm::grad_apply(a, line, dy, &x[s..s + plane], dx_run(s));
+        }
+        (sum_dz, sum_dz_xhat)
+    }
+
+    /// As [`Channel::backward`] for any activation's gradient `grad(dy, x̂)`, computed once: the
+    /// first pass keeps `dz` in `dx` for the second. That pays where `grad` costs more than a
+    /// pass over the channel's runs, which stay in cache between the two passes when they are
+    /// small (a GELU's derivative, an exponential and a rational function).
     #[inline(always)]
-    fn backward<'a, const STORE: bool>(
+    fn backward_stored<'a>(
         self,
         x: &[f32],
         dy: &Dy,
@@ -382,46 +418,33 @@ impl<R: Iterator<Item = usize> + Clone> Channel<R> {
                 dy.prefetch(next, plane);
             }
             let dy = dy.run(s, plane, scratch);
-            let (sd, sdx) = if STORE {
-                // dz kept in dx's run for the second pass (the same values in the same order
-                // of summation as computed on the fly below).
-                let dz = dx_run(s);
-                for ((dz, &d), &v) in dz.iter_mut().zip(dy).zip(&x[s..s + plane]) {
-                    *dz = grad(d, (v - mu) * k_std);
-                }
-                reduce::sum_and_dot_map(dz, &x[s..s + plane], |d, v| (d, (v - mu) * k_std))
-            } else {
-                reduce::sum_and_dot_map(dy, &x[s..s + plane], |d, v| {
-                    let xh = (v - mu) * k_std;
-                    (grad(d, xh), xh)
-                })
-            };
+            let dz = dx_run(s);
+            for ((dz, &d), &v) in dz.iter_mut().zip(dy).zip(&x[s..s + plane]) {
+                *dz = grad(d, (v - mu) * k_std);
+            }
+            let (sd, sdx) =
+                reduce::sum_and_dot_map(dz, &x[s..s + plane], |d, v| (d, (v - mu) * k_std));
             sum_dz += sd;
             sum_dz_xhat += sdx;
         }
-        // dx = k·dz in eval; in training the mean and variance depend on x too:
-        // dx = k/m · (m·dz − Σdz − x̂·Σ(dz·x̂)) = k·dz + shift + slope·x̂.
-        let k = self.g * k_std;
-        let (shift, slope) = if self.trained {
-            (-k * sum_dz / self.m, -k * sum_dz_xhat / self.m)
-        } else {
-            (0.0, 0.0)
-        };
+        let (k, shift, slope) = self.line(sum_dz, sum_dz_xhat);
         for s in self.runs {
-            let x = &x[s..s + plane];
-            if STORE {
-                for (dx, &v) in dx_run(s).iter_mut().zip(x) {
-                    *dx = k * *dx + shift + slope * ((v - mu) * k_std);
-                }
-            } else {
-                let values = dx_run(s).iter_mut().zip(dy.run(s, plane, scratch)).zip(x);
-                for ((dx, &d), &v) in values {
-                    let xh = (v - mu) * k_std;
-                    *dx = k * grad(d, xh) + shift + slope * xh;
-                }
+            for (dx, &v) in dx_run(s).iter_mut().zip(&x[s..s + plane]) {
+                *dx = k * *dx + shift + slope * ((v - mu) * k_std);
             }
         }
         (sum_dz, sum_dz_xhat)
+    }
+
+    /// `(k, shift, slope)` of `dx = k·dz + shift + slope·x̂`. In eval `dx = k·dz`; in training
+    /// the mean and variance depend on x too: dx = k/m · (m·dz − Σdz − x̂·Σ(dz·x̂)).
+    fn line(&self, sum_dz: f32, sum_dz_xhat: f32) -> (f32, f32, f32) {
+        let k = self.g * self.k_std;
+        if self.trained {
+            (k, -k * sum_dz / self.m, -k * sum_dz_xhat / self.m)
+        } else {
+            (k, 0.0, 0.0)
+        }
     }
 }
 
@@ -476,8 +499,8 @@ impl Dy<'_> {
     }
 }
 
-/// `out = act(γ·(x − mean)·inv_std + β)` over one run. One loop per activation, so that each
-/// compiles without a branch on it.
+/// `out = act(γ·(x − mean)·inv_std + β)` over one run: the vector kernel for a ReLU or none, a
+/// plain loop for a GELU.
 #[inline(always)]
 fn normalise_run(
     act: Option<Activation>,
@@ -486,22 +509,25 @@ fn normalise_run(
     x: &[f32],
     out: &mut [f32],
 ) {
-    let values = out.iter_mut().zip(x);
     match act {
-        Some(Activation::Relu) => {
-            for (y, &v) in values {
-                *y = (g * ((v - mean) * inv_std) + b).max(0.0);
-            }
-        }
         Some(Activation::Gelu) => {
-            for (y, &v) in values {
+            for (y, &v) in out.iter_mut().zip(x) {
                 *y = gelu(g * ((v - mean) * inv_std) + b);
             }
         }
-        None => {
-            for (y, &v) in values {
-                *y = g * ((v - mean) * inv_std) + b;
-            }
+        relu => {
+            let relu = relu == Some(Activation::Relu);
+            batch_norm::normalise(
+                Affine {
+                    g,
+                    b,
+                    mean,
+                    inv_std,
+                    relu,
+                },
+                x,
+                out,
+            )
         }
     }
 }
@@ -540,7 +566,7 @@ fn channel_moments(
         // step without it, AVX-512 Zen 5).
         let head = &run[..plane.min(16)];
         let c = head.iter().sum::<f32>() / head.len() as f32;
-        let (dev, dev_sq) = reduce::sum_and_dot_map(run, run, |v, _| (v - c, v - c));
+        let (dev, dev_sq) = batch_norm::moments(run, c);
         let p = plane as f64;
         let run_mean = c as f64 + dev as f64 / p;
         let run_m2 = (dev_sq as f64 - (dev as f64).powi(2) / p).max(0.0);
