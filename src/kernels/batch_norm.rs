@@ -44,7 +44,12 @@ pub fn grad_sums(a: Affine, dy: &[f32], x: &[f32]) -> (f32, f32) {
 /// `dx = k·dz + shift + slope·x̂`, with `dz` and `x̂` as in [`grad_sums`] and `(k, shift,
 /// slope)` = `line`. Shapes: `dy`, `x` and `dx` of equal length.
 pub fn grad_apply(a: Affine, line: (f32, f32, f32), dy: &[f32], x: &[f32], dx: &mut [f32]) {
-    grad_apply_on(isa::active(), a, line, dy, x, dx)
+    grad_apply_on(isa::active(), a, line, Some(dy), x, dx)
+}
+
+/// [`grad_apply`] with `dy` read from `dx` itself, which it overwrites.
+pub fn grad_apply_in_place(a: Affine, line: (f32, f32, f32), x: &[f32], dy_dx: &mut [f32]) {
+    grad_apply_on(isa::active(), a, line, None, x, dy_dx)
 }
 
 /// [`moments`] on the path `isa`.
@@ -64,16 +69,16 @@ pub fn grad_sums_on(isa: Isa, a: Affine, dy: &[f32], x: &[f32]) -> (f32, f32) {
     run_on(isa, GradSums { a, dy, x })
 }
 
-/// [`grad_apply`] on the path `isa`.
+/// [`grad_apply`] on the path `isa`; without `dy`, [`grad_apply_in_place`].
 pub fn grad_apply_on(
     isa: Isa,
     a: Affine,
     line: (f32, f32, f32),
-    dy: &[f32],
+    dy: Option<&[f32]>,
     x: &[f32],
     dx: &mut [f32],
 ) {
-    assert!(dy.len() == x.len() && x.len() == dx.len());
+    assert!(dy.is_none_or(|dy| dy.len() == x.len()) && x.len() == dx.len());
     run_on(isa, GradApply { a, line, dy, x, dx })
 }
 
@@ -263,7 +268,8 @@ impl Kernel for GradSums<'_> {
 struct GradApply<'a> {
     a: Affine,
     line: (f32, f32, f32),
-    dy: &'a [f32],
+    /// `None`: read from `dx`.
+    dy: Option<&'a [f32]>,
     x: &'a [f32],
     dx: &'a mut [f32],
 }
@@ -277,10 +283,12 @@ impl Kernel for GradApply<'_> {
             let sp = Splat::<V>::new(self.a);
             let (k, shift, slope) = self.line;
             let (k, shift, slope) = (V::splat(k), V::splat(shift), V::splat(slope));
+            // Each vector of `dy` is read before the same lanes of `dx` are written.
+            let dy = self.dy.map_or(self.dx.as_ptr(), |dy| dy.as_ptr());
             for i in (0..len).step_by(V::LANES) {
                 // SAFETY: the mask keeps lanes inside the three slices (of equal length).
                 let m = V::mask(len - i);
-                let d = V::load(m, self.dy.as_ptr().add(i));
+                let d = V::load(m, dy.add(i));
                 let xh = sp.xhat(V::load(m, self.x.as_ptr().add(i)));
                 let dz = if self.a.relu {
                     sp.z(xh).where_positive(d)
@@ -388,9 +396,16 @@ mod tests {
                 for isa in Isa::available() {
                     let (mut y, mut dx) = (vec![0.0; len], vec![0.0; len]);
                     normalise_on(isa, a, &x, &mut y);
-                    grad_apply_on(isa, a, line, &dy, &x, &mut dx);
+                    grad_apply_on(isa, a, line, Some(&dy), &x, &mut dx);
                     let (m, s) = (moments_on(isa, &x, 9.5), grad_sums_on(isa, a, &dy, &x));
                     check(isa.name(), m, &y, s, &dx);
+                    let mut in_place = dy.clone();
+                    grad_apply_on(isa, a, line, None, &x, &mut in_place);
+                    assert!(
+                        same(&in_place, &want_dx),
+                        "{} len {len}: in place",
+                        isa.name()
+                    );
                 }
                 // SAFETY: plain lanes need no instruction set.
                 unsafe {
@@ -404,7 +419,7 @@ mod tests {
                     let g = GradApply {
                         a,
                         line,
-                        dy: &dy,
+                        dy: Some(&dy),
                         x: &x,
                         dx: &mut dx,
                     };

@@ -253,7 +253,13 @@ impl Layer for BatchNorm {
                 out_plane: p.out_plane,
             },
         };
-        let scratch = if self.pool.is_some() { plane } else { 0 };
+        // Where the GELU's path spreads a pooled dy back (the others use dx's runs).
+        let gelu = act == Some(Activation::Gelu);
+        let scratch = if self.pool.is_some() && gelu {
+            plane
+        } else {
+            0
+        };
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {
@@ -288,7 +294,7 @@ impl Layer for BatchNorm {
                     }
                     relu => {
                         let relu = relu == Some(Activation::Relu);
-                        ch.backward(relu, b, x, &dy, scratch, dx_run)
+                        ch.backward(relu, b, x, &dy, dx_run)
                     }
                 })
             })
@@ -368,7 +374,6 @@ impl<R: Iterator<Item = usize> + Clone> Channel<R> {
         b: f32,
         x: &[f32],
         dy: &Dy,
-        scratch: &mut [f32],
         dx_run: impl Fn(usize) -> &'a mut [f32],
     ) -> (f32, f32) {
         let plane = self.plane;
@@ -385,14 +390,21 @@ impl<R: Iterator<Item = usize> + Clone> Channel<R> {
                 prefetch(&x[next..next + plane]);
                 dy.prefetch(next, plane);
             }
-            let (sd, sdx) = batch_norm::grad_sums(a, dy.run(s, plane, scratch), &x[s..s + plane]);
+            // A pooled dy is spread back into dx's run, where the second pass reads it.
+            let dy = dy.run(s, plane, dx_run(s));
+            let (sd, sdx) = batch_norm::grad_sums(a, dy, &x[s..s + plane]);
             sum_dz += sd;
             sum_dz_xhat += sdx;
         }
         let line = self.line(sum_dz, sum_dz_xhat);
         for s in self.runs {
-            let dy = dy.run(s, plane, scratch);
-            batch_norm::grad_apply(a, line, dy, &x[s..s + plane], dx_run(s));
+            let x = &x[s..s + plane];
+            match dy {
+                Dy::Plain(_) => {
+                    batch_norm::grad_apply(a, line, dy.run(s, plane, &mut []), x, dx_run(s))
+                }
+                Dy::Pooled { .. } => batch_norm::grad_apply_in_place(a, line, x, dx_run(s)),
+            }
         }
         (sum_dz, sum_dz_xhat)
     }
