@@ -14,7 +14,9 @@ use super::reduce;
 use super::simd::{Kernel, Vector, run_on};
 
 /// The normalising map of one channel, `z = g·((x − mean)·inv_std) + b`, and whether a ReLU
-/// follows it.
+/// follows it. The kernels take it by reference, built once per channel: copied into every
+/// run's call, its fields' fresh stores met the callee's wider loads of the copy, which cannot
+/// be forwarded and stalled each call (about 2% of `cifar-ref`'s training samples, in the dispatch functions).
 #[derive(Clone, Copy, Debug)]
 pub struct Affine {
     pub g: f32,
@@ -30,25 +32,25 @@ pub fn moments(x: &[f32], c: f32) -> (f32, f32) {
 }
 
 /// `out = act(z(x))`. Shapes: `x` and `out` of equal length.
-pub fn normalise(a: Affine, x: &[f32], out: &mut [f32]) {
+pub fn normalise(a: &Affine, x: &[f32], out: &mut [f32]) {
     normalise_on(isa::active(), a, x, out)
 }
 
 /// (Σ dz, Σ dz·x̂) with `x̂ = (x − mean)·inv_std` and `dz` the gradient reaching `z` (`dy`, or
 /// through the ReLU `dy` where `z > 0`), in [`reduce::sum_and_dot`]'s order. Shapes: `dy` and
 /// `x` of equal length.
-pub fn grad_sums(a: Affine, dy: &[f32], x: &[f32]) -> (f32, f32) {
+pub fn grad_sums(a: &Affine, dy: &[f32], x: &[f32]) -> (f32, f32) {
     grad_sums_on(isa::active(), a, dy, x)
 }
 
 /// `dx = k·dz + shift + slope·x̂`, with `dz` and `x̂` as in [`grad_sums`] and `(k, shift,
 /// slope)` = `line`. Shapes: `dy`, `x` and `dx` of equal length.
-pub fn grad_apply(a: Affine, line: (f32, f32, f32), dy: &[f32], x: &[f32], dx: &mut [f32]) {
+pub fn grad_apply(a: &Affine, line: &(f32, f32, f32), dy: &[f32], x: &[f32], dx: &mut [f32]) {
     grad_apply_on(isa::active(), a, line, Some(dy), x, dx)
 }
 
 /// [`grad_apply`] with `dy` read from `dx` itself, which it overwrites.
-pub fn grad_apply_in_place(a: Affine, line: (f32, f32, f32), x: &[f32], dy_dx: &mut [f32]) {
+pub fn grad_apply_in_place(a: &Affine, line: &(f32, f32, f32), x: &[f32], dy_dx: &mut [f32]) {
     grad_apply_on(isa::active(), a, line, None, x, dy_dx)
 }
 
@@ -58,13 +60,13 @@ pub fn moments_on(isa: Isa, x: &[f32], c: f32) -> (f32, f32) {
 }
 
 /// [`normalise`] on the path `isa`.
-pub fn normalise_on(isa: Isa, a: Affine, x: &[f32], out: &mut [f32]) {
+pub fn normalise_on(isa: Isa, a: &Affine, x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len());
     run_on(isa, Normalise { a, x, out })
 }
 
 /// [`grad_sums`] on the path `isa`.
-pub fn grad_sums_on(isa: Isa, a: Affine, dy: &[f32], x: &[f32]) -> (f32, f32) {
+pub fn grad_sums_on(isa: Isa, a: &Affine, dy: &[f32], x: &[f32]) -> (f32, f32) {
     assert_eq!(dy.len(), x.len());
     run_on(isa, GradSums { a, dy, x })
 }
@@ -72,8 +74,8 @@ pub fn grad_sums_on(isa: Isa, a: Affine, dy: &[f32], x: &[f32]) -> (f32, f32) {
 /// [`grad_apply`] on the path `isa`; without `dy`, [`grad_apply_in_place`].
 pub fn grad_apply_on(
     isa: Isa,
-    a: Affine,
-    line: (f32, f32, f32),
+    a: &Affine,
+    line: &(f32, f32, f32),
     dy: Option<&[f32]>,
     x: &[f32],
     dx: &mut [f32],
@@ -205,7 +207,7 @@ impl Kernel for Moments<'_> {
 }
 
 struct Normalise<'a> {
-    a: Affine,
+    a: &'a Affine,
     x: &'a [f32],
     out: &'a mut [f32],
 }
@@ -216,7 +218,7 @@ impl Kernel for Normalise<'_> {
     unsafe fn run<V: Vector>(self) {
         let len = self.x.len();
         unsafe {
-            let sp = Splat::<V>::new(self.a);
+            let sp = Splat::<V>::new(*self.a);
             let zero = V::zero();
             for i in (0..len).step_by(V::LANES) {
                 // SAFETY: the mask keeps lanes inside both slices (of equal length).
@@ -230,7 +232,7 @@ impl Kernel for Normalise<'_> {
 }
 
 struct GradSums<'a> {
-    a: Affine,
+    a: &'a Affine,
     dy: &'a [f32],
     x: &'a [f32],
 }
@@ -239,7 +241,7 @@ impl Kernel for GradSums<'_> {
     type Out = (f32, f32);
     #[inline(always)]
     unsafe fn run<V: Vector>(self) -> (f32, f32) {
-        let a = self.a;
+        let a = *self.a;
         unsafe {
             let sp = Splat::<V>::new(a);
             let dz = |d: V, xh: V| {
@@ -266,8 +268,8 @@ impl Kernel for GradSums<'_> {
 }
 
 struct GradApply<'a> {
-    a: Affine,
-    line: (f32, f32, f32),
+    a: &'a Affine,
+    line: &'a (f32, f32, f32),
     /// `None`: read from `dx`.
     dy: Option<&'a [f32]>,
     x: &'a [f32],
@@ -280,8 +282,8 @@ impl Kernel for GradApply<'_> {
     unsafe fn run<V: Vector>(self) {
         let len = self.x.len();
         unsafe {
-            let sp = Splat::<V>::new(self.a);
-            let (k, shift, slope) = self.line;
+            let sp = Splat::<V>::new(*self.a);
+            let (k, shift, slope) = *self.line;
             let (k, shift, slope) = (V::splat(k), V::splat(shift), V::splat(slope));
             // Each vector of `dy` is read before the same lanes of `dx` are written.
             let dy = self.dy.map_or(self.dx.as_ptr(), |dy| dy.as_ptr());
@@ -316,14 +318,14 @@ mod tests {
             reduce::sum_and_dot_map(x, x, |v, _| (v - c, v - c))
         }
 
-        pub fn normalise(a: Affine, x: &[f32], out: &mut [f32]) {
+        pub fn normalise(a: &Affine, x: &[f32], out: &mut [f32]) {
             for (y, &v) in out.iter_mut().zip(x) {
                 let z = a.g * ((v - a.mean) * a.inv_std) + a.b;
                 *y = if a.relu { z.max(0.0) } else { z };
             }
         }
 
-        pub fn grad_sums(a: Affine, dy: &[f32], x: &[f32]) -> (f32, f32) {
+        pub fn grad_sums(a: &Affine, dy: &[f32], x: &[f32]) -> (f32, f32) {
             reduce::sum_and_dot_map(dy, x, |d, v| {
                 let xh = (v - a.mean) * a.inv_std;
                 let z = a.g * xh + a.b;
@@ -332,8 +334,8 @@ mod tests {
         }
 
         pub fn grad_apply(
-            a: Affine,
-            (k, shift, slope): (f32, f32, f32),
+            a: &Affine,
+            &(k, shift, slope): &(f32, f32, f32),
             dy: &[f32],
             x: &[f32],
             dx: &mut [f32],
@@ -369,14 +371,14 @@ mod tests {
                 x[len - 1] = f32::NAN;
             }
             for relu in [false, true] {
-                let a = Affine {
+                let a = &Affine {
                     g: 1.3,
                     b: if len % 2 == 0 { 0.0 } else { -0.2 },
                     mean: 10.0,
                     inv_std: 0.37,
                     relu,
                 };
-                let line = (0.7, -0.01, 0.003);
+                let line = &(0.7, -0.01, 0.003);
                 let same =
                     |p: &[f32], q: &[f32]| p.iter().zip(q).all(|(p, q)| p.to_bits() == q.to_bits());
                 let pair = |p: (f32, f32), q: (f32, f32)| same(&[p.0, p.1], &[q.0, q.1]);
@@ -438,7 +440,7 @@ mod tests {
     fn a_hand_worked_channel() {
         let x = [1.0, 2.0, 3.0, 6.0];
         let dy = [1.0, 1.0, 1.0, 4.0];
-        let a = Affine {
+        let a = &Affine {
             g: 2.0,
             b: -1.0,
             mean: 3.0,
@@ -452,9 +454,9 @@ mod tests {
         // Only the last value's dz (4) survives: Σdz = 4, Σdz·x̂ = 6.
         assert_eq!(grad_sums(a, &dy, &x), (4.0, 6.0));
         let mut dx = [9.0; 4];
-        grad_apply(a, (0.5, 1.0, 2.0), &dy, &x, &mut dx);
+        grad_apply(a, &(0.5, 1.0, 2.0), &dy, &x, &mut dx);
         assert_eq!(dx, [1.0 - 2.0, 1.0 - 1.0, 1.0, 2.0 + 1.0 + 3.0]);
-        let linear = Affine { relu: false, ..a };
+        let linear = &Affine { relu: false, ..*a };
         normalise(linear, &x, &mut y);
         assert_eq!(y, [-3.0, -2.0, -1.0, 2.0]);
         assert_eq!(grad_sums(linear, &dy, &x), (7.0, -1.5 + 6.0));

@@ -177,10 +177,14 @@ impl Layer for BatchNorm {
                 } else {
                     (rmean[ch], 1.0 / (rvar[ch] + eps).sqrt(), 0.0, 0.0)
                 };
-                let (g, b) = (gamma.map_or(1.0, |g| g[ch]), beta[ch]);
-                let normalise = |x: &[f32], out: &mut [f32]| {
-                    normalise_run(act, (g, b), (mean, inv_std), x, out)
+                let a = Affine {
+                    g: gamma.map_or(1.0, |g| g[ch]),
+                    b: beta[ch],
+                    mean,
+                    inv_std,
+                    relu: act == Some(Activation::Relu),
                 };
+                let normalise = |x: &[f32], out: &mut [f32]| normalise_run(act, &a, x, out);
                 match &pool {
                     None => {
                         for s in runs {
@@ -392,7 +396,7 @@ impl<R: Iterator<Item = usize> + Clone> Channel<R> {
             }
             // A pooled dy is spread back into dx's run, where the second pass reads it.
             let dy = dy.run(s, plane, dx_run(s));
-            let (sd, sdx) = batch_norm::grad_sums(a, dy, &x[s..s + plane]);
+            let (sd, sdx) = batch_norm::grad_sums(&a, dy, &x[s..s + plane]);
             sum_dz += sd;
             sum_dz_xhat += sdx;
         }
@@ -401,9 +405,9 @@ impl<R: Iterator<Item = usize> + Clone> Channel<R> {
             let x = &x[s..s + plane];
             match dy {
                 Dy::Plain(_) => {
-                    batch_norm::grad_apply(a, line, dy.run(s, plane, &mut []), x, dx_run(s))
+                    batch_norm::grad_apply(&a, &line, dy.run(s, plane, &mut []), x, dx_run(s))
                 }
-                Dy::Pooled { .. } => batch_norm::grad_apply_in_place(a, line, x, dx_run(s)),
+                Dy::Pooled { .. } => batch_norm::grad_apply_in_place(&a, &line, x, dx_run(s)),
             }
         }
         (sum_dz, sum_dz_xhat)
@@ -514,33 +518,13 @@ impl Dy<'_> {
 /// `out = act(γ·(x − mean)·inv_std + β)` over one run: the vector kernel for a ReLU or none, a
 /// plain loop for a GELU.
 #[inline(always)]
-fn normalise_run(
-    act: Option<Activation>,
-    (g, b): (f32, f32),
-    (mean, inv_std): (f32, f32),
-    x: &[f32],
-    out: &mut [f32],
-) {
-    match act {
-        Some(Activation::Gelu) => {
-            for (y, &v) in out.iter_mut().zip(x) {
-                *y = gelu(g * ((v - mean) * inv_std) + b);
-            }
+fn normalise_run(act: Option<Activation>, a: &Affine, x: &[f32], out: &mut [f32]) {
+    if act == Some(Activation::Gelu) {
+        for (y, &v) in out.iter_mut().zip(x) {
+            *y = gelu(a.g * ((v - a.mean) * a.inv_std) + a.b);
         }
-        relu => {
-            let relu = relu == Some(Activation::Relu);
-            batch_norm::normalise(
-                Affine {
-                    g,
-                    b,
-                    mean,
-                    inv_std,
-                    relu,
-                },
-                x,
-                out,
-            )
-        }
+    } else {
+        batch_norm::normalise(a, x, out)
     }
 }
 
