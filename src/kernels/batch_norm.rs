@@ -181,6 +181,25 @@ unsafe fn sum_and_dot<V: Vector>(
     }
 }
 
+/// Runs `$body` for each vector of `$len` values with `$m` its mask and `$i` its start: whole
+/// vectors with a mask the compiler sees is full, so that their loads and stores are plain ones
+/// (masked stores are slow on AMD's cores), then the partial last one. (A macro: a closure
+/// would be compiled apart, without the caller's instruction set.)
+macro_rules! vectors {
+    ($v:ty, $len:expr, |$m:ident, $i:ident| $body:block) => {{
+        let len = $len;
+        let whole = len / <$v>::LANES * <$v>::LANES;
+        for $i in (0..whole).step_by(<$v>::LANES) {
+            let $m = <$v>::mask(<$v>::LANES);
+            $body
+        }
+        if whole < len {
+            let ($m, $i) = (<$v>::mask(len - whole), whole);
+            $body
+        }
+    }};
+}
+
 struct Moments<'a> {
     x: &'a [f32],
     c: f32,
@@ -220,13 +239,12 @@ impl Kernel for Normalise<'_> {
         unsafe {
             let sp = Splat::<V>::new(*self.a);
             let zero = V::zero();
-            for i in (0..len).step_by(V::LANES) {
-                // SAFETY: the mask keeps lanes inside both slices (of equal length).
-                let k = V::mask(len - i);
+            // SAFETY: the mask keeps lanes inside both slices (of equal length).
+            vectors!(V, len, |k, i| {
                 let z = sp.z(sp.xhat(V::load(k, self.x.as_ptr().add(i))));
                 let y = if self.a.relu { z.max(zero) } else { z };
                 y.store(k, self.out.as_mut_ptr().add(i));
-            }
+            });
         }
     }
 }
@@ -287,9 +305,8 @@ impl Kernel for GradApply<'_> {
             let (k, shift, slope) = (V::splat(k), V::splat(shift), V::splat(slope));
             // Each vector of `dy` is read before the same lanes of `dx` are written.
             let dy = self.dy.map_or(self.dx.as_ptr(), |dy| dy.as_ptr());
-            for i in (0..len).step_by(V::LANES) {
-                // SAFETY: the mask keeps lanes inside the three slices (of equal length).
-                let m = V::mask(len - i);
+            // SAFETY: the mask keeps lanes inside the three slices (of equal length).
+            vectors!(V, len, |m, i| {
                 let d = V::load(m, dy.add(i));
                 let xh = sp.xhat(V::load(m, self.x.as_ptr().add(i)));
                 let dz = if self.a.relu {
@@ -299,7 +316,7 @@ impl Kernel for GradApply<'_> {
                 };
                 let dx = k.mul(dz).add(shift).add(slope.mul(xh));
                 dx.store(m, self.dx.as_mut_ptr().add(i));
-            }
+            });
         }
     }
 }
