@@ -22,7 +22,7 @@
 //! the input twice and writes `dx` once. Nothing but the per-channel statistics is kept: `x̂` is
 //! recomputed from the forward input, which the network hands to backward.
 
-use super::maxpool::{max_pool_plane, pool_geometry, unpool_plane};
+use super::maxpool::{disjoint, max_pool_plane, pool_geometry, unpool_plane};
 use super::{Activation, Init, Layer, Mode, Param};
 use crate::kernels::batch_norm::{self, Affine};
 use crate::kernels::math::{gelu, gelu_grad};
@@ -255,6 +255,7 @@ impl Layer for BatchNorm {
                 dy,
                 argmax: &p.argmax,
                 out_plane: p.out_plane,
+                disjoint: disjoint(p.k, p.stride),
             },
         };
         // Where the GELU's path spreads a pooled dy back (the others use dx's runs).
@@ -473,6 +474,8 @@ enum Dy<'a> {
         dy: &'a [f32],
         argmax: &'a [u32],
         out_plane: usize,
+        /// See [`disjoint`].
+        disjoint: bool,
     },
 }
 
@@ -486,6 +489,7 @@ impl Dy<'_> {
                 dy,
                 argmax,
                 out_plane,
+                ..
             } => {
                 let r = s / plane * out_plane;
                 (&dy[r..][..out_plane], Some(&argmax[r..][..out_plane]))
@@ -508,7 +512,8 @@ impl Dy<'_> {
             (dy, None) => dy,
             (dy, Some(argmax)) => {
                 let dz = &mut scratch[..plane];
-                unpool_plane(dy, argmax, dz);
+                let disjoint = matches!(self, Dy::Pooled { disjoint: true, .. });
+                unpool_plane(dy, argmax, dz, disjoint);
                 dz
             }
         }

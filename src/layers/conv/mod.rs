@@ -18,7 +18,7 @@ mod im2col;
 mod tests;
 mod winograd;
 
-use super::maxpool::{max_pool_plane, pool_geometry, unpool_plane};
+use super::maxpool::{disjoint, max_pool_plane, pool_geometry, unpool_plane};
 use super::{Activation, Layer, Mode, Param, ParamKind, WeightInit};
 use crate::kernels::reduce;
 use crate::kernels::reference::Window;
@@ -459,11 +459,12 @@ fn pool_planes(full: &[f32], p: usize, ow: usize, pool: PoolPlan, y: &mut [f32],
 fn unpool_planes(
     (dy, y, arg): (&[f32], &[f32], &[u32]),
     relu: bool,
-    plane: usize,
+    pool: PoolPlan,
     out: &mut [f32],
     mut sums: Option<&mut [f32]>,
     p: usize,
 ) {
+    let (plane, disjoint) = (pool.plane, disjoint(pool.k, pool.stride));
     for (i, out) in out.chunks_mut(p).enumerate() {
         let r = i * plane..(i + 1) * plane;
         let (dy, arg) = (&dy[r.clone()], &arg[r.clone()]);
@@ -471,12 +472,22 @@ fn unpool_planes(
             out.fill(0.0);
             // A select, not a branch (which a ReLU's signs would mispredict): a winner's
             // windows share its sign, so adding zeros leaves the masked ones +0 and the others
-            // their exact sums.
-            for ((&g, &y), &a) in dy.iter().zip(&y[r]).zip(arg) {
-                out[a as usize] += if y > 0.0 { g } else { 0.0 };
+            // their exact sums. Disjoint windows store, as `unpool_plane` does.
+            let masked = dy
+                .iter()
+                .zip(&y[r])
+                .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 });
+            if disjoint {
+                for (g, &a) in masked.zip(arg) {
+                    out[a as usize] = g;
+                }
+            } else {
+                for (g, &a) in masked.zip(arg) {
+                    out[a as usize] += g;
+                }
             }
         } else {
-            unpool_plane(dy, arg, out);
+            unpool_plane(dy, arg, out, disjoint);
         }
         if let Some(sums) = sums.as_deref_mut() {
             sums[i] = reduce::sum(out);
@@ -503,7 +514,7 @@ fn bias_sums(
         let (dy, y) = (&dy[i * q..][..q], &y[i * q..][..q]);
         match pool {
             Some((plan, arg)) => with_scratch(p, |m| {
-                unpool_planes((dy, y, &arg[i * q..][..q]), relu, plan.plane, m, sum, p);
+                unpool_planes((dy, y, &arg[i * q..][..q]), relu, plan, m, sum, p);
             }),
             None if relu => with_scratch(p, |m| {
                 mask_planes(dy, y, Some(m), sum, p);

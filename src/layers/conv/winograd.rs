@@ -163,7 +163,7 @@ impl WinogradConv {
                         Some((pool, arg)) => {
                             let own = &mut own[..k * item_out];
                             let arg = &arg[(at + j) * item_y..][..b];
-                            unpool_planes((dy, y, arg), relu, pool.plane, own, sums, p);
+                            unpool_planes((dy, y, arg), relu, pool, own, sums, p);
                             own
                         }
                     };
