@@ -89,6 +89,8 @@ pub(crate) fn run_on<K: Kernel>(isa: Isa, kernel: K) -> K::Out {
             Isa::Portable => {}
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     // SAFETY: plain arrays need no instruction set.
     unsafe { kernel.run::<F32x4>() }
 }
