@@ -2,8 +2,8 @@
 //! once over `simd`'s vectors, for a following ReLU or no activation: the moments of the
 //! statistics pass, the normalised output, and backward's two passes (the sums, then `dx`).
 //!
-//! The layer's maps are larger than the caches, but at the baseline target's 128 bits these
-//! loops are bound by their arithmetic, not by memory. Every path gives the plain loops' bits
+//! The layer's maps are larger than the caches, yet at the baseline target's 128 bits, without
+//! FMA, these loops' arithmetic cost time of its own. Every path gives the plain loops' bits
 //! (`reference` in the tests): the same operations in the same order, no fused multiply-add,
 //! and the sums kept in `reduce`'s 16 lanes (one, two or four vectors) and combined as it does.
 //!
@@ -16,7 +16,7 @@ use super::simd::{Kernel, Vector, run_on};
 /// The normalising map of one channel, `z = g·((x − mean)·inv_std) + b`, and whether a ReLU
 /// follows it. The kernels take it by reference, built once per channel: copied into every
 /// run's call, its fields' fresh stores met the callee's wider loads of the copy, which cannot
-/// be forwarded and stalled each call (about 2% of `cifar-ref`'s training samples, in the dispatch functions).
+/// be forwarded, and stalled each call.
 #[derive(Clone, Copy, Debug)]
 pub struct Affine {
     pub g: f32,

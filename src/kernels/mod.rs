@@ -1,8 +1,8 @@
 //! Hot kernels: matrix multiply (and the small products of Winograd's convolution),
-//! im2col/col2im, Winograd convolution, transpose and small in-register reshuffles, vectorised
-//! sums, per-thread scratch, software prefetch, and the plain reference versions they are
-//! tested against; `isa` chooses the instruction set of the hand-written ones, written once
-//! over `simd`'s vectors.
+//! im2col/col2im, Winograd convolution, batch norm's passes, transpose and small in-register
+//! reshuffles, vectorised sums, per-thread scratch, software prefetch, and the plain reference
+//! versions they are tested against; `isa` chooses the instruction set of the hand-written
+//! ones, written once over `simd`'s vectors.
 //!
 //! May use: nothing else of this crate (`rng` in tests only). Kernels work on slices with the
 //! layouts their docs state; they know nothing of layers, networks or files.

@@ -102,8 +102,7 @@ pub(crate) fn max_pool_plane(
 /// of which gets the sum of its windows' `dy`, added in output order (overlapping windows may
 /// share a winner). With `disjoint` windows (see [`disjoint`]) each winner has one window, whose
 /// `dy` is stored rather than added: an add reads back what the zeroing has just stored and
-/// waits for those stores to finish (the fill's `rep stosb` does not forward to loads), which
-/// took 1.8% of `cifar-ref`'s training samples (0.4% with stores).
+/// waits for those stores to finish (the fill's `rep stosb` does not forward to loads).
 pub(crate) fn unpool_plane(dy: &[f32], arg: &[u32], dx: &mut [f32], disjoint: bool) {
     dx.fill(0.0);
     if disjoint {
