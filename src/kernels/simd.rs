@@ -58,7 +58,9 @@ pub(crate) trait Vector: Copy {
 pub(crate) trait Kernel {
     type Out;
     /// Must be `#[inline(always)]`, so that it compiles inside [`run_on`]'s function for the
-    /// instruction set.
+    /// instruction set. A closure it calls is compiled apart, without that instruction set,
+    /// unless the compiler chooses to inline it: keep closures small, and write loops that
+    /// carry the work out in full (a macro where they repeat, as `batch_norm`'s `vectors!`).
     ///
     /// # Safety
     /// `V`'s instruction set is enabled in the caller (module doc).

@@ -17,10 +17,12 @@
 //! through the winners one plane at a time, so the full-size output and its gradient never
 //! reach memory (four passes over the largest maps fewer, with bit-identical results).
 //!
-//! Memory traffic is what it costs (the maps are larger than the caches): forward reads its
-//! input twice (statistics, then the normalised output) and writes once; backward reads `dy` and
-//! the input twice and writes `dx` once. Nothing but the per-channel statistics is kept: `x̂` is
-//! recomputed from the forward input, which the network hands to backward.
+//! Memory traffic is most of what it costs (the maps are larger than the caches): forward reads
+//! its input twice (statistics, then the normalised output) and writes once; backward reads `dy`
+//! and the input twice and writes `dx` once (with a fused pooling, the first pass spreads the
+//! pooled `dy` into `dx`, where the second reads it). Nothing but the per-channel statistics is
+//! kept: `x̂` is recomputed from the forward input, which the network hands to backward. The
+//! passes over a run are `kernels::batch_norm`'s, vectorised at the instruction set's width.
 
 use super::maxpool::{disjoint, max_pool_plane, pool_geometry, unpool_plane};
 use super::{Activation, Init, Layer, Mode, Param};
@@ -259,12 +261,8 @@ impl Layer for BatchNorm {
             },
         };
         // Where the GELU's path spreads a pooled dy back (the others use dx's runs).
-        let gelu = act == Some(Activation::Gelu);
-        let scratch = if self.pool.is_some() && gelu {
-            plane
-        } else {
-            0
-        };
+        let pooled_gelu = self.pool.is_some() && act == Some(Activation::Gelu);
+        let scratch = if pooled_gelu { plane } else { 0 };
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {
