@@ -109,6 +109,7 @@ struct Splat<V> {
     b: V,
     mean: V,
     inv_std: V,
+    relu: bool,
 }
 
 impl<V: Vector> Splat<V> {
@@ -122,6 +123,7 @@ impl<V: Vector> Splat<V> {
                 b: V::splat(a.b),
                 mean: V::splat(a.mean),
                 inv_std: V::splat(a.inv_std),
+                relu: a.relu,
             }
         }
     }
@@ -134,6 +136,16 @@ impl<V: Vector> Splat<V> {
     #[inline(always)]
     unsafe fn z(self, xh: V) -> V {
         unsafe { self.g.mul(xh).add(self.b) }
+    }
+
+    /// [`Affine::dz`] of a vector.
+    #[inline(always)]
+    unsafe fn dz(self, d: V, xh: V) -> V {
+        if self.relu {
+            unsafe { self.z(xh).where_positive(d) }
+        } else {
+            d
+        }
     }
 }
 
@@ -262,19 +274,12 @@ impl Kernel for GradSums<'_> {
         let a = *self.a;
         unsafe {
             let sp = Splat::<V>::new(a);
-            let dz = |d: V, xh: V| {
-                if a.relu {
-                    sp.z(xh).where_positive(d)
-                } else {
-                    d
-                }
-            };
             sum_and_dot::<V>(
                 self.dy,
                 self.x,
                 |d, v| {
                     let xh = sp.xhat(v);
-                    (dz(d, xh), xh)
+                    (sp.dz(d, xh), xh)
                 },
                 |d, v| {
                     let xh = a.xhat(v);
@@ -303,19 +308,16 @@ impl Kernel for GradApply<'_> {
             let sp = Splat::<V>::new(*self.a);
             let (k, shift, slope) = *self.line;
             let (k, shift, slope) = (V::splat(k), V::splat(shift), V::splat(slope));
-            // Each vector of `dy` is read before the same lanes of `dx` are written.
-            let dy = self.dy.map_or(self.dx.as_ptr(), |dy| dy.as_ptr());
+            // In place, `dy` is `dx`'s own pointer: each vector is read before the same lanes
+            // are written.
+            let dx = self.dx.as_mut_ptr();
+            let dy = self.dy.map_or(dx.cast_const(), |dy| dy.as_ptr());
             // SAFETY: the mask keeps lanes inside the three slices (of equal length).
             vectors!(V, len, |m, i| {
                 let d = V::load(m, dy.add(i));
                 let xh = sp.xhat(V::load(m, self.x.as_ptr().add(i)));
-                let dz = if self.a.relu {
-                    sp.z(xh).where_positive(d)
-                } else {
-                    d
-                };
-                let dx = k.mul(dz).add(shift).add(slope.mul(xh));
-                dx.store(m, self.dx.as_mut_ptr().add(i));
+                let out = k.mul(sp.dz(d, xh)).add(shift).add(slope.mul(xh));
+                out.store(m, dx.add(i));
             });
         }
     }

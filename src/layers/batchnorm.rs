@@ -402,10 +402,8 @@ impl<R: Iterator<Item = usize> + Clone> Channel<R> {
         let line = self.line(sum_dz, sum_dz_xhat);
         for s in self.runs {
             let x = &x[s..s + plane];
-            match dy {
-                Dy::Plain(_) => {
-                    batch_norm::grad_apply(&a, &line, dy.run(s, plane, &mut []), x, dx_run(s))
-                }
+            match *dy {
+                Dy::Plain(dy) => batch_norm::grad_apply(&a, &line, &dy[s..][..plane], x, dx_run(s)),
                 Dy::Pooled { .. } => batch_norm::grad_apply_in_place(&a, &line, x, dx_run(s)),
             }
         }
@@ -510,7 +508,7 @@ impl Dy<'_> {
             (dy, None) => dy,
             (dy, Some(argmax)) => {
                 let dz = &mut scratch[..plane];
-                let disjoint = matches!(self, Dy::Pooled { disjoint: true, .. });
+                let disjoint = matches!(*self, Dy::Pooled { disjoint: true, .. });
                 unpool_plane(dy, argmax, dz, disjoint);
                 dz
             }
