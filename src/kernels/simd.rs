@@ -1,5 +1,6 @@
 //! One vector interface for the hand-written kernels, so each kernel is written once, generic
-//! over the lane width, and compiled per instruction set (see `isa`): [`F32x16`] (AVX-512F),
+//! over the lane width, and one dispatcher, [`run_on`], which compiles a kernel per instruction
+//! set and runs the one `isa` asks for: [`F32x16`] (AVX-512F),
 //! [`F32x8`] (AVX2 + FMA) and [`F32x4`] (plain arrays, which the compiler maps to the target's
 //! baseline 128-bit vectors: SSE2 on x86-64, NEON on aarch64). Loads and stores take a lane
 //! mask, so the last, partial vector of a run is handled by the same code (masked-off lanes are
@@ -15,11 +16,15 @@ use super::isa::Isa;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// A vector of `LANES` floats and the operations the kernels need. (Off x86-64 only the
-/// Winograd transforms use it, and not all of it.)
+/// A vector of `LANES` floats and the operations the kernels need. (Off x86-64 not all of it
+/// is used.)
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) trait Vector: Copy {
     const LANES: usize;
+    /// The path this vector belongs to, for the few kernels whose blocking or algorithm differs
+    /// between paths: plain lanes of any width are `Portable` (the tests' 16 plain lanes
+    /// included, so they take the portable choices at AVX-512's width).
+    const ISA: Isa;
     type Mask: Copy;
 
     /// Lanes `0..min(left, LANES)`.
@@ -125,6 +130,7 @@ impl<const N: usize> Lanes<N> {
 
 impl<const N: usize> Vector for Lanes<N> {
     const LANES: usize = N;
+    const ISA: Isa = Isa::Portable;
     /// How many lanes, from the first, to load or store.
     type Mask = usize;
 
@@ -196,6 +202,7 @@ impl<const N: usize> Vector for Lanes<N> {
 #[cfg(target_arch = "x86_64")]
 impl Vector for F32x16 {
     const LANES: usize = 16;
+    const ISA: Isa = Isa::Avx512;
     type Mask = __mmask16;
 
     #[inline(always)]
@@ -265,6 +272,7 @@ impl Vector for F32x16 {
 #[cfg(target_arch = "x86_64")]
 impl Vector for F32x8 {
     const LANES: usize = 8;
+    const ISA: Isa = Isa::Avx2;
     /// Whether all lanes are on, and all ones in the lanes to load or store (AVX2's
     /// `maskload`/`maskstore` read the sign bit). Full vectors use plain loads and stores:
     /// masked ones are slow on AMD's Zen cores (with masks everywhere, the AVX2 path trained

@@ -4,6 +4,7 @@
 use super::*;
 use crate::kernels::isa::Isa;
 use crate::kernels::reference::{self, Window};
+use crate::kernels::simd::Lanes;
 
 fn seeded(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = crate::rng::Rng::new(seed);
@@ -193,10 +194,12 @@ fn every_paths_transforms_match_the_portable_ones_exactly() {
                 plan.transform_output(isa, &m, g, &mut phases, &mut y);
                 plan.transform_grad(isa, &dy, g, &mut phases, &mut z);
             } else {
-                const E: usize = transforms::EMULATED_16;
-                plan.transform_input_body::<E>(&prepared, g, &mut v);
-                plan.transform_output_body::<E>(&m, g, &mut phases, &mut y);
-                plan.transform_grad_body::<E>(&dy, g, &mut phases, &mut z);
+                // SAFETY: plain lanes need no instruction set.
+                unsafe {
+                    plan.transform_input_body::<Lanes<16>>(&prepared, g, &mut v);
+                    plan.transform_output_body::<Lanes<16>>(&m, g, &mut phases, &mut y);
+                    plan.transform_grad_body::<Lanes<16>>(&dy, g, &mut phases, &mut z);
+                }
             }
             let (v, z) = (
                 rows(&v, c, plan.plane_stride(c, g)),

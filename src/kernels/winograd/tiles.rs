@@ -1,5 +1,5 @@
-//! The Winograd transforms of `kernels::winograd` written once over `simd::Vector`, compiled for
-//! AVX-512 (16 tiles per vector) and AVX2 (8): all 16 planes of a transform from one load of its
+//! F(2×2, 3×3)'s transforms of `kernels::winograd` written once over `simd::Vector`, run at
+//! AVX-512's width (16 tiles per vector) and AVX2's (8): all 16 planes of a transform from one load of its
 //! inputs, and a masked last vector.
 //!
 //! Why by hand: the portable loops compute one plane per pass (re-reading inputs 16 times), and

@@ -9,111 +9,66 @@ use super::{Tile, Winograd, tiles4};
 use crate::kernels::isa::Isa;
 use crate::kernels::prefetch::prefetch;
 use crate::kernels::shuffle;
-use crate::kernels::simd::F32x4;
-#[cfg(test)]
-use crate::kernels::simd::Lanes;
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::simd::{F32x8, F32x16};
+use crate::kernels::simd::{Kernel, Vector, run_on};
 
-/// Defines `$name(&self, isa, ...)`, which runs the `#[inline(always)]` method `$body::<LANES>`
-/// compiled for `isa` (or the best path the CPU has below it): `LANES` is 16 for AVX-512, 8 for
-/// AVX2 + FMA, where the body calls the hand-written kernels of `tiles`, and 0 for the portable
-/// loops. The rest of each body is plain loops that the compiler vectorises at the width the
-/// instruction set allows; the default x86-64 target allows only 128-bit vectors. (The GEMM
-/// crate dispatches the same way.)
+/// Defines `$name(&self, isa, ...)`, which runs the `#[inline(always)]` method `$body::<V>`
+/// through `simd::run_on`, at the vector of `isa` (or of the best path the CPU has below it).
+/// Where `V` is AVX-512's or AVX2's, the bodies call the hand-written kernels of `tiles` and
+/// `tiles4`; the rest of each body is plain loops that the compiler vectorises at the width the
+/// instruction set allows (the default x86-64 target allows only 128-bit vectors).
 macro_rules! per_isa {
     ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        pub(super) fn $name(&self, isa: Isa, $($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512(w: &Winograd, $($arg: $ty),*) {
-                    w.$body::<16>($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2(w: &Winograd, $($arg: $ty),*) {
-                    w.$body::<8>($($arg),*)
-                }
-                match isa.supported() {
-                    // SAFETY: `supported` returns only paths the CPU has.
-                    Isa::Avx512 => return unsafe { avx512(self, $($arg),*) },
-                    // SAFETY: as above.
-                    Isa::Avx2 => return unsafe { avx2(self, $($arg),*) },
-                    Isa::Portable => {}
+        pub(super) fn $name<'a>(&'a self, isa: Isa, $($arg: $ty),*) {
+            struct Body<'a> {
+                w: &'a Winograd,
+                $($arg: $ty),*
+            }
+            impl<'a> Kernel for Body<'a> {
+                type Out = ();
+                #[inline(always)]
+                unsafe fn run<V: Vector>(self) {
+                    let Body { w, $($arg),* } = self;
+                    // SAFETY: `V`'s instruction set is enabled (`Kernel`).
+                    unsafe { w.$body::<V>($($arg),*) }
                 }
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = isa;
-            self.$body::<0>($($arg),*)
+            run_on(isa, Body { w: self, $($arg),* })
         }
     };
 }
-
-/// Calls the generic kernel `tiles::$kernel` at the vector type of `LANES` (16 or 8).
-#[cfg(target_arch = "x86_64")]
-macro_rules! tiles_at {
-    ($lanes:expr, $kernel:ident($($arg:expr),*)) => {
-        match $lanes {
-            16 => tiles::$kernel::<F32x16>($($arg),*),
-            _ => tiles::$kernel::<F32x8>($($arg),*),
-        }
-    };
-}
-
-/// Calls the generic kernel `tiles4::$kernel` at the vector type of `LANES` (16, 8, or 0 for
-/// the portable 4-lane vector; in tests, [`EMULATED_16`] for 16 plain lanes, so that any CPU
-/// runs the transforms at AVX-512's width).
-macro_rules! tiles4_at {
-    ($lanes:expr, $kernel:ident($($arg:expr),*)) => {{
-        #[cfg(test)]
-        let emulated = $lanes == EMULATED_16;
-        #[cfg(not(test))]
-        let emulated = false;
-        if emulated {
-            #[cfg(test)]
-            tiles4::$kernel::<Lanes<16>>($($arg),*);
-        } else {
-            #[cfg(target_arch = "x86_64")]
-            match $lanes {
-                16 => tiles4::$kernel::<F32x16>($($arg),*),
-                8 => tiles4::$kernel::<F32x8>($($arg),*),
-                _ => tiles4::$kernel::<F32x4>($($arg),*),
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            tiles4::$kernel::<F32x4>($($arg),*);
-        }
-    }};
-}
-
-/// The `LANES` of F(4×4)'s bodies that runs their kernels at 16 plain lanes (tests only).
-#[cfg(test)]
-pub(super) const EMULATED_16: usize = 1;
 
 impl Winograd {
-    per_isa!(prepare, prepare_body, (x: &[f32], buf: &mut [f32]));
-    per_isa!(transform_input, transform_input_body, (prepared: &[f32], g: usize, v: &mut [f32]));
+    per_isa!(prepare, prepare_body, (x: &'a [f32], buf: &'a mut [f32]));
+    per_isa!(
+        transform_input,
+        transform_input_body,
+        (prepared: &'a [f32], g: usize, v: &'a mut [f32])
+    );
     per_isa!(
         transform_output,
         transform_output_body,
-        (m: &[f32], g: usize, phases: &mut [f32], y: &mut [f32])
+        (m: &'a [f32], g: usize, phases: &'a mut [f32], y: &'a mut [f32])
     );
     per_isa!(
         transform_grad,
         transform_grad_body,
-        (dy: &[f32], g: usize, phases: &mut [f32], z: &mut [f32])
+        (dy: &'a [f32], g: usize, phases: &'a mut [f32], z: &'a mut [f32])
     );
 
     /// Splits each channel of one zero-padded image into its `m²` phase images (module doc):
     /// phase `m·p + q` of channel `ch` is at `buf[(m²·ch + m·p + q)·phase_len..]`.
+    ///
+    /// # Safety
+    /// `V`'s instruction set is enabled in the caller (as for every `*_body`).
     #[inline(always)]
-    fn prepare_body<const LANES: usize>(&self, x: &[f32], buf: &mut [f32]) {
+    unsafe fn prepare_body<V: Vector>(&self, x: &[f32], buf: &mut [f32]) {
         match self.tile {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `LANES` is 16 only in the body compiled for AVX-512 (`per_isa`).
-            Tile::F2 if LANES == 16 => unsafe { self.split_avx512::<2>(x, buf) },
+            // SAFETY: `V` is AVX-512's vector, so the caller has AVX-512 enabled.
+            Tile::F2 if V::ISA == Isa::Avx512 => unsafe { self.split_avx512::<2>(x, buf) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            Tile::F4 if LANES == 16 => unsafe { self.split_avx512::<4>(x, buf) },
+            Tile::F4 if V::ISA == Isa::Avx512 => unsafe { self.split_avx512::<4>(x, buf) },
             Tile::F2 => self.split::<2>(x, buf),
             Tile::F4 => self.split::<4>(x, buf),
         }
@@ -236,7 +191,7 @@ impl Winograd {
     /// `V_ξ[c][t] = (Bᵀ d B)[ξ]` for every tile and channel of the prepared group,
     /// `(m + 2)²×C×NT`.
     #[inline(always)]
-    pub(super) fn transform_input_body<const LANES: usize>(
+    pub(super) unsafe fn transform_input_body<V: Vector>(
         &self,
         prepared: &[f32],
         g: usize,
@@ -247,21 +202,15 @@ impl Winograd {
             return self.for_each_patch::<4, 6>(prepared, g, |d, t, ch, at| {
                 // Runs may spill into the next images' tiles, written after this one.
                 let (out, room) = (&mut v[ch * nt + at..], nt - at);
-                // SAFETY: `LANES` is non-zero only in the bodies compiled for its instruction
-                // set, and 0 (the portable vector) elsewhere (`per_isa`).
-                unsafe { tiles4_at!(LANES, input_tiles(d, t, room, out, sv)) };
+                // SAFETY: `V`'s instruction set is enabled (this function's contract).
+                unsafe { tiles4::input_tiles::<V>(d, t, room, out, sv) };
             });
         }
         self.for_each_patch::<2, 4>(prepared, g, |d, t, ch, at| {
             #[cfg(target_arch = "x86_64")]
-            if LANES > 0 {
+            if V::ISA != Isa::Portable {
                 // SAFETY: as above.
-                unsafe {
-                    tiles_at!(
-                        LANES,
-                        input_tiles(d, t, nt - at, &mut v[ch * nt + at..], sv)
-                    )
-                };
+                unsafe { tiles::input_tiles::<V>(d, t, nt - at, &mut v[ch * nt + at..], sv) };
                 return;
             }
             // One call per plane: the indices must be constants (see `input_plane`).
@@ -307,7 +256,7 @@ impl Winograd {
     /// dropping the unused tiles and what hangs over the output. (Per image and channel, the
     /// setup cost as much as the work on an 8×8 map.)
     #[inline(always)]
-    pub(super) fn transform_output_body<const LANES: usize>(
+    pub(super) unsafe fn transform_output_body<V: Vector>(
         &self,
         m: &[f32],
         g: usize,
@@ -334,19 +283,19 @@ impl Winograd {
                     let mut it = phases.chunks_exact_mut(stride);
                     std::array::from_fn(|_| it.next().unwrap())
                 };
-                // SAFETY: as in `transform_input_body` (`LANES` is 0 for the portable path).
-                unsafe { tiles4_at!(LANES, output_phases(&mm, nt, stride, &mut out)) };
+                // SAFETY: as in `transform_input_body`.
+                unsafe { tiles4::output_phases::<V>(&mm, nt, stride, &mut out) };
             } else {
                 debug_assert_eq!(planes, 16);
                 let mm: [&[f32]; 16] = std::array::from_fn(at);
                 let (p0, rest) = phases.split_at_mut(stride);
                 let (p1, rest) = rest.split_at_mut(stride);
                 let (p2, p3) = rest.split_at_mut(stride);
-                if LANES > 0 {
-                    // SAFETY: as in `transform_input_body` (and `LANES` is 0 off x86-64).
+                if V::ISA != Isa::Portable {
+                    // SAFETY: as in `transform_input_body` (only x86-64 has other paths).
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
-                        tiles_at!(LANES, output_phases(&mm, nt, stride, [p0, p1, p2, p3]))
+                        tiles::output_phases::<V>(&mm, nt, stride, [p0, p1, p2, p3])
                     };
                 } else {
                     output_phase::<0, 0>(&mm, &mut p0[..nt]);
@@ -422,7 +371,7 @@ impl Winograd {
     /// into `z` (`(m + 2)²×O×NT`): first the tile's `m²` pixels over whole planes into `phases`
     /// (`m²×T`, zero for the unused tiles and past the output's edge), then the planes.
     #[inline(always)]
-    pub(super) fn transform_grad_body<const LANES: usize>(
+    pub(super) unsafe fn transform_grad_body<V: Vector>(
         &self,
         dy: &[f32],
         g: usize,
@@ -447,21 +396,16 @@ impl Winograd {
                 let e: [&[f32]; 16] = std::array::from_fn(|k| &phases[k * t..][..t]);
                 let (out, room) = (&mut z[oc * nt + at..], nt - at);
                 // SAFETY: as in `transform_input_body`.
-                unsafe { tiles4_at!(LANES, grad_tiles(&e, t, room, out, sz)) };
+                unsafe { tiles4::grad_tiles::<V>(&e, t, room, out, sz) };
                 continue;
             }
             self.deinterleave::<2>(plane, phases);
             let p = |k: usize| &phases[k * t..][..t];
             let e = [[p(0), p(1)], [p(2), p(3)]];
             #[cfg(target_arch = "x86_64")]
-            if LANES > 0 {
+            if V::ISA != Isa::Portable {
                 // SAFETY: as in `transform_input_body`.
-                unsafe {
-                    tiles_at!(
-                        LANES,
-                        grad_tiles(&e, t, nt - at, &mut z[oc * nt + at..], sz)
-                    )
-                };
+                unsafe { tiles::grad_tiles::<V>(&e, t, nt - at, &mut z[oc * nt + at..], sz) };
                 continue;
             }
             macro_rules! planes {
