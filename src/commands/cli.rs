@@ -69,6 +69,17 @@ pub enum ScheduleArg {
     Linear,
 }
 
+/// The recipes `--recipe` names: the settings a run takes where the flags are silent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RecipeArg {
+    /// The general defaults, chosen from the data and the network
+    General,
+    /// airbench94's, which the cifar-fast preset brings
+    CifarFast,
+    /// airbench95's, which the cifar-fast-wide preset brings
+    CifarFastWide,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum InitArg {
     He,
@@ -181,6 +192,11 @@ pub struct TrainArgs {
     /// cifar-fast reflect-crop)
     #[arg(long, value_enum)]
     pub augment: Option<AugmentArg>,
+    /// The recipe for every setting the flags leave out, in place of the network's own (the
+    /// preset's, else the general one): `--recipe cifar-fast` trains a network written in a
+    /// file as the preset trains
+    #[arg(long, value_enum)]
+    pub recipe: Option<RecipeArg>,
     /// Lookahead: every 5 steps pull the weights toward a slow copy, which becomes the final
     /// model (default no; cifar-fast yes)
     #[arg(long)]

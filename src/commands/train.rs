@@ -2,7 +2,9 @@
 //! ([`crate::train::trainer`]) with its reports drawn here: the progress bar, one line per epoch,
 //! the CSV log, the plots; Ctrl-C asks the loop to checkpoint and stop.
 
-use super::cli::{AugmentArg, InitArg, KeepArg, LossArg, OptimizerArg, ScheduleArg, TrainArgs};
+use super::cli::{
+    AugmentArg, InitArg, KeepArg, LossArg, OptimizerArg, RecipeArg, ScheduleArg, TrainArgs,
+};
 use super::{build_options, format::group, load_arch, plot, with_threads};
 use crate::data::{self, Augment};
 use crate::infer::tta::Tta;
@@ -123,7 +125,13 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         OptimizerArg::Adam => OptimizerKind::Adam,
         OptimizerArg::Adamw => OptimizerKind::AdamW,
     });
-    let r = Recipe::for_run(&arch_name, &arch, &kind, colour, optimizer);
+    let recipe_name = match a.recipe {
+        None => &arch_name,
+        Some(RecipeArg::General) => "general",
+        Some(RecipeArg::CifarFast) => "cifar-fast",
+        Some(RecipeArg::CifarFastWide) => "cifar-fast-wide",
+    };
+    let r = Recipe::for_run(recipe_name, &arch, &kind, colour, optimizer);
     let batch_size = a.batch_size.unwrap_or(r.batch_size);
     if batch_size == 0 {
         usage!("--batch-size must be at least 1");

@@ -2,7 +2,8 @@
 //!
 //! A preset may bring its own recipe, tuned with it (`cifar-fast`: airbench94's, Jordan 2024);
 //! every other network gets the general defaults, which depend on the data and the
-//! architecture. The command line's flags override any field.
+//! architecture. `--recipe` names another recipe for a run (a preset's for a network written
+//! in a file, say), and the command line's flags override any field.
 
 use super::lookahead::LookaheadConfig;
 use super::optim::OptimizerKind;
@@ -63,10 +64,11 @@ impl Recipe {
         }
     }
 
-    /// The recipe for `arch` (the preset or file named `arch_name`) on a dataset of `kind`
-    /// (photographs when `colour`), with the optimizer the command line chose, if it did.
+    /// The recipe `name`d for `arch` on a dataset of `kind` (photographs when `colour`), with
+    /// the optimizer the command line chose, if it did: a preset's own if `name` is one that
+    /// brings a recipe, else the general defaults. (`name` is the network's, or `--recipe`'s.)
     pub fn for_run(
-        arch_name: &str,
+        name: &str,
         arch: &ArchSpec,
         kind: &DatasetKind,
         colour: bool,
@@ -74,7 +76,7 @@ impl Recipe {
     ) -> Recipe {
         // The airbench recipes are SGD's; another optimizer gets the general defaults.
         let sgd = optimizer.is_none_or(|o| o == OptimizerKind::Sgd);
-        match arch_name {
+        match name {
             "cifar-fast" if sgd => airbench(11.5, 10),
             // airbench95: the same recipe at a lower rate for longer.
             "cifar-fast-wide" if sgd => airbench(10.0, 15),

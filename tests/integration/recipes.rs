@@ -147,3 +147,75 @@ fn a_short_run_trains_without_augmentation_and_says_so() {
     assert!(header.contains("augmentation shift ±2\n"), "{header}");
     assert_ne!(default, auto);
 }
+
+/// `--recipe cifar-fast` lends the preset's recipe to a network written in a file: the same
+/// weights as its every setting spelled out in flags, other weights than the general recipe's
+/// (which `--recipe general` names), and the flags still override it.
+#[test]
+fn a_presets_recipe_can_train_a_network_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("fast.arch"), ARCH).unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let mut a = vec![
+            "--arch",
+            "fast.arch",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "100",
+            "--lr",
+            "0.5",
+            "--out",
+            out,
+        ];
+        a.extend(extra);
+        let o = cnn(d, &train_on_mini(&a));
+        let (stdout, stderr) = text(&o);
+        assert!(o.status.success(), "{stdout}\n{stderr}");
+        (digest(d, out), stderr)
+    };
+    let (lent, header) = run("lent.cnn", &["--recipe", "cifar-fast"]);
+    assert!(
+        header.contains("batch 100, Sgd lr 0.5")
+            && header.contains("recipe: init uniform, linear schedule, augmentation crop"),
+        "{header}"
+    );
+    // airbench94's settings (`train::recipe`): weight decay 0.0153 / 11.5 in f32.
+    let (spelled, _) = run(
+        "spelled.cnn",
+        &[
+            "--momentum",
+            "0.85",
+            "--nesterov",
+            "true",
+            "--weight-decay",
+            "0.0013304348",
+            "--init",
+            "uniform",
+            "--schedule",
+            "linear",
+            "--warmup",
+            "0",
+            "--label-smoothing",
+            "0.2",
+            "--augment",
+            "reflect-crop",
+            "--lookahead",
+            "true",
+            "--val-split",
+            "0",
+            "--keep",
+            "last",
+            "--tta",
+            "flip-shift",
+        ],
+    );
+    assert_eq!(lent, spelled, "the lent recipe is not airbench94's");
+    let (general, _) = run("general.cnn", &[]);
+    assert_ne!(lent, general);
+    let (named, _) = run("named.cnn", &["--recipe", "general"]);
+    assert_eq!(general, named);
+    let o = cnn(d, &train_on_mini(&["--recipe", "airbench"]));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+}
